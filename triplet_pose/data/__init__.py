@@ -1,0 +1,51 @@
+"""Input data: the 'fake' input and the TFDS datasets behind one constructor.
+
+Every iterator yields dicts of numpy arrays for this process's share of the
+global batch (keys: image uint8 (B,H,W,3), joints (B,16,2), joints_visible
+(B,16), contour (B,26,2), contour_visible (B,26), head_size (B,),
+crop_to_original (B,2,3), person_index (B,), valid (B,)), and has
+`get_state()` / `set_state()` so that training resumes at the exact batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from triplet_pose.data.fake import FakeIterator
+
+
+def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
+                    batch_size: int, seed: int, shuffle: bool = True,
+                    repeat: bool = True):
+  """Creates the batch iterator named by `input_config.name` for this process.
+
+  Args:
+    input_config: the `config.input` section (configs/common.py).
+    split: dataset split, e.g. 'train' or 'validation'.
+    batch_size: the GLOBAL batch size; each process gets its share.
+    seed: shuffling seed (the same on every process).
+    shuffle: shuffle examples (training) or keep the file order (evaluation).
+    repeat: repeat forever (training) or stop after one pass, padding the
+      last batch and marking padding with `valid == False` (evaluation).
+
+  Raises:
+    ValueError: when the global batch does not split evenly over processes.
+  """
+  process_count = jax.process_count()
+  if batch_size % process_count:
+    raise ValueError(f"batch size {batch_size} is not divisible by the "
+                     f"{process_count} processes")
+  local_batch = batch_size // process_count
+  if input_config.name == "fake":
+    num = input_config.fake_num_examples
+    return FakeIterator(num_examples=num, batch_size=local_batch,
+                        image_size=input_config.image_size,
+                        seed=seed if split == "train" else seed + 1,
+                        repeat=repeat, process_index=jax.process_index(),
+                        process_count=process_count)
+  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.create_tfds_iterator(
+      input_config, split=split, batch_size=local_batch, seed=seed,
+      shuffle=shuffle, repeat=repeat, process_index=jax.process_index(),
+      process_count=process_count)

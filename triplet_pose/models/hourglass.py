@@ -1,0 +1,154 @@
+"""Stacked hourglass network (Newell et al. 2016), as used by the thesis.
+
+The graph is exactly that of the public PyTorch stacked hourglass
+(princeton-vl), so its MPII checkpoints map onto these parameters
+(`triplet_pose.models.torch_import`):
+
+* Residual(in -> out): BN-ReLU-Conv1x1(out/2) -> BN-ReLU-Conv3x3(out/2) ->
+  BN-ReLU-Conv1x1(out), plus the identity, or a Conv1x1 when in != out.
+* Pre: Conv7x7/2(64)-BN-ReLU -> Residual(128) -> MaxPool2 -> Residual(128) ->
+  Residual(F): an (H/4, W/4, F) map.
+* Hourglass(n): Residual up branch + [MaxPool, Residual, Hourglass(n-1) or
+  Residual, Residual, nearest 2x upsample].
+* Per stack: hourglass -> features (Residual, Conv1x1-BN-ReLU) -> Conv1x1 to K
+  heatmaps; between stacks x += merge_pred(pred) + merge_feat(features).
+
+Every convolution has a bias and symmetric (k-1)/2 padding, as in PyTorch;
+weights are Xavier-uniform. Batch norm uses PyTorch's momentum 0.1 and eps 1e-5.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_xavier = nn.initializers.xavier_uniform()
+
+
+def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any, name: str):
+  pad = (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), use_bias=True,
+                 kernel_init=_xavier, dtype=dtype, name=name)
+
+
+def _norm(train: bool, *, dtype: Any, name: str):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=1e-5, dtype=dtype, name=name)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _upsample_nearest(x: jax.Array) -> jax.Array:
+  return jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
+
+
+class Residual(nn.Module):
+  """Pre-activation bottleneck residual block; bottleneck width is features/2."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    mid = self.features // 2
+    d = self.dtype
+    y = nn.relu(_norm(train, dtype=d, name="bn1")(x))
+    y = _conv(mid, 1, dtype=d, name="conv1")(y)
+    y = nn.relu(_norm(train, dtype=d, name="bn2")(y))
+    y = _conv(mid, 3, dtype=d, name="conv2")(y)
+    y = nn.relu(_norm(train, dtype=d, name="bn3")(y))
+    y = _conv(self.features, 1, dtype=d, name="conv3")(y)
+    if x.shape[-1] == self.features:
+      skip = x
+    else:
+      skip = _conv(self.features, 1, dtype=d, name="skip")(x)
+    return skip + y
+
+
+class Hourglass(nn.Module):
+  """One hourglass of `depth` levels at constant width."""
+  depth: int
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block = functools.partial(Residual, self.features, dtype=self.dtype)
+    up = block(name="up1")(x, train)
+    low = block(name="low1")(_max_pool(x), train)
+    if self.depth > 1:
+      low = Hourglass(self.depth - 1, self.features, dtype=self.dtype,
+                      name="low2")(low, train)
+    else:
+      low = block(name="low2")(low, train)
+    low = block(name="low3")(low, train)
+    return up + _upsample_nearest(low)
+
+
+class StackedHourglass(nn.Module):
+  """Stacked hourglass mapping NHWC images to per-stack keypoint heatmaps.
+
+  Attributes:
+    num_stacks: number of hourglass stacks (8 for the thesis joint model, 5 for
+      the triplet model).
+    num_features: width F of every hourglass (256 in the thesis).
+    num_keypoints: heatmaps per stack (16 joints, 26 contour points).
+    hourglass_depth: downsampling levels per hourglass (4: 64 -> 4 cells).
+    dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+    remat: recompute each hourglass in the backward pass to save memory.
+
+  Called as `model.apply(variables, images, train=False)` with images
+  (batch, H, W, C) float in [0, 1], any C; H and W divisible by
+  4 * 2**hourglass_depth. `train=True` uses batch statistics and needs
+  `mutable=['batch_stats']`. Returns float32 heatmaps of shape
+  (batch, num_stacks, H/4, W/4, num_keypoints).
+  """
+  num_stacks: int
+  num_features: int = 256
+  num_keypoints: int = 16
+  hourglass_depth: int = 4
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    self._check_input(images)
+    d, f = self.dtype, self.num_features
+    x = _conv(64, 7, stride=2, dtype=d, name="pre_conv")(images.astype(d))
+    x = nn.relu(_norm(train, dtype=d, name="pre_bn")(x))
+    x = Residual(128, dtype=d, name="pre_res1")(x, train)
+    x = _max_pool(x)
+    x = Residual(128, dtype=d, name="pre_res2")(x, train)
+    x = Residual(f, dtype=d, name="pre_res3")(x, train)
+
+    hourglass_cls = nn.remat(Hourglass, static_argnums=(2,)) if self.remat else Hourglass
+    predictions = []
+    for s in range(self.num_stacks):
+      hg = hourglass_cls(self.hourglass_depth, f, dtype=d, name=f"hourglass_{s}")(x, train)
+      feat = Residual(f, dtype=d, name=f"features_res_{s}")(hg, train)
+      feat = _conv(f, 1, dtype=d, name=f"features_conv_{s}")(feat)
+      feat = nn.relu(_norm(train, dtype=d, name=f"features_bn_{s}")(feat))
+      pred = _conv(self.num_keypoints, 1, dtype=d, name=f"out_{s}")(feat)
+      predictions.append(pred)
+      if s < self.num_stacks - 1:
+        x = (x + _conv(f, 1, dtype=d, name=f"merge_pred_{s}")(pred)
+             + _conv(f, 1, dtype=d, name=f"merge_features_{s}")(feat))
+    return jnp.stack(predictions, axis=1).astype(jnp.float32)
+
+  def _check_input(self, images: jax.Array) -> None:
+    if images.ndim != 4:
+      raise ValueError(
+          f"StackedHourglass expects NHWC images (batch, H, W, C), got shape "
+          f"{tuple(images.shape)}")
+    multiple = 4 * 2 ** self.hourglass_depth
+    h, w = images.shape[1:3]
+    if h % multiple or w % multiple:
+      raise ValueError(
+          f"image height and width must be multiples of {multiple} for "
+          f"hourglass_depth={self.hourglass_depth}, got {h}x{w}")
