@@ -40,3 +40,78 @@ def augment_config() -> ml_collections.ConfigDict:
   c.flip_probability = 0.5
   c.color_jitter = 0.2
   return c
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The StackedHourglass and what it predicts."""
+  c = ml_collections.ConfigDict()
+  c.num_stacks = 8
+  c.num_features = 256
+  c.hourglass_depth = 4
+  # What the model predicts: 'joints' (16 heatmaps) or 'contour' (26).
+  c.target = "joints"
+  c.dtype = "float32"  # computation dtype; 'bfloat16' on accelerators.
+  c.remat = False
+  return c
+
+
+def heatmap_config() -> ml_collections.ConfigDict:
+  """Target heatmaps (64x64) and the joint heatmaps fed to the triplet model."""
+  c = ml_collections.ConfigDict()
+  c.target_kernel = "gaussian"  # or 'pyramid' (the thesis).
+  c.sigma = 1.0  # gaussian, in cells of a 64x64 grid.
+  c.radius = 5.0  # pyramid, in cells of a 64x64 grid.
+  c.target_peak = ml_collections.config_dict.placeholder(float)  # None: kernel default.
+  c.input_kernel = "gaussian"  # joint heatmaps given to the triplet model.
+  c.input_peak = 1.0
+  return c
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """Adam with a learning-rate schedule and optional gradient clipping."""
+  c = ml_collections.ConfigDict()
+  c.learning_rate = 2.5e-4
+  c.schedule = "constant"  # 'constant', 'step' or 'warmup_cosine'.
+  c.warmup_steps = 0
+  c.decay_steps = ()  # 'step': multiply by decay_factor at each of these steps.
+  c.decay_factor = 0.1
+  c.end_learning_rate_factor = 0.0  # 'warmup_cosine': final lr / peak lr.
+  c.b1 = 0.9
+  c.b2 = 0.999
+  c.grad_clip_norm = 0.0  # 0 disables clipping.
+  return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a training run reads, with the thesis joint model's values."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = model_config()
+  c.heatmap = heatmap_config()
+  c.optimizer = optimizer_config()
+  c.input = input_config()
+  c.augment = augment_config()
+  # Input of the triplet model (model.target == 'contour'): the image plus joint
+  # heatmaps from 'ground_truth', 'noisy_ground_truth' or 'predicted' (by the
+  # joint model in `joint_workdir`).
+  c.triplet_input = "ground_truth"
+  c.triplet_noise_std = 4.0  # pixels of the input image, for noisy_ground_truth.
+  c.joint_workdir = ""
+  c.num_train_steps = 100_000
+  c.log_every_steps = 50
+  c.eval_every_steps = 1000
+  c.eval_batches = 8  # validation batches per evaluation during training.
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3  # newest N.
+  c.keep_best_checkpoints = 1  # best N by `best_metric` (lower is better).
+  c.best_metric = "eval_loss"
+  c.distributed = False  # call jax.distributed.initialize() (multi-host).
+  return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """Parses the config argument 'a=1,b' (after the ':' in --config) to a dict."""
+  if not arg:
+    return {}
+  return dict(item.split("=", 1) if "=" in item else (item, "")
+              for item in arg.split(","))

@@ -1,0 +1,35 @@
+"""A tiny model on the fake input, for tests and a first look (seconds on a CPU).
+
+  python -m launch.train --config=configs/tiny.py --workdir=/tmp/tiny
+
+`--config=configs/tiny.py:target=contour` gives the tiny triplet model.
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  c.model.num_stacks = 2
+  c.model.num_features = 32
+  c.model.hourglass_depth = 2
+  c.input.name = "fake"
+  c.input.image_size = 64
+  c.input.heatmap_size = 16
+  c.input.batch_size = 4
+  c.input.eval_batch_size = 4
+  c.input.fake_num_examples = 32
+  c.optimizer.learning_rate = 1e-3
+  c.num_train_steps = 20
+  c.log_every_steps = 5
+  c.eval_every_steps = 10
+  c.eval_batches = 2
+  c.checkpoint_every_steps = 10
+  for key, value in common.parse_arg(arg).items():
+    if key == "target":
+      c.model.target = value
+    elif key == "stacks":
+      c.model.num_stacks = int(value)
+    else:
+      raise ValueError(f"unknown config argument {key!r} in {arg!r}")
+  return c

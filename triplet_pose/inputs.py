@@ -1,0 +1,130 @@
+"""What the models see and what they must predict, built from a batch on device.
+
+* `model_inputs`: the image in [0, 1] for the joint model; for the triplet model
+  the image concatenated with 16 joint heatmaps rendered at input resolution
+  (19 channels), from ground truth, jittered ground truth, or the joint model's
+  own predictions (`config.triplet_input`).
+* `targets`: the heatmaps to regress and the per-keypoint loss weights
+  (keypoint visibility).
+
+All functions are pure and run inside the jitted train and eval steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from triplet_pose import heatmaps
+from triplet_pose import keypoints as kp
+
+TRIPLET_INPUTS = ("ground_truth", "noisy_ground_truth", "predicted")
+TARGETS = ("joints", "contour")
+
+# (variables, images) -> per-stack joint heatmaps (B, S, h, w, 16).
+JointPredictor = Callable[[Any, jax.Array], jax.Array]
+
+
+def num_keypoints(config: ml_collections.ConfigDict) -> int:
+  """Heatmaps the model predicts."""
+  _check_target(config)
+  return kp.NUM_JOINTS if config.model.target == "joints" else kp.NUM_CONTOUR
+
+
+def num_input_channels(config: ml_collections.ConfigDict) -> int:
+  """3 for the joint model, 3 + 16 for the triplet model."""
+  return 3 if config.model.target == "joints" else 3 + kp.NUM_JOINTS
+
+
+def images_to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] (or float [0, 1]) images to float32 in [0, 1]."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def joint_input_heatmaps(config: ml_collections.ConfigDict, joints: jax.Array,
+                         visible: jax.Array, *, image_size: int) -> jax.Array:
+  """Renders joints (B, 16, 2), in input pixels, as (B, S, S, 16) input heatmaps."""
+  return heatmaps.render(joints, visible, height=image_size,
+                         kernel=config.heatmap.input_kernel,
+                         sigma=config.heatmap.sigma, radius=config.heatmap.radius,
+                         peak=config.heatmap.input_peak)
+
+
+def model_inputs(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
+                 rng: jax.Array, *, joint_predictor: JointPredictor | None = None,
+                 joint_variables: Any = None) -> jax.Array:
+  """The model's input images (B, H, W, C), float32.
+
+  Args:
+    config: the experiment config.
+    batch: a batch whose `image` is uint8 or float in [0, 1].
+    rng: randomness for `noisy_ground_truth`.
+    joint_predictor: for `triplet_input == 'predicted'`: the joint model.
+    joint_variables: the joint model's variables.
+
+  Raises:
+    ValueError: for an unknown `triplet_input`, or 'predicted' without a joint
+      model.
+  """
+  images = images_to_float(batch["image"])
+  if config.model.target == "joints":
+    return images
+  size = images.shape[1]
+  joints, visible = batch["joints"], batch["joints_visible"]
+  mode = config.triplet_input
+  if mode == "noisy_ground_truth":
+    joints = joints + config.triplet_noise_std * jax.random.normal(rng, joints.shape)
+  elif mode == "predicted":
+    if joint_predictor is None or joint_variables is None:
+      raise ValueError("triplet_input='predicted' needs the joint model: set "
+                       "config.joint_workdir to a trained joint model's workdir")
+    joints, visible = predict_joints(joint_predictor, joint_variables, images,
+                                     image_size=size)
+  elif mode != "ground_truth":
+    raise ValueError(f"config.triplet_input must be one of {TRIPLET_INPUTS}, "
+                     f"got {mode!r}")
+  joint_maps = joint_input_heatmaps(config, joints, visible, image_size=size)
+  return jnp.concatenate([images, joint_maps], axis=-1)
+
+
+def predict_joints(joint_predictor: JointPredictor, joint_variables: Any,
+                   images: jax.Array, *, image_size: int
+                   ) -> tuple[jax.Array, jax.Array]:
+  """Joints (B, 16, 2) in input pixels and their weights from the joint model.
+
+  The last stack's heatmaps are decoded and re-rendered at input resolution,
+  so predicted and ground-truth inputs share one appearance. No gradient flows
+  into the joint model.
+  """
+  stacks = jax.lax.stop_gradient(joint_predictor(joint_variables, images))
+  coords, _ = heatmaps.decode(stacks[:, -1])
+  joints = heatmaps.rescale_coordinates(coords, stacks.shape[2], image_size)
+  return joints, jnp.ones(joints.shape[:-1], jnp.float32)
+
+
+def targets(config: ml_collections.ConfigDict, batch: dict[str, jax.Array]
+            ) -> tuple[jax.Array, jax.Array]:
+  """Target heatmaps (B, h, w, K) and loss weights (B, K) for `model.target`."""
+  _check_target(config)
+  key = config.model.target
+  points = batch[key]
+  visible = batch[f"{key}_visible"].astype(jnp.float32)
+  image_size = batch["image"].shape[1]
+  size = config.input.heatmap_size
+  coords = heatmaps.rescale_coordinates(points, image_size, size)
+  maps = heatmaps.render(coords, visible, height=size,
+                         kernel=config.heatmap.target_kernel,
+                         sigma=config.heatmap.sigma, radius=config.heatmap.radius,
+                         peak=config.heatmap.target_peak)
+  return maps, visible
+
+
+def _check_target(config: ml_collections.ConfigDict) -> None:
+  if config.model.target not in TARGETS:
+    raise ValueError(f"config.model.target must be one of {TARGETS}, got "
+                     f"{config.model.target!r}")

@@ -1,0 +1,276 @@
+"""Training of the joint and triplet models: state, pure steps, and the loop.
+
+`train_step` and `eval_step` are pure functions of (state, batch, rng), jitted
+with the state donated and the batch sharded over all devices
+(`triplet_pose.parallel`). `train_and_evaluate` runs the loop: it resumes
+from the newest checkpoint in the workdir, logs loss per stack, learning rate,
+steps/s and ETA, evaluates, checkpoints, and stops with a clear message (and
+the last good checkpoint intact) when the loss stops being finite.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+
+from triplet_pose import checkpointing
+from triplet_pose import data
+from triplet_pose import inputs
+from triplet_pose import metric_writer
+from triplet_pose import optim
+from triplet_pose import parallel
+from triplet_pose.models import StackedHourglass
+
+
+class TrainState(train_state.TrainState):
+  """Step, params, optimizer state and the batch-norm running statistics."""
+  batch_stats: Any = None
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient became NaN or infinite."""
+
+
+def create_model(config: ml_collections.ConfigDict) -> StackedHourglass:
+  """The StackedHourglass that `config.model` describes."""
+  m = config.model
+  return StackedHourglass(
+      num_stacks=m.num_stacks, num_features=m.num_features,
+      num_keypoints=inputs.num_keypoints(config),
+      hourglass_depth=m.hourglass_depth, dtype=jnp.dtype(m.dtype),
+      remat=m.remat)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
+                       model: StackedHourglass | None = None) -> TrainState:
+  """A freshly initialised TrainState (Xavier weights, Adam state)."""
+  model = model or create_model(config)
+  size = config.input.image_size
+  dummy = jnp.zeros((1, size, size, inputs.num_input_channels(config)), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(rng, dummy)
+  tx = optim.create_optimizer(config.optimizer, config.num_train_steps)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables["batch_stats"], tx=tx)
+
+
+def heatmap_loss(predictions: jax.Array, targets: jax.Array,
+                 weights: jax.Array) -> jax.Array:
+  """Mean squared error per stack; keypoints with weight 0 contribute nothing.
+
+  Args:
+    predictions: (B, S, h, w, K) heatmaps of every stack.
+    targets: (B, h, w, K).
+    weights: (B, K) per-keypoint weights (visibility).
+
+  Returns:
+    (S,) the mean over batch, pixels and keypoints of the weighted squared
+    error, per stack (the reference's loss when every keypoint is visible).
+  """
+  squared = jnp.square(predictions - targets[:, None])
+  return jnp.mean(squared * weights[:, None, None, None, :], axis=(0, 2, 3, 4))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+               joint_variables: Any = None, *, config: ml_collections.ConfigDict,
+               joint_predictor: inputs.JointPredictor | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on the sum over stacks of the heatmap MSE."""
+  augment_rng, input_rng = jax.random.split(rng)
+  if config.augment.enabled:
+    from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
+    batch = augment.augment_batch(batch, augment_rng, config.augment)
+  images = inputs.model_inputs(config, batch, input_rng,
+                               joint_predictor=joint_predictor,
+                               joint_variables=joint_variables)
+  targets, weights = inputs.targets(config, batch)
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    predictions, updates = state.apply_fn(variables, images, train=True,
+                                          mutable=["batch_stats"])
+    per_stack = heatmap_loss(predictions, targets, weights)
+    return jnp.sum(per_stack), (per_stack, updates["batch_stats"])
+
+  (loss, (per_stack, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {"loss": loss, "loss_per_stack": per_stack,
+             "grad_norm": optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array],
+              joint_variables: Any = None, *, config: ml_collections.ConfigDict,
+              joint_predictor: inputs.JointPredictor | None = None
+              ) -> dict[str, jax.Array]:
+  """Loss sums and last-stack predictions on a (possibly padded) batch.
+
+  Returns:
+    loss_sum: (S,) per-stack loss summed over the valid examples.
+    count: number of valid examples.
+    heatmaps: (B, h, w, K) last-stack heatmaps.
+  """
+  images = inputs.model_inputs(config, batch, jax.random.key(0),
+                               joint_predictor=joint_predictor,
+                               joint_variables=joint_variables)
+  targets, weights = inputs.targets(config, batch)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  predictions = state.apply_fn(variables, images, train=False)
+  valid = batch["valid"].astype(jnp.float32)
+  squared = jnp.square(predictions - targets[:, None]) * weights[:, None, None, None, :]
+  per_example = jnp.mean(squared, axis=(2, 3, 4))  # (B, S)
+  return {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
+          "count": jnp.sum(valid), "heatmaps": predictions[:, -1]}
+
+
+def load_trained_model(workdir: str | pathlib.Path, *, step: int | None = None
+                       ) -> tuple[ml_collections.ConfigDict, StackedHourglass, dict]:
+  """The config, model and variables ({params, batch_stats}) of a workdir.
+
+  Raises:
+    FileNotFoundError: when `workdir` has no config.json or no checkpoint.
+  """
+  config = checkpointing.load_config(workdir)
+  checkpointer = checkpointing.Checkpointer(
+      workdir, read_only=True, best_metric=config.get("best_metric", "eval_loss"))
+  raw = checkpointer.restore_raw_state(step)
+  return config, create_model(config), {"params": raw["params"],
+                                        "batch_stats": raw["batch_stats"]}
+
+
+def _joint_model_for_triplet_input(config: ml_collections.ConfigDict):
+  """(predictor, variables) when the triplet model reads predicted joints."""
+  if config.model.target != "contour" or config.triplet_input != "predicted":
+    return None, None
+  if not config.joint_workdir:
+    raise ValueError("config.triplet_input='predicted' needs "
+                     "--config.joint_workdir=<a trained joint model's workdir>")
+  joint_config, joint_model, variables = load_trained_model(config.joint_workdir)
+  if joint_config.model.target != "joints":
+    raise ValueError(f"{config.joint_workdir} holds a {joint_config.model.target!r} "
+                     "model, not a joint model")
+  logging.info("triplet input: joints predicted by the model in %s", config.joint_workdir)
+  return functools.partial(joint_model.apply, train=False), variables
+
+
+def _check_finite(step: int, metrics: dict[str, Any], last_good: int | None) -> None:
+  loss, grad_norm = jax.device_get((metrics["loss"], metrics["grad_norm"]))
+  if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+    where = (f"the last good checkpoint (step {last_good}) is intact"
+             if last_good is not None else "no checkpoint was written")
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step} (loss={loss}, grad_norm={grad_norm}); "
+        f"training stopped and {where}. Try a lower --config.optimizer."
+        "learning_rate or --config.optimizer.grad_clip_norm=1.")
+
+
+def evaluate(config: ml_collections.ConfigDict, state: TrainState, eval_fn,
+             mesh, joint_variables: Any = None) -> dict[str, float]:
+  """Mean per-stack validation loss over `config.eval_batches` batches."""
+  iterator = data.create_iterator(
+      config.input, split=config.input.eval_split,
+      batch_size=config.input.eval_batch_size, seed=config.seed,
+      shuffle=False, repeat=False)
+  totals, count = None, 0.0
+  for i, batch in enumerate(iterator):
+    if config.eval_batches and i >= config.eval_batches:
+      break
+    out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh),
+                                 joint_variables))
+    totals = out["loss_sum"] if totals is None else totals + out["loss_sum"]
+    count += float(out["count"])
+  per_stack = totals / max(count, 1.0)
+  result = {"eval_loss": float(per_stack.sum())}
+  result.update({f"eval_loss_stack_{s + 1}": float(v) for s, v in enumerate(per_stack)})
+  return result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | pathlib.Path) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint."""
+  parallel.initialize_distributed(config.distributed)
+  workdir = pathlib.Path(workdir)
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.input.batch_size, mesh)
+  parallel.check_batch_size(config.input.eval_batch_size, mesh)
+  checkpointing.save_config(config, workdir)
+  writer = metric_writer.MetricWriter(workdir)
+  checkpointer = checkpointing.Checkpointer(
+      workdir, keep=config.keep_checkpoints,
+      keep_best=config.keep_best_checkpoints, best_metric=config.best_metric)
+
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = parallel.replicate(create_train_state(config, init_rng), mesh)
+  train_iter = data.create_iterator(
+      config.input, split=config.input.train_split,
+      batch_size=config.input.batch_size, seed=config.seed)
+  if checkpointer.latest_step() is not None:
+    state, input_state = checkpointer.restore(state)
+    train_iter.set_state(input_state)
+    logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+  joint_predictor, joint_variables = _joint_model_for_triplet_input(config)
+  if joint_variables is not None:
+    joint_variables = parallel.replicate(joint_variables, mesh)
+
+  step_fn = jax.jit(functools.partial(train_step, config=config,
+                                      joint_predictor=joint_predictor),
+                    donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(eval_step, config=config,
+                                      joint_predictor=joint_predictor))
+  schedule = optim.learning_rate_schedule(config.optimizer, config.num_train_steps)
+  start, total = int(state.step), config.num_train_steps
+  progress = metric_writer.Progress(start, total)
+  logging.info("training %s for steps %d..%d on %d device(s) in %s",
+               config.model.target, start + 1, total, mesh.size, workdir)
+  previous = None
+  for step in range(start + 1, total + 1):
+    batch = parallel.shard_batch(next(train_iter), mesh)
+    state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step),
+                             joint_variables)
+    # Check the previous step while this one runs: one scalar fetch per step
+    # keeps the device busy yet stops within a step of the first NaN.
+    if previous is not None:
+      _check_finite(*previous, checkpointer.latest_step())
+    previous = (step, metrics)
+    is_last = step == total
+    do_log = step % config.log_every_steps == 0 or is_last
+    do_eval = step % config.eval_every_steps == 0 or is_last
+    do_save = step % config.checkpoint_every_steps == 0 or do_eval
+    if not (do_log or do_eval or do_save):
+      continue
+    _check_finite(step, metrics, checkpointer.latest_step())
+    previous = None
+    if do_log:
+      host = jax.device_get(metrics)
+      scalars = {"train/loss": host["loss"],
+                 **{f"train/loss_stack_{s + 1}": v
+                    for s, v in enumerate(host["loss_per_stack"])},
+                 "train/grad_norm": host["grad_norm"],
+                 "train/learning_rate": schedule(step - 1),
+                 **{f"train/{k}": v for k, v in progress.update(step).items()}}
+      writer.write_scalars(step, scalars)
+      metric_writer.log_line(step, total, {
+          "loss": host["loss"], "lr": schedule(step - 1),
+          "steps/s": scalars["train/steps_per_sec"],
+          "eta_sec": scalars["train/eta_sec"]})
+    eval_metrics = None
+    if do_eval:
+      eval_metrics = evaluate(config, state, eval_fn, mesh, joint_variables)
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+      logging.info("step %d/%d | eval_loss %.4g", step, total, eval_metrics["eval_loss"])
+    if do_save:
+      checkpointer.save(step, state, train_iter.get_state(), metrics=eval_metrics)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  writer.close()
+  return state
