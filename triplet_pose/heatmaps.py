@@ -101,8 +101,8 @@ def decode(heatmaps: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Decodes heatmaps to sub-pixel keypoints.
 
   The location is the argmax, shifted by a quarter cell toward the larger
-  neighbour in x and in y (Newell et al.); the confidence is the heatmap value
-  at the argmax.
+  neighbour in x and in y (Newell et al.; no shift on the border); the
+  confidence is the heatmap value at the argmax.
 
   Args:
     heatmaps: (..., H, W, K).
@@ -122,17 +122,11 @@ def decode(heatmaps: jax.Array) -> tuple[jax.Array, jax.Array]:
     xx = jnp.clip(xx, 0, w - 1)
     return jnp.take_along_axis(flat, (yy * w + xx)[..., None], axis=-1)[..., 0]
 
-  # Neighbours outside the grid count as -inf, so no shift toward the border.
-  def neighbour(yy, xx, inside):
-    return jnp.where(inside, value(yy, xx), -jnp.inf)
-
-  right = neighbour(iy, ix + 1, ix + 1 < w)
-  left = neighbour(iy, ix - 1, ix > 0)
-  down = neighbour(iy + 1, ix, iy + 1 < h)
-  up = neighbour(iy - 1, ix, iy > 0)
-  # sign(-inf - -inf) is NaN: a 1-cell-wide grid gets no shift.
-  shift_x = 0.25 * jnp.nan_to_num(jnp.sign(right - left))
-  shift_y = 0.25 * jnp.nan_to_num(jnp.sign(down - up))
+  # As in Newell et al., no shift along an axis where a neighbour is missing.
+  inside_x = (ix > 0) & (ix < w - 1)
+  inside_y = (iy > 0) & (iy < h - 1)
+  shift_x = jnp.where(inside_x, 0.25 * jnp.sign(value(iy, ix + 1) - value(iy, ix - 1)), 0.0)
+  shift_y = jnp.where(inside_y, 0.25 * jnp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
   coords = jnp.stack([ix + shift_x, iy + shift_y], axis=-1).astype(jnp.float32)
   return coords, confidence.astype(jnp.float32)
 

@@ -1,0 +1,28 @@
+"""Shared test fixtures: tiny configs and the location of the real MPII sample."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def mpii_sample_dir() -> pathlib.Path:
+  """../shared/data/mpii_sample beside the repository (or $TRIPLET_POSE_MPII_SAMPLE)."""
+  env = os.environ.get("TRIPLET_POSE_MPII_SAMPLE")
+  return pathlib.Path(env) if env else REPO.parent / "shared" / "data" / "mpii_sample"
+
+
+@pytest.fixture
+def mpii_sample() -> pathlib.Path:
+  path = mpii_sample_dir()
+  if not path.is_dir():
+    pytest.skip(f"real MPII sample not found at {path}")
+  return path
+
+
+@pytest.fixture
+def tiny_config():
+  from configs import tiny
+  return tiny.get_config()

@@ -1,0 +1,104 @@
+"""StackedHourglass: shapes and parameter counts of the thesis models, BN modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from triplet_pose.models import StackedHourglass
+
+
+# Parameter counts of the reference graph, computed from the architecture
+# description (DESIGN.md), not from our modules. Every conv has a bias; a BN
+# has a scale and a bias (and two running statistics, counted separately).
+def _conv(cin, cout, k):
+  return cin * cout * k * k + cout
+
+
+def _bn(c):
+  return 2 * c
+
+
+def _residual(cin, cout):
+  mid = cout // 2
+  n = _bn(cin) + _conv(cin, mid, 1) + _bn(mid) + _conv(mid, mid, 3) + _bn(mid) + _conv(mid, cout, 1)
+  return n + (_conv(cin, cout, 1) if cin != cout else 0)  # used skip only
+
+
+def _hourglass(depth, f):
+  inner = _hourglass(depth - 1, f) if depth > 1 else _residual(f, f)
+  return 3 * _residual(f, f) + inner
+
+
+def reference_used_parameters(stacks, cin, k, f=256, depth=4):
+  pre = _conv(cin, 64, 7) + _bn(64) + _residual(64, 128) + _residual(128, 128) + _residual(128, f)
+  per_stack = _hourglass(depth, f) + _residual(f, f) + _conv(f, f, 1) + _bn(f) + _conv(f, k, 1)
+  merges = (stacks - 1) * (_conv(k, f, 1) + _conv(f, f, 1))
+  return pre + stacks * per_stack + merges
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("stacks,cin,k", [(8, 3, 16), (5, 19, 26)])
+def test_thesis_models_shapes_and_parameter_counts(stacks, cin, k):
+  model = StackedHourglass(num_stacks=stacks, num_features=256, num_keypoints=k)
+  images = jax.ShapeDtypeStruct((4, 256, 256, cin), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert out.shape == (4, stacks, 64, 64, k)
+  assert out.dtype == jnp.float32
+  assert _count(variables["params"]) == reference_used_parameters(stacks, cin, k)
+  # Running mean and variance for every batch-norm scale and bias.
+  assert _count(variables["batch_stats"]) == sum(
+      int(np.prod(v.shape)) for p, v in jax.tree_util.tree_leaves_with_path(variables["params"])
+      if "bn" in jax.tree_util.keystr(p))
+
+
+def test_thesis_joint_model_is_about_25_million_parameters():
+  # Sanity check of the formula itself against the published order of magnitude.
+  assert 24e6 < reference_used_parameters(8, 3, 16) < 27e6
+
+
+def test_non_square_input_and_bfloat16_compute():
+  model = StackedHourglass(num_stacks=2, num_features=16, num_keypoints=5,
+                           hourglass_depth=2, dtype=jnp.bfloat16)
+  x = jnp.ones((2, 32, 48, 7))
+  variables = model.init(jax.random.key(0), x)
+  assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
+  y = model.apply(variables, x)
+  assert y.shape == (2, 2, 8, 12, 5) and y.dtype == jnp.float32
+
+
+def test_train_mode_updates_batch_stats_and_eval_mode_is_deterministic():
+  model = StackedHourglass(num_stacks=1, num_features=16, num_keypoints=3, hourglass_depth=1)
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(0), x)
+  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  before = jax.tree.leaves(variables["batch_stats"])
+  after = jax.tree.leaves(updates["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+  # Eval mode: one example's output does not depend on the rest of the batch.
+  full = model.apply(variables, x)
+  single = model.apply(variables, x[:1])
+  np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-6)
+
+
+def test_xavier_init():
+  model = StackedHourglass(num_stacks=1, num_features=32, num_keypoints=4, hourglass_depth=1)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  kernel = variables["params"]["pre_conv"]["kernel"]  # (7, 7, 3, 64)
+  fan_in, fan_out = 7 * 7 * 3, 7 * 7 * 64
+  limit = np.sqrt(6 / (fan_in + fan_out))
+  assert np.abs(kernel).max() <= limit
+  assert np.abs(kernel).max() > 0.9 * limit
+  assert np.allclose(variables["params"]["pre_conv"]["bias"], 0)
+
+
+@pytest.mark.parametrize("shape,match", [((16, 16, 3), "NHWC"),
+                                         ((1, 20, 16, 3), "multiples of 16")])
+def test_bad_input_shapes_raise_clear_errors(shape, match):
+  model = StackedHourglass(num_stacks=1, num_features=8, num_keypoints=2, hourglass_depth=2)
+  with pytest.raises(ValueError, match=match):
+    model.init(jax.random.key(0), jnp.zeros(shape))
