@@ -1,0 +1,200 @@
+"""PCKh, the MPII pose metric, for the 16 joints and the 26 contour points.
+
+A keypoint is correct at threshold t when its distance to the ground truth is
+at most t head sizes (MPII protocol: `dist / head_size <= t`). Only annotated
+keypoints count: `visible` says which ones were annotated, occluded or not.
+
+* Per keypoint: correct / annotated over the persons.
+* Per group (Head, Shoulder, ... for joints; Neck, Shoulder, ... for the
+  contour points, grouped by parent joint): the mean of the group's per
+  keypoint values, as the MPII tables average the left and right joint.
+* Mean: correct / annotated pooled over the benchmark's 14 joints (pelvis and
+  thorax excluded), which equals the annotation-count-weighted mean of the
+  per-joint values; for the contour, pooled over all 26 points.
+* The PCKh-vs-threshold curve and its normalised area (AUC).
+
+Everything is host-side numpy (metrics are sums divided on the host); jax
+arrays are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from triplet_pose import keypoints as kp
+
+DEFAULT_CURVE_THRESHOLDS = tuple(np.round(np.linspace(0.0, 0.5, 51), 4))
+
+
+def groups_for(num_keypoints: int) -> tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]:
+  """(groups, keypoints of `Mean`) for 16 joints or 26 contour points.
+
+  Raises:
+    ValueError: for any other number of keypoints.
+  """
+  if num_keypoints == kp.NUM_JOINTS:
+    return kp.PCKH_GROUPS, kp.PCKH_MEAN_JOINTS
+  if num_keypoints == kp.NUM_CONTOUR:
+    return kp.CONTOUR_PCKH_GROUPS, tuple(range(kp.NUM_CONTOUR))
+  raise ValueError(f"PCKh groups exist for {kp.NUM_JOINTS} joints or "
+                   f"{kp.NUM_CONTOUR} contour points, got {num_keypoints} keypoints")
+
+
+def keypoint_names(num_keypoints: int) -> tuple[str, ...]:
+  """JOINT_NAMES or CONTOUR_NAMES, by the number of keypoints."""
+  groups_for(num_keypoints)
+  return kp.JOINT_NAMES if num_keypoints == kp.NUM_JOINTS else kp.CONTOUR_NAMES
+
+
+def normalized_distances(pred, gt, visible, head_size) -> tuple[np.ndarray, np.ndarray]:
+  """Distances in head sizes, and the mask of keypoints that count.
+
+  Args:
+    pred: (persons, K, 2) predicted (x, y).
+    gt: (persons, K, 2) ground truth, in the same pixels as `pred`.
+    visible: (persons, K) nonzero where the keypoint is annotated.
+    head_size: (persons,) PCKh normaliser in the same pixels.
+
+  Returns:
+    distances: (persons, K) float64, distance / head size (NaN where not counted).
+    counted: (persons, K) bool.
+
+  Raises:
+    ValueError: on mismatched shapes, or a non-positive head size of a person
+      with annotated keypoints.
+  """
+  pred = np.asarray(pred, np.float64)
+  gt = np.asarray(gt, np.float64)
+  visible = np.asarray(visible)
+  head_size = np.asarray(head_size, np.float64)
+  if pred.ndim != 3 or pred.shape[-1] != 2 or gt.shape != pred.shape:
+    raise ValueError(f"pred and gt must both be (persons, keypoints, 2), got "
+                     f"pred {pred.shape} and gt {gt.shape}")
+  if visible.shape != pred.shape[:2]:
+    raise ValueError(f"visible must be (persons, keypoints) = {pred.shape[:2]}, "
+                     f"got {visible.shape}")
+  if head_size.shape != pred.shape[:1]:
+    raise ValueError(f"head_size must be (persons,) = {pred.shape[:1]}, got "
+                     f"{head_size.shape}")
+  counted = visible.astype(bool)
+  bad = counted.any(axis=1) & ~(head_size > 0)
+  if bad.any():
+    raise ValueError(f"head_size must be > 0 for persons with annotated keypoints; "
+                     f"persons {np.flatnonzero(bad)[:10].tolist()} have "
+                     f"{head_size[bad][:10].tolist()}")
+  safe = np.where(head_size > 0, head_size, 1.0)
+  dist = np.linalg.norm(pred - gt, axis=-1) / safe[:, None]
+  # A non-finite prediction of an annotated keypoint is simply wrong.
+  dist = np.where(np.isfinite(dist), dist, np.inf)
+  return np.where(counted, dist, np.nan), counted
+
+
+def pckh_per_keypoint(pred, gt, visible, head_size, threshold: float = 0.5
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Per-keypoint PCKh (K,) (NaN where nothing is annotated) and counts (K,)."""
+  dist, counted = normalized_distances(pred, gt, visible, head_size)
+  return _per_keypoint(dist, counted, threshold)
+
+
+def _per_keypoint(dist, counted, threshold):
+  correct = (counted & (np.nan_to_num(dist, nan=np.inf) <= threshold)).sum(axis=0)
+  count = counted.sum(axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, correct / np.maximum(count, 1), np.nan), count
+
+
+def _summarise(dist, counted, threshold) -> dict[str, float]:
+  groups, mean_keypoints = groups_for(dist.shape[1])
+  per_kp, count = _per_keypoint(dist, counted, threshold)
+  result = {}
+  for name, members in groups.items():
+    values = per_kp[list(members)]
+    values = values[np.isfinite(values)]
+    result[name] = float(values.mean()) if values.size else float("nan")
+  members = list(mean_keypoints)
+  total = count[members].sum()
+  correct = np.nansum(per_kp[members] * count[members])
+  result["Mean"] = float(correct / total) if total else float("nan")
+  return result
+
+
+def pckh(pred, gt, visible, head_size, threshold: float = 0.5) -> dict[str, float]:
+  """PCKh@threshold per group and `Mean`, as fractions in [0, 1].
+
+  Args:
+    pred: (persons, K, 2) predicted (x, y); K is 16 (joints) or 26 (contour).
+    gt: (persons, K, 2) ground truth.
+    visible: (persons, K) nonzero where annotated; others are ignored.
+    head_size: (persons,) head size in the pixels of `pred` and `gt`.
+    threshold: in head sizes; a keypoint exactly at the threshold is correct.
+
+  Returns:
+    {group: fraction} for every group of `groups_for(K)`, plus `Mean`. A group
+    with no annotated keypoint is NaN.
+  """
+  dist, counted = normalized_distances(pred, gt, visible, head_size)
+  return _summarise(dist, counted, threshold)
+
+
+def pckh_curve(pred, gt, visible, head_size,
+               thresholds: Sequence[float] = DEFAULT_CURVE_THRESHOLDS
+               ) -> dict[str, np.ndarray]:
+  """PCKh of every group and `Mean` at each threshold.
+
+  Returns:
+    {'threshold': (T,), group: (T,), ..., 'Mean': (T,)}.
+  """
+  dist, counted = normalized_distances(pred, gt, visible, head_size)
+  return _curve(dist, counted, thresholds)
+
+
+def _curve(dist, counted, thresholds):
+  rows = [_summarise(dist, counted, t) for t in thresholds]
+  curve = {"threshold": np.asarray(thresholds, np.float64)}
+  for name in rows[0]:
+    curve[name] = np.asarray([r[name] for r in rows])
+  return curve
+
+
+def auc(thresholds: Sequence[float], values: Sequence[float]) -> float:
+  """Area under a PCKh curve divided by the threshold range (1 = perfect).
+
+  Raises:
+    ValueError: for fewer than two thresholds or a zero range.
+  """
+  t = np.asarray(thresholds, np.float64)
+  v = np.asarray(values, np.float64)
+  if t.ndim != 1 or t.size < 2 or t[-1] == t[0] or v.shape != t.shape:
+    raise ValueError(f"auc needs >= 2 increasing thresholds and as many values, "
+                     f"got thresholds {t.shape} and values {v.shape}")
+  return float(np.trapezoid(v, t) / (t[-1] - t[0]))
+
+
+def pckh_report(pred, gt, visible, head_size, *, threshold: float = 0.5,
+                thresholds: Sequence[float] = DEFAULT_CURVE_THRESHOLDS
+                ) -> dict:
+  """Everything a results table needs, JSON-serialisable.
+
+  Returns:
+    {'groups': {group: PCKh@threshold, ..., 'Mean': ...}, 'Mean@0.1': float,
+     'AUC': float (of the Mean curve over `thresholds`),
+     'per_keypoint': {name: PCKh@threshold}, 'counts': {name: annotated},
+     'curve': {'threshold': [...], group: [...], 'Mean': [...]},
+     'persons': int, 'threshold': float}.
+  """
+  dist, counted = normalized_distances(pred, gt, visible, head_size)
+  names = keypoint_names(dist.shape[1])
+  per_kp, count = _per_keypoint(dist, counted, threshold)
+  curve = _curve(dist, counted, thresholds)
+  return {
+      "threshold": float(threshold),
+      "persons": int(dist.shape[0]),
+      "groups": _summarise(dist, counted, threshold),
+      "Mean@0.1": _summarise(dist, counted, 0.1)["Mean"],
+      "AUC": auc(curve["threshold"], curve["Mean"]),
+      "per_keypoint": {n: float(v) for n, v in zip(names, per_kp)},
+      "counts": {n: int(c) for n, c in zip(names, count)},
+      "curve": {k: [float(x) for x in v] for k, v in curve.items()},
+  }
