@@ -27,6 +27,14 @@ def input_config() -> ml_collections.ConfigDict:
   c.thesis_train_examples = 500
   c.thesis_eval_examples = 50
   c.fake_num_examples = 64  # size of the 'fake' dataset.
+  # The input convention the model was trained with, recorded in every
+  # workdir so that prediction reproduces it. normalization 'unit': RGB / 255
+  # in [0, 1]. crop 'dataset': the dataset's own crop; 'center_scale': the
+  # box of side crop_scale_pixels * scale around the annotated person centre,
+  # zero padded (the PyTorch reference, see launch/import_torch.py).
+  c.normalization = "unit"
+  c.crop = "dataset"
+  c.crop_scale_pixels = 200.0
   return c
 
 
@@ -52,6 +60,7 @@ def model_config() -> ml_collections.ConfigDict:
   c.target = "joints"
   c.dtype = "float32"  # computation dtype; 'bfloat16' on accelerators.
   c.remat = False
+  c.pretrained = ""  # the checkpoint launch.import_torch converted, if any.
   return c
 
 

@@ -1,0 +1,133 @@
+"""Importing PyTorch stacked-hourglass checkpoints (skipped without torch).
+
+A PyTorch network with the reference's graph and parameter names
+(`triplet_pose.models.torch_reference`) is saved in the published layout
+({'state_dict': {'module.model.' + name: tensor}, ...}); its import must give
+the same outputs in eval mode, and broken checkpoints must be refused with
+the name of the offending tensor.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from launch import import_torch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from triplet_pose import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from triplet_pose.models import StackedHourglass  # pylint: disable=g-import-not-at-top,wrong-import-position
+from triplet_pose.models import torch_import  # pylint: disable=g-import-not-at-top,wrong-import-position
+from triplet_pose.models import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _reference(num_stacks, num_features, seed=0):
+  """A reference network in eval mode with non-trivial batch-norm statistics."""
+  torch.manual_seed(seed)
+  net = torch_reference.posenet(num_stacks, num_features=num_features)
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.uniform_(-0.2, 0.2)
+        m.num_batches_tracked.fill_(1000)
+  return net.eval()
+
+
+def _published(net):
+  """The layout of the published checkpoint.pth.tar files."""
+  return {"state_dict": {f"module.model.{k}": v for k, v in net.state_dict().items()},
+          "epoch": 3, "optimizer": {}}
+
+
+def _images(size=64, batch=2):
+  return np.random.default_rng(1).uniform(size=(batch, size, size, 3)).astype(np.float32)
+
+
+def _assert_same(net, model, variables, images):
+  with torch.no_grad():
+    expected = net(torch.from_numpy(images)).numpy()  # (B, S, K, h, w)
+  got = np.asarray(model.apply(variables, images, train=False)).transpose(0, 1, 4, 2, 3)
+  assert got.shape == expected.shape
+  relative = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+  assert relative < 1e-4, relative
+
+
+@pytest.mark.parametrize("num_stacks,num_features", [(1, 32), (2, 32), (1, 256)])
+def test_import_matches_pytorch_forward(num_stacks, num_features):
+  net = _reference(num_stacks, num_features)
+  variables = torch_import.variables_from_state_dict(
+      _published(net), num_stacks, num_features, 16)
+  model = StackedHourglass(num_stacks, num_features, 16)
+  _assert_same(net, model, variables, _images())
+  # The unused skip convolutions are dropped, the used ones kept.
+  assert "skip" not in variables["params"]["pre_res2"]
+  assert "skip" in variables["params"]["pre_res1"]
+  kernel = variables["params"]["pre_conv"]["kernel"]
+  np.testing.assert_array_equal(
+      kernel, net.pre[0].conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
+def test_accepts_bare_state_dict_and_numpy_arrays():
+  net = _reference(1, 32)
+  bare = {k: v.numpy() for k, v in net.state_dict().items()}
+  variables = torch_import.variables_from_state_dict(bare, 1, 32)
+  _assert_same(net, StackedHourglass(1, 32, 16), variables, _images())
+  assert torch_import.infer_architecture(bare) == {
+      "num_stacks": 1, "num_features": 32, "num_keypoints": 16,
+      "hourglass_depth": 4, "num_input_channels": 3}
+
+
+def test_truncated_checkpoint_names_missing_tensors():
+  net = _reference(2, 32)
+  checkpoint = _published(net)
+  del checkpoint["state_dict"]["module.model.hgs.1.0.low3.conv2.conv.weight"]
+  with pytest.raises(ValueError, match=r"1 missing tensor.*hgs\.1\.0\.low3\.conv2\.conv\.weight"):
+    torch_import.variables_from_state_dict(checkpoint, 2, 32)
+  # A 1-stack checkpoint read as 2 stacks: every tensor of stack 1 is missing.
+  one_stack = _published(_reference(1, 32))
+  with pytest.raises(ValueError, match=r"264 missing tensor.*features\.1\.0\.bn1"):
+    torch_import.variables_from_state_dict(one_stack, 2, 32)
+
+
+def test_unexpected_and_misshaped_tensors_are_named():
+  checkpoint = _published(_reference(1, 32))
+  sd = checkpoint["state_dict"]
+  sd["module.model.extra_head.weight"] = torch.zeros(3)
+  with pytest.raises(ValueError, match=r"unexpected tensor.*extra_head\.weight"):
+    torch_import.variables_from_state_dict(checkpoint, 1, 32)
+  del sd["module.model.extra_head.weight"]
+  sd["module.model.outs.0.conv.weight"] = torch.zeros(16, 32, 3, 3)
+  with pytest.raises(ValueError, match=r"'outs\.0\.conv\.weight' has shape \(16, 32, 3, 3\)"
+                     r".*needs \(16, 32, 1, 1\)"):
+    torch_import.variables_from_state_dict(checkpoint, 1, 32)
+
+
+def test_launch_import_writes_a_loadable_workdir(tmp_path):
+  net = _reference(2, 32)
+  path = tmp_path / "checkpoint.pth.tar"
+  torch.save(_published(net), path)
+  workdir = tmp_path / "imported"
+  with pytest.raises(ValueError, match="holds 2 stacks"):
+    import_torch.import_checkpoint(path, workdir, num_stacks=8)
+  import_torch.import_checkpoint(path, workdir, num_stacks=2)
+
+  config, model, variables = train.load_trained_model(workdir)
+  assert (config.model.num_stacks, config.model.num_features) == (2, 32)
+  assert config.input.crop == "center_scale"
+  assert config.input.normalization == "unit"
+  assert config.input.image_size == 256 and config.input.heatmap_size == 64
+  _assert_same(net, model, jax.tree.map(np.asarray, variables), _images())
+  with pytest.raises(FileExistsError):
+    import_torch.import_checkpoint(path, workdir)
+
+
+def test_truncated_file_is_refused(tmp_path):
+  path = tmp_path / "checkpoint.pth.tar"
+  torch.save(_published(_reference(1, 32)), path)
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  with pytest.raises(ValueError, match=r"cannot read PyTorch checkpoint .*checkpoint\.pth\.tar"):
+    import_torch.import_checkpoint(path, tmp_path / "w")
