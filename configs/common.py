@@ -21,7 +21,9 @@ def input_config() -> ml_collections.ConfigDict:
   c.heatmap_size = 64
   c.batch_size = 4  # global, over all devices and hosts.
   c.eval_batch_size = 8
-  c.shuffle_buffer = 1000
+  c.shuffle_buffer = 1000  # unused by the TFDS pipeline: it shuffles by full permutation.
+  c.num_threads = 2  # JPEG-decoding threads of the TFDS pipeline.
+  c.prefetch_batches = 2  # batches the TFDS pipeline prepares ahead.
   # The thesis: 500 random training and 50 random test images per epoch.
   c.thesis_sampling = False
   c.thesis_train_examples = 500
@@ -47,6 +49,7 @@ def augment_config() -> ml_collections.ConfigDict:
   c.translation_fraction = 0.1
   c.flip_probability = 0.5
   c.color_jitter = 0.2
+  c.fill_value = 0.0  # image value (in [0, 1]) where the warp leaves the frame.
   return c
 
 
