@@ -1,0 +1,448 @@
+"""Procedural articulated figures with exactly known joints and contour points.
+
+The embedded default dataset: no download, yet every one of the 16 MPII
+joints and 26 MPII-TRB contour points is known exactly. A figure is a
+front-facing person with a head (face and hair), a neck, a torso, and limbs
+that have width and taper; each limb segment is drawn as the quadrilateral
+whose corners are its contour points (medial/lateral at each joint), with
+round joint caps, hands and feet. Poses respect joint-angle limits;
+proportions, clothes, skin, textures, background clutter, distractor limbs,
+foreshortening, in-plane tilt and the depth order of limbs (self-occlusion)
+vary. Each example is a pure function of (seed, index).
+
+Medial/lateral follow anatomy for a person facing the camera: the medial
+side of a limb hanging down faces the body's midline, and limbs rotate
+rigidly from there (so an arm raised overhead shows its armpit side outward).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from triplet_pose import keypoints as kp
+from triplet_pose.data.mpii_trb import features
+
+SIZE = 256
+J = kp.JOINT_INDEX
+RIGHT_LIMBS = ("right_thigh", "right_shin", "right_upper_arm", "right_forearm")
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+  return v / np.linalg.norm(v)
+
+
+def _normal(d: np.ndarray) -> np.ndarray:
+  """d rotated by +90 degrees on screen (y down)."""
+  return np.array([-d[1], d[0]])
+
+
+def _rotate(d: np.ndarray, angle: float) -> np.ndarray:
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
+
+
+def sample_pose(rng: np.random.Generator) -> dict:
+  """Joints (16, 2) and limb widths in body units (torso length 1), y down.
+
+  Returns:
+    dict(joints, widths (16,) limb width at each joint, neck_width,
+    head_width, shoulder_width, hip_width, feet directions).
+  """
+  deg = np.pi / 180
+  tilt = rng.normal(0, 12 * deg) if rng.uniform() < 0.8 else rng.uniform(-70, 70) * deg
+  up = np.array([np.sin(tilt), -np.cos(tilt)])
+  right = np.array([-np.cos(tilt), -np.sin(tilt)])  # the person's right = screen left
+  down = -up
+  j = np.zeros((kp.NUM_JOINTS, 2))
+  hip_half = rng.uniform(0.17, 0.26)
+  shoulder_half = rng.uniform(0.30, 0.42)
+  lean = _rotate(up, rng.normal(0, 6 * deg))
+  j[J["pelvis"]] = (0.0, 0.0)
+  j[J["thorax"]] = lean * rng.uniform(0.95, 1.05)
+  j[J["r_hip"]] = j[J["pelvis"]] + hip_half * right + 0.04 * down
+  j[J["l_hip"]] = j[J["pelvis"]] - hip_half * right + 0.04 * down
+  j[J["r_shoulder"]] = j[J["thorax"]] + shoulder_half * right + 0.06 * down
+  j[J["l_shoulder"]] = j[J["thorax"]] - shoulder_half * right + 0.06 * down
+  neck_dir = _rotate(lean, rng.normal(0, 10 * deg))
+  j[J["upper_neck"]] = j[J["thorax"]] + rng.uniform(0.2, 0.28) * neck_dir
+  head_len = rng.uniform(0.48, 0.6)
+  j[J["head_top"]] = j[J["upper_neck"]] + head_len * _rotate(neck_dir, rng.normal(0, 10 * deg))
+
+  widths = np.zeros(kp.NUM_JOINTS)
+  thigh_w = rng.uniform(0.26, 0.36)
+  arm_w = rng.uniform(0.17, 0.23)
+  feet = {}
+  for side, sign in (("r", 1.0), ("l", -1.0)):
+    outward = sign * right
+    # Legs: thigh outward angle from straight down, knee bend (signed).
+    a_thigh = rng.uniform(-20, 70) * deg if rng.uniform() < 0.85 else rng.uniform(-40, 110) * deg
+    d = np.cos(a_thigh) * down + np.sin(a_thigh) * outward
+    fore = lambda: 1.0 if rng.uniform() < 0.7 else rng.uniform(0.6, 1.0)
+    j[J[f"{side}_knee"]] = j[J[f"{side}_hip"]] + rng.uniform(0.8, 0.95) * fore() * d
+    bend = rng.uniform(-20, 110) * deg * (1 if rng.uniform() < 0.5 else -0.5)
+    d = _rotate(d, sign * bend)
+    j[J[f"{side}_ankle"]] = j[J[f"{side}_knee"]] + rng.uniform(0.75, 0.9) * fore() * d
+    feet[side] = _unit(_rotate(d, sign * (80 + rng.uniform(-25, 25)) * deg * rng.choice([-1, 1])))
+    widths[J[f"{side}_hip"]] = thigh_w
+    widths[J[f"{side}_knee"]] = thigh_w * rng.uniform(0.6, 0.7)
+    widths[J[f"{side}_ankle"]] = thigh_w * rng.uniform(0.36, 0.44)
+    # Arms: upper arm outward angle from down (up to overhead), elbow bend.
+    a_arm = rng.uniform(-35, 185) * deg
+    d = np.cos(a_arm) * down + np.sin(a_arm) * outward
+    j[J[f"{side}_elbow"]] = j[J[f"{side}_shoulder"]] + rng.uniform(0.55, 0.68) * fore() * d
+    d = _rotate(d, sign * rng.uniform(-150, 150) * deg)
+    j[J[f"{side}_wrist"]] = j[J[f"{side}_elbow"]] + rng.uniform(0.5, 0.62) * fore() * d
+    widths[J[f"{side}_shoulder"]] = arm_w
+    widths[J[f"{side}_elbow"]] = arm_w * rng.uniform(0.75, 0.85)
+    widths[J[f"{side}_wrist"]] = arm_w * rng.uniform(0.55, 0.65)
+  return dict(joints=j, widths=widths, neck_width=rng.uniform(0.22, 0.28),
+              head_width=head_len * rng.uniform(0.72, 0.82), hip_half=hip_half,
+              shoulder_half=shoulder_half, up=up, right=right, feet=feet)
+
+
+def contour_points(joints: np.ndarray, widths: np.ndarray, neck_width: float) -> np.ndarray:
+  """The 26 contour points (26, 2) of a figure: the limb outline at each joint.
+
+  At a joint shared by two segments (knee, elbow) the outline point lies on
+  the bisector of the two segments' normals.
+  """
+  normals = {}  # (limb-side point index) -> accumulated normal
+  for name, seg in kp.LIMB_SEGMENTS.items():
+    a, b = seg["joints"]
+    n = _normal(_unit(joints[b] - joints[a]))
+    medial = -n if name in RIGHT_LIMBS else n
+    for end, joint in ((0, a), (1, b)):
+      for side, sign in (("medial", 1.0), ("lateral", -1.0)):
+        c = seg[side][end]
+        normals.setdefault(c, []).append(sign * medial)
+  contour = np.zeros((kp.NUM_CONTOUR, 2))
+  for c, ns in normals.items():
+    joint = kp.CONTOUR_PARENT_JOINT[c]
+    contour[c] = joints[joint] + 0.5 * widths[joint] * _unit(np.sum(ns, axis=0))
+  neck_dir = _unit(joints[J["upper_neck"]] - joints[J["thorax"]])
+  person_right = -_normal(neck_dir)  # neck pointing up: the person's right is screen left
+  contour[kp.CONTOUR_INDEX["right_neck"]] = joints[J["upper_neck"]] + 0.5 * neck_width * person_right
+  contour[kp.CONTOUR_INDEX["left_neck"]] = joints[J["upper_neck"]] - 0.5 * neck_width * person_right
+  return contour
+
+
+# --------------------------------------------------------------------------
+# Appearance
+
+
+def _colour(rng, lo=0, hi=256) -> tuple[int, int, int]:
+  return tuple(int(v) for v in rng.integers(lo, hi, size=3))
+
+
+def _skin(rng) -> tuple[int, int, int]:
+  t = rng.uniform()
+  light, dark = np.array([241, 194, 160]), np.array([84, 52, 34])
+  return tuple(int(v) for v in light * (1 - t) + dark * t + rng.integers(-12, 13, size=3))
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern_bank() -> tuple[Image.Image, ...]:
+  """Stripe and check masks (L images, 0 or 180), bigger than a crop.
+
+  Built once per process from a fixed seed; a texture crops a random window
+  of one, which is much cheaper than computing a pattern per figure.
+  """
+  rng = np.random.default_rng(1234)
+  side = int(SIZE * 1.5)
+  yy, xx = np.mgrid[:side, :side].astype(np.float32)
+  bank = []
+  for k in range(16):
+    angle = rng.uniform(0, np.pi)
+    period = rng.uniform(6, 30)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    if k % 3 == 2:
+      v = -xx * np.sin(angle) + yy * np.cos(angle)
+      on = (np.floor(u / period) + np.floor(v / period)) % 2 > 0
+    else:
+      on = np.sin(u * 2 * np.pi / period) > 0
+    bank.append(Image.fromarray(np.where(on, 180, 0).astype(np.uint8)))
+  return tuple(bank)
+
+
+@functools.lru_cache(maxsize=None)
+def _noise_bank() -> tuple[Image.Image, ...]:
+  """RGB images of 128 + Gaussian noise (sigma 2, 4, 6), bigger than a crop."""
+  rng = np.random.default_rng(4321)
+  side = int(SIZE * 1.5)
+  return tuple(Image.fromarray(np.clip(128 + rng.normal(0, sigma, (side, side, 3)), 0, 255)
+                               .astype(np.uint8)) for sigma in (2, 4, 6))
+
+
+def _window(rng, image: Image.Image, size: int) -> Image.Image:
+  x, y = rng.integers(0, image.size[0] - size + 1, size=2)
+  return image.crop((int(x), int(y), int(x) + size, int(y) + size))
+
+
+def _texture(rng, colour, *, size=SIZE) -> Image.Image:
+  """A size x size RGB pattern around `colour`: flat, stripes, checks or noise."""
+  kind = rng.choice(["flat", "pattern", "noise"], p=[0.35, 0.4, 0.25])
+  base = Image.new("RGB", (size, size), tuple(int(v) for v in colour))
+  if kind == "flat":
+    return base
+  other = Image.new("RGB", (size, size), _colour(rng))
+  if kind == "noise":
+    small = rng.integers(0, 150, size=(int(rng.integers(4, 33)),) * 2, dtype=np.uint8)
+    mask = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+  else:
+    bank = _pattern_bank()
+    mask = _window(rng, bank[int(rng.integers(len(bank)))], size)
+  return Image.composite(other, base, mask)
+
+
+def add_noise(rng, image: Image.Image) -> Image.Image:
+  """Adds Gaussian pixel noise (sigma 0, 2, 4 or 6) from a pre-computed bank."""
+  level = int(rng.integers(0, 4))
+  if level == 0:
+    return image
+  noise = _window(rng, _noise_bank()[level - 1], image.size[0])
+  return ImageChops.add(image, noise, scale=1.0, offset=-128)
+
+
+def background(rng, *, size=SIZE) -> Image.Image:
+  """A textured background with clutter (shapes, lines, distractor limbs)."""
+  image = _texture(rng, _colour(rng))
+  # Low-frequency shading so flat backgrounds are not uniform.
+  shade = np.asarray(Image.fromarray(rng.integers(150, 256, size=(3, 3), dtype=np.uint8)).resize(
+      (size, size), Image.Resampling.BILINEAR))
+  image = ImageChops.multiply(image, Image.fromarray(shade).convert("RGB"))
+  draw = ImageDraw.Draw(image)
+  for _ in range(rng.integers(2, 9)):
+    x0, y0 = rng.uniform(-0.2, 1.0, size=2) * size
+    w, h = rng.uniform(0.05, 0.5, size=2) * size
+    kind = rng.integers(0, 4)
+    colour = _colour(rng)
+    if kind == 0:
+      draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+    elif kind == 1:
+      draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
+    elif kind == 2:
+      pts = rng.uniform(-0.1, 1.1, size=(rng.integers(3, 6), 2)) * size
+      draw.polygon([tuple(p) for p in pts], fill=colour)
+    else:
+      draw.line([(x0, y0), (x0 + w, y0 + h)], fill=colour, width=int(rng.integers(2, 8)))
+  for _ in range(rng.integers(0, 3)):  # limb-like distractors
+    p = rng.uniform(0, 1, size=2) * size
+    q = p + rng.normal(0, 0.2, size=2) * size
+    width = int(rng.uniform(0.04, 0.1) * size)
+    colour = _skin(rng) if rng.uniform() < 0.5 else _colour(rng)
+    draw.line([tuple(p), tuple(q)], fill=colour, width=width)
+    for c in (p, q):
+      draw.ellipse([c[0] - width / 2, c[1] - width / 2, c[0] + width / 2, c[1] + width / 2], fill=colour)
+  return image
+
+
+# --------------------------------------------------------------------------
+# Drawing
+
+
+def _ellipse(center, axis, half_major, half_minor, num=28) -> np.ndarray:
+  """Polygon (num, 2) of an ellipse whose major axis is the unit vector `axis`."""
+  t = np.linspace(0, 2 * np.pi, num, endpoint=False)[:, None]
+  return center + np.cos(t) * half_major * axis + np.sin(t) * half_minor * _normal(axis)
+
+
+def _disc(center, radius, num=16) -> np.ndarray:
+  return _ellipse(center, np.array([1.0, 0.0]), radius, radius, num)
+
+
+def _darker(colour, factor=0.55) -> tuple[int, int, int]:
+  return tuple(int(c * factor) for c in colour)
+
+
+class _Canvas:
+  """Draws polygons in flat colours or textures onto a PIL image."""
+
+  def __init__(self, image: Image.Image, transform):
+    self.image = image
+    self.draw = ImageDraw.Draw(image)
+    self.transform = transform  # body units -> pixels
+
+  def fill(self, polygons, material) -> None:
+    colour, texture = material
+    polys = [[tuple(p) for p in self.transform(np.asarray(poly))] for poly in polygons]
+    if texture is None:
+      for poly in polys:
+        self.draw.polygon(poly, fill=colour)
+      return
+    # Only the polygons' bounding box is masked and pasted.
+    points = np.concatenate([np.asarray(poly) for poly in polys])
+    x0, y0 = np.clip(np.floor(points.min(0)).astype(int) - 1, 0, None)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + 2, self.image.size)
+    if x1 <= x0 or y1 <= y0:
+      return
+    mask = Image.new("L", (int(x1 - x0), int(y1 - y0)), 0)
+    mask_draw = ImageDraw.Draw(mask)
+    for poly in polys:
+      mask_draw.polygon([(x - x0, y - y0) for x, y in poly], fill=255)
+    box = (int(x0), int(y0), int(x1), int(y1))
+    self.image.paste(texture.crop(box), box, mask)
+
+  def line(self, points, colour, width) -> None:
+    self.draw.line([tuple(p) for p in self.transform(np.asarray(points))], fill=colour,
+                   width=width)
+
+
+def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) -> dict:
+  """Example `index` of the dataset drawn from `seed` (and `stream`: one per split).
+
+  Returns:
+    dict of numpy arrays with the dataset's features (`image` as an
+    (size, size, 3) uint8 array, not yet encoded); all 16 joints and 26
+    contour points are annotated (visible = 1), whether or not a part in
+    front hides them, as in MPII.
+  """
+  rng = np.random.default_rng([seed, stream, index])
+  pose = sample_pose(rng)
+  joints, widths = pose["joints"], pose["widths"]
+  up, right = pose["up"], pose["right"]
+  contour = contour_points(joints, widths, pose["neck_width"])
+
+  # Head, hands and feet (body units).
+  neck, top = joints[J["upper_neck"]], joints[J["head_top"]]
+  head_axis = _unit(top - neck)
+  head_len = np.linalg.norm(top - neck)
+  head_center = neck + 0.55 * (top - neck)
+  head = _ellipse(head_center, head_axis, 0.45 * head_len, pose["head_width"] / 2)
+  hands, feet = [], []
+  for side in ("r", "l"):
+    wrist, elbow = joints[J[f"{side}_wrist"]], joints[J[f"{side}_elbow"]]
+    d = _unit(wrist - elbow)
+    w = widths[J[f"{side}_wrist"]]
+    hands.append(_ellipse(wrist + 0.55 * w * d, d, 0.85 * w, 0.55 * w, 16))
+    ankle = joints[J[f"{side}_ankle"]]
+    w = widths[J[f"{side}_ankle"]]
+    f = pose["feet"][side]
+    feet.append(_ellipse(ankle + 0.5 * w * f, f, 1.0 * w, 0.5 * w, 16))
+
+  # Fit the figure into the frame: it fills most of it, as MPII crops do.
+  every = np.concatenate([joints, contour, head, *hands, *feet])
+  lo, hi = every.min(0), every.max(0)
+  scale = rng.uniform(0.72, 0.92) * size / np.max(hi - lo)
+  slack = size - 1 - scale * (hi - lo)
+  offset = rng.uniform(0.15, 0.85, size=2) * slack - scale * lo
+  to_px = lambda p: p * scale + offset
+
+  canvas = _Canvas(background(rng), to_px)
+  skin = (_skin(rng), None)
+  top_colour, bottom_colour = _colour(rng), _colour(rng, 0, 200)
+  top = (top_colour, _texture(rng, top_colour) if rng.uniform() < 0.5 else None)
+  bottom = (bottom_colour, _texture(rng, bottom_colour) if rng.uniform() < 0.3 else None)
+  shoes = (_colour(rng, 0, 90), None)
+  hair = (_colour(rng, 0, 120), None)
+  sleeves = rng.choice(["long", "short", "none"], p=[0.45, 0.35, 0.2])
+  trousers = rng.uniform() < 0.7
+  outline = int(rng.integers(0, 3))  # outline width in pixels, 0 = none
+  material = {
+      "thigh": bottom, "shin": bottom if trousers else skin,
+      "upper_arm": skin if sleeves == "none" else top,
+      "forearm": top if sleeves == "long" else skin,
+  }
+
+  def limb(name):
+    seg = kp.LIMB_SEGMENTS[name]
+    (m0, m1), (l0, l1) = seg["medial"], seg["lateral"]
+    a, b = seg["joints"]
+    mat = material[name.split("_", 1)[1]]
+    quad = [contour[m0], contour[m1], contour[l1], contour[l0]]
+    canvas.fill([quad, _disc(joints[a], widths[a] / 2), _disc(joints[b], widths[b] / 2)], mat)
+    if outline:
+      edge = _darker(mat[0])
+      canvas.line([contour[m0], contour[m1]], edge, outline)
+      canvas.line([contour[l0], contour[l1]], edge, outline)
+
+  def leg(side):
+    s = "right" if side == "r" else "left"
+    limb(f"{s}_thigh")
+    limb(f"{s}_shin")
+    canvas.fill([feet[0 if side == "r" else 1]], shoes)
+
+  def arm(side):
+    s = "right" if side == "r" else "left"
+    limb(f"{s}_upper_arm")
+    limb(f"{s}_forearm")
+    canvas.fill([hands[0 if side == "r" else 1]], skin)
+
+  def torso():
+    rs, ls = joints[J["r_shoulder"]], joints[J["l_shoulder"]]
+    rh, lh = joints[J["r_hip"]], joints[J["l_hip"]]
+    aw, tw = widths[J["r_shoulder"]], widths[J["r_hip"]]
+    down = -up
+    waist_r = 0.45 * rs + 0.55 * rh + 0.03 * right
+    waist_l = 0.45 * ls + 0.55 * lh - 0.03 * right
+    chest = [rs + 0.3 * aw * right + 0.4 * aw * up, joints[J["thorax"]] + 0.05 * up,
+             ls - 0.3 * aw * right + 0.4 * aw * up, ls - 0.45 * aw * right, waist_l, waist_r,
+             rs + 0.45 * aw * right]
+    pelvis = [waist_r, waist_l, lh - 0.5 * tw * right, lh + 0.4 * tw * down,
+              joints[J["pelvis"]] + 0.3 * tw * down, rh + 0.4 * tw * down, rh + 0.5 * tw * right]
+    canvas.fill([pelvis], bottom)
+    canvas.fill([chest], top)
+    if outline:
+      canvas.line(chest + chest[:1], _darker(top[0]), outline)
+
+  def head_and_neck():
+    th = joints[J["thorax"]]
+    n = -_normal(_unit(neck - th))
+    w = pose["neck_width"] / 2
+    canvas.fill([[neck + w * n, neck - w * n, th - w * n, th + w * n]], skin)
+    canvas.fill([head], skin)
+    if rng.uniform() < 0.85:  # hair over the top of the head
+      canvas.fill([head[np.r_[0:6, 22:28]]], hair)
+    side = _normal(head_axis)
+    for sign in (1, -1):  # eyes: the figure faces the camera
+      eye = head_center + 0.02 * head_len * head_axis + sign * 0.16 * head_len * side
+      canvas.fill([_disc(eye, 0.045 * head_len, 8)], ((20, 20, 20), None))
+    mouth = head_center - 0.22 * head_len * head_axis
+    canvas.line([mouth - 0.1 * head_len * side, mouth + 0.1 * head_len * side],
+                _darker(skin[0], 0.5), max(1, int(0.02 * head_len * scale)))
+
+  # Depth order: legs mostly behind the torso, arms in front or behind, the
+  # head in front of the torso; later parts hide earlier ones.
+  parts = [(-1.0 if rng.uniform() < 0.85 else 0.5, lambda s=s: leg(s)) for s in ("r", "l")]
+  parts += [(1.0 if rng.uniform() < 0.65 else -2.0, lambda s=s: arm(s)) for s in ("r", "l")]
+  parts += [(0.0, torso), (0.3, head_and_neck)]
+  order = sorted(range(len(parts)), key=lambda i: (parts[i][0], rng.uniform()))
+  for i in order:
+    parts[i][1]()
+
+  if rng.uniform() < 0.2:  # an object in front of part of the figure
+    c = to_px(joints[rng.integers(kp.NUM_JOINTS)]) + rng.normal(0, 0.05 * size, 2)
+    r = rng.uniform(0.05, 0.12, size=2) * size
+    canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=_colour(rng))
+
+  image = canvas.image
+  if rng.uniform() < 0.3:
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
+  image = add_noise(rng, image)
+  joints_px, contour_px = to_px(joints), to_px(contour)
+  return {
+      "image": np.asarray(image),
+      "joints": joints_px.astype(np.float32),
+      "joints_visible": np.ones(kp.NUM_JOINTS, np.float32),
+      "contour": contour_px.astype(np.float32),
+      "contour_visible": np.ones(kp.NUM_CONTOUR, np.float32),
+      # MPII's PCKh normaliser is 0.75 x the upper-neck to head-top distance
+      # (see annotations.JSON_HEAD_SIZE_PER_SCALE); the same here.
+      "head_size": np.float32(0.75 * head_len * scale),
+      "crop_to_original": np.eye(2, 3, dtype=np.float32),
+      "image_name": f"synthetic_{seed}_{stream}_{index:06d}",
+      "person_index": np.int32(0),
+  }
+
+
+def encoded_example(args: tuple[int, int, int]) -> tuple[int, dict]:
+  """(seed, stream, index) -> (index, example with a JPEG-encoded image).
+
+  Top level and light to import, so that a process pool can run it.
+  """
+  seed, stream, index = args
+  example = make_example(seed, index, stream=stream)
+  example["image"] = features.encode_jpeg(example["image"])
+  return index, example
