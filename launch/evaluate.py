@@ -1,0 +1,63 @@
+r"""Evaluates a trained joint or triplet model: PCKh table, metrics.json, PCKh curve.
+
+  python -m launch.evaluate --workdir=/tmp/joint
+  python -m launch.evaluate --workdir=/tmp/triplet --joint_workdir=/tmp/joint \
+      --config=configs/triplet.py --config.input.name=mpii_trb/triplets
+
+`--workdir` is the model evaluated (newest checkpoint, or --checkpoint_step).
+For a triplet model, three settings are reported side by side: the joint
+model of --joint_workdir (default: the triplet config's joint_workdir); the
+triplet model fed with that model's predicted joints; the triplet model fed
+with ground-truth joints. --config (optional) picks the data through its
+`input` section (default: the workdir's own config.json); the models always
+come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
+pckh_curve.png,table.txt}.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config whose `input` section picks the evaluation data "
+    "(default: the workdir's config.json).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model evaluated.")
+_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step (default: newest).")
+_JOINT_WORKDIR = flags.DEFINE_string(
+    "joint_workdir", None, "For a triplet model: the joint model whose predicted "
+    "joints feed it (default: the triplet config's joint_workdir).")
+_JOINT_STEP = flags.DEFINE_integer("joint_checkpoint_step", None,
+                                   "Checkpoint step of --joint_workdir (default: newest).")
+_SPLIT = flags.DEFINE_string("split", None, "Split (default: config.input.eval_split).")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Stop after N batches (0: all).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 0,
+                                   "Batch size (0: config.input.eval_batch_size).")
+_FLIP_TEST = flags.DEFINE_bool("flip_test", True,
+                               "Average heatmaps with those of the mirrored image.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where to write (default: WORKDIR/eval/<step>).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
+  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
+  metric_writer.quiet_library_logs()
+  results = evaluation.evaluate_checkpoints(
+      _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
+      step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,
+      batch_size=_BATCH_SIZE.value or None, num_batches=_NUM_BATCHES.value or None,
+      flip_test=_FLIP_TEST.value, progress=True)
+  out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
+  paths = evaluation.write_results(results, out_dir)
+  print(evaluation.format_table(results))
+  print(f"\nwrote {paths['metrics']} and {paths['curve']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,379 @@
+"""Figures: poses over images, heatmaps, phosphene renderings, training curves.
+
+Everything draws on `matplotlib.figure.Figure` objects with the Agg canvas
+(no pyplot, so no global state and no display needed) and returns the figure
+or an RGB uint8 array of it (`figure_to_array`) for PNG files, videos and
+TensorBoard.
+
+Colours follow the side of the body: right limbs red, left limbs blue, the
+head and torso green, so a flipped prediction is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
+
+from triplet_pose import keypoints as kp
+
+RIGHT, LEFT, CENTRE = "#e8383d", "#2f7fff", "#33cc66"
+
+
+def _side_colour(name: str) -> str:
+  if name.startswith("r_") or "right" in name:
+    return RIGHT
+  if name.startswith("l_") or "left" in name:
+    return LEFT
+  return CENTRE
+
+
+JOINT_COLOURS = tuple(_side_colour(n) for n in kp.JOINT_NAMES)
+CONTOUR_COLOURS = tuple(_side_colour(n) for n in kp.CONTOUR_NAMES)
+
+
+def _edge_colour(names, a: int, b: int) -> str:
+  ca, cb = _side_colour(names[a]), _side_colour(names[b])
+  return ca if ca == cb else (ca if ca != CENTRE else cb)
+
+
+def _shown(visible, count: int) -> np.ndarray:
+  return np.ones(count, bool) if visible is None else np.asarray(visible) > 0
+
+
+def draw_skeleton(ax, joints, *, visible=None, linewidth: float = 2.0,
+                  markersize: float = 4.0, colour: str | None = None,
+                  alpha: float = 1.0) -> None:
+  """Draws the 16 joints (16, 2) and SKELETON_EDGES on `ax`.
+
+  Args:
+    ax: a matplotlib Axes.
+    joints: (16, 2) (x, y) in the pixels of what `ax` shows.
+    visible: optional (16,) weights; joints <= 0 are not drawn.
+    linewidth: line width in points.
+    markersize: joint marker size in points.
+    colour: one colour for everything (e.g. ground truth); default by side.
+    alpha: opacity.
+  """
+  joints = np.asarray(joints, np.float64)
+  shown = _shown(visible, len(joints))
+  for a, b in kp.SKELETON_EDGES:
+    if shown[a] and shown[b]:
+      ax.plot(joints[[a, b], 0], joints[[a, b], 1], "-", lw=linewidth, alpha=alpha,
+              color=colour or _edge_colour(kp.JOINT_NAMES, a, b),
+              solid_capstyle="round")
+  for k in np.flatnonzero(shown):
+    ax.plot(joints[k, 0], joints[k, 1], "o", ms=markersize, alpha=alpha,
+            color=colour or JOINT_COLOURS[k], mec="white", mew=0.6)
+
+
+def draw_triplet(ax, contour, *, visible=None, linewidth: float = 1.5,
+                 markersize: float = 3.5, fill: bool = True) -> None:
+  """Draws the 26 contour points, limb outlines and torso edges on `ax`.
+
+  Each limb segment of LIMB_SEGMENTS is outlined (and lightly filled) by the
+  quadrilateral of its medial and lateral points at both ends.
+  """
+  contour = np.asarray(contour, np.float64)
+  shown = _shown(visible, len(contour))
+  for name, seg in kp.LIMB_SEGMENTS.items():
+    corners = [seg["medial"][0], seg["medial"][1], seg["lateral"][1], seg["lateral"][0]]
+    if fill and shown[corners].all():
+      ax.add_patch(Polygon(contour[corners], closed=True, lw=0, alpha=0.25,
+                           color=_side_colour(name)))
+  for a, b in kp.CONTOUR_EDGES:
+    if shown[a] and shown[b]:
+      ax.plot(contour[[a, b], 0], contour[[a, b], 1], "-", lw=linewidth,
+              color=_edge_colour(kp.CONTOUR_NAMES, a, b))
+  for k in np.flatnonzero(shown):
+    ax.plot(contour[k, 0], contour[k, 1], "D" if "lateral" in kp.CONTOUR_NAMES[k] else "o",
+            ms=markersize, color=CONTOUR_COLOURS[k], mec="white", mew=0.5)
+
+
+def heatmap_overlay(image, heatmaps, *, alpha: float = 0.65) -> np.ndarray:
+  """The image darkened, with the max over keypoints of `heatmaps` on top.
+
+  Args:
+    image: (H, W, 3) uint8 or float in [0, 1].
+    heatmaps: (h, w, K) heatmaps (any scale); resized to (H, W) by nearest
+      neighbour, so each heatmap cell stays visible.
+    alpha: weight of the heatmap colour.
+
+  Returns:
+    (H, W, 3) float in [0, 1].
+  """
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  image = _to_float(image)
+  maps = np.asarray(heatmaps, np.float64).max(axis=-1)
+  # Min-max scaling keeps the peaks readable whatever the model's output range.
+  low, high = maps.min(), maps.max()
+  maps = (maps - low) / (high - low) if high > low else np.zeros_like(maps)
+  h, w = image.shape[:2]
+  rows = np.minimum((np.arange(h) + 0.5) * maps.shape[0] / h, maps.shape[0] - 1).astype(int)
+  cols = np.minimum((np.arange(w) + 0.5) * maps.shape[1] / w, maps.shape[1] - 1).astype(int)
+  maps = maps[rows][:, cols]
+  colour = colormaps["inferno"](maps)[..., :3]
+  weight = alpha * maps[..., None]
+  return np.clip((1 - weight) * 0.5 * image + weight * colour, 0, 1)
+
+
+def _to_float(image) -> np.ndarray:
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    return image.astype(np.float64) / 255.0
+  return np.clip(image.astype(np.float64), 0, 1)
+
+
+def _image_axes(ax, image, title: str) -> None:
+  image = np.asarray(image)
+  ax.imshow(image, cmap="gray" if image.ndim == 2 else None,
+            vmin=0 if image.ndim == 2 else None, vmax=1 if image.ndim == 2 else None,
+            interpolation="bilinear")
+  ax.set_title(title, fontsize=10)
+  ax.set_xlim(-0.5, image.shape[1] - 0.5)
+  ax.set_ylim(image.shape[0] - 0.5, -0.5)
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def pose_panel(image, *, joints=None, joint_visible=None, contour=None,
+               contour_visible=None, joint_heatmaps=None, contour_heatmaps=None,
+               joint_phosphenes=None, contour_phosphenes=None, gt_joints=None,
+               gt_visible=None, title: str | None = None,
+               panel_size: float = 3.0) -> Figure:
+  """The thesis figures 6-13 in one panel for one image.
+
+  One row for the joints (image with skeleton, heatmaps, phosphenes: thesis
+  figures 6 and 10) and one for the triplet (image with contour points and
+  limb outlines, heatmaps, phosphenes: figures 7 and 11); each picture only
+  when its input is given.
+
+  Args:
+    image: (H, W, 3) the image the keypoints' pixels refer to.
+    joints: (16, 2) predicted joints.
+    joint_visible: (16,) joints to draw (e.g. confidence above a threshold).
+    contour: (26, 2) predicted contour points.
+    contour_visible: (26,) contour points to draw.
+    joint_heatmaps: (h, w, 16) heatmaps covering the image.
+    contour_heatmaps: (h, w, 26).
+    joint_phosphenes: (Hp, Wp) phosphene image in [0, 1] of the joints.
+    contour_phosphenes: (Hp, Wp) phosphene image of the triplet.
+    gt_joints: (16, 2) ground truth drawn (white) under the prediction.
+    gt_visible: (16,) annotated ground-truth joints.
+    title: figure title.
+    panel_size: inches per picture.
+
+  Returns:
+    The figure (Agg canvas attached).
+  """
+  rows = []
+  if joints is not None or gt_joints is not None:
+    rows.append([("joints", "Joints")]
+                + ([("joint_heatmaps", "Joint heatmaps")] if joint_heatmaps is not None else [])
+                + ([("joint_phosphenes", "Phosphenes of the joints")]
+                   if joint_phosphenes is not None else []))
+  if contour is not None:
+    rows.append([("triplet", "Triplet points")]
+                + ([("contour_heatmaps", "Contour heatmaps")]
+                   if contour_heatmaps is not None else [])
+                + ([("contour_phosphenes", "Phosphenes of the triplet")]
+                   if contour_phosphenes is not None else []))
+  if not rows:
+    rows.append([("image", "Image")])
+  ncols = max(len(r) for r in rows)
+  top = 0.3 if title else 0.0
+  fig = Figure(figsize=(panel_size * ncols, panel_size * len(rows) + top), dpi=100,
+               layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(len(rows), ncols, squeeze=False)
+  for row, row_axes in zip(rows, axes):
+    for ax in row_axes[len(row):]:
+      ax.set_axis_off()
+    for ax, (kind, label) in zip(row_axes, row):
+      _draw_panel(ax, kind, label, image, dict(
+          joints=joints, joint_visible=joint_visible, contour=contour,
+          contour_visible=contour_visible, joint_heatmaps=joint_heatmaps,
+          contour_heatmaps=contour_heatmaps, joint_phosphenes=joint_phosphenes,
+          contour_phosphenes=contour_phosphenes, gt_joints=gt_joints,
+          gt_visible=gt_visible))
+  if title:
+    fig.suptitle(title, fontsize=11)
+  return fig
+
+
+def _draw_panel(ax, kind: str, label: str, image, a: dict) -> None:
+  """Draws one picture of `pose_panel`; `a` holds its keyword arguments."""
+  if kind in ("joints", "triplet", "image"):
+    _image_axes(ax, _to_float(image), label)
+    if kind == "joints":
+      if a["gt_joints"] is not None:
+        draw_skeleton(ax, a["gt_joints"], visible=a["gt_visible"], colour="white",
+                      linewidth=3.5, markersize=5, alpha=0.7)
+      if a["joints"] is not None:
+        draw_skeleton(ax, a["joints"], visible=a["joint_visible"])
+    elif kind == "triplet":
+      draw_triplet(ax, a["contour"], visible=a["contour_visible"])
+  elif kind.endswith("heatmaps"):
+    _image_axes(ax, heatmap_overlay(image, a[kind]), label)
+  else:
+    _image_axes(ax, np.clip(np.asarray(a[kind], np.float64), 0, 1), label)
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+  """Renders a figure to an (H, W, 3) uint8 array."""
+  canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(fig: Figure, path: str | pathlib.Path) -> pathlib.Path:
+  """Writes `fig` as a PNG (parents created) and returns the path."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if not isinstance(fig.canvas, FigureCanvasAgg):
+    FigureCanvasAgg(fig)
+  fig.savefig(path, format="png")
+  return path
+
+
+def prediction_grid(images, pred, *, gt=None, gt_visible=None, heatmaps=None,
+                    max_examples: int = 4, panel_size: float = 2.4) -> np.ndarray:
+  """A small grid for TensorBoard: poses over images (+ heatmaps below).
+
+  Args:
+    images: (B, H, W, 3) crops.
+    pred: (B, K, 2) predictions in crop pixels; K = 16 (skeleton) or 26
+      (triplet).
+    gt: (B, K, 2) ground truth, drawn as white dots.
+    gt_visible: (B, K) annotated ground truth.
+    heatmaps: (B, h, w, K) heatmaps for a second row.
+    max_examples: columns.
+    panel_size: inches per cell.
+
+  Returns:
+    (H, W, 3) uint8.
+  """
+  n = min(max_examples, len(images))
+  rows = 2 if heatmaps is not None else 1
+  fig = Figure(figsize=(panel_size * n, panel_size * rows), dpi=80)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, n, squeeze=False)
+  for i in range(n):
+    ax = axes[0, i]
+    _image_axes(ax, _to_float(images[i]), f"example {i}")
+    if gt is not None:
+      shown = _shown(None if gt_visible is None else gt_visible[i], gt.shape[1])
+      ax.plot(gt[i, shown, 0], gt[i, shown, 1], "o", ms=5, mfc="none", mec="white", mew=1.2)
+    if pred.shape[1] == kp.NUM_JOINTS:
+      draw_skeleton(ax, pred[i], linewidth=1.5, markersize=3)
+    else:
+      draw_triplet(ax, pred[i], linewidth=1.2, markersize=2.5)
+    if heatmaps is not None:
+      _image_axes(axes[1, i], heatmap_overlay(images[i], heatmaps[i]), "heatmaps")
+  fig.tight_layout(pad=0.3)
+  return figure_to_array(fig)
+
+
+def pckh_curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                      *, title: str = "PCKh vs threshold") -> Figure:
+  """PCKh (Mean, %) against the threshold, one line per labelled curve."""
+  fig = Figure(figsize=(5.5, 4.0), dpi=100)
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
+  for label, (thresholds, values) in curves.items():
+    ax.plot(thresholds, 100 * np.asarray(values), lw=2, label=label)
+  ax.set_xlabel("threshold (head sizes)")
+  ax.set_ylabel("PCKh (%)")
+  ax.set_ylim(0, 100)
+  ax.set_xlim(left=0)
+  ax.grid(alpha=0.3)
+  ax.axvline(0.5, color="gray", lw=0.8, ls="--")
+  ax.set_title(title, fontsize=11)
+  if curves:
+    ax.legend(fontsize=8, loc="upper left")
+  fig.tight_layout()
+  return fig
+
+
+def read_loss_per_stack(workdir: str | pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{'train/loss_stack_1': (steps, values), ..., 'eval/eval_loss_stack_1': ...}.
+
+  Reads `metrics.jsonl` in the workdir, or else its TensorBoard logs.
+
+  Raises:
+    FileNotFoundError: when the workdir holds neither.
+  """
+  workdir = pathlib.Path(workdir)
+  series: dict[str, list[tuple[int, float]]] = {}
+  jsonl = workdir / "metrics.jsonl"
+  if jsonl.exists():
+    for line in jsonl.read_text().splitlines():
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      for name, value in record.items():
+        if "loss_stack_" in name:
+          series.setdefault(name, []).append((int(record["step"]), float(value)))
+  elif (workdir / "tensorboard").exists():
+    from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+    acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"),
+                                             size_guidance={"tensors": 0})
+    acc.Reload()
+    for name in acc.Tags().get("tensors", []):
+      if "loss_stack_" in name:
+        series[name] = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto))))
+                        for e in acc.Tensors(name)]
+  else:
+    raise FileNotFoundError(f"{workdir} has neither metrics.jsonl nor tensorboard/")
+  return {k: (np.array([s for s, _ in v]), np.array([x for _, x in v]))
+          for k, v in sorted(series.items(), key=lambda kv: _stack_key(kv[0]))}
+
+
+def _tensor_value(proto):
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  return tensor_util.make_ndarray(proto)
+
+
+def _stack_key(name: str) -> tuple[str, int]:
+  prefix, _, stack = name.rpartition("_")
+  return prefix, int(stack) if stack.isdigit() else 0
+
+
+def loss_per_stack_figure(workdir: str | pathlib.Path, *, smooth: int = 1) -> Figure:
+  """Training (and validation) loss of every stack against the step (thesis fig. 2-5).
+
+  Args:
+    workdir: a training workdir.
+    smooth: moving-average window in logged points (1 = raw).
+  """
+  series = read_loss_per_stack(workdir)
+  fig = Figure(figsize=(9.0, 3.8), dpi=100)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 2, squeeze=False)[0]
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  for ax, prefix, title in ((axes[0], "train/", "training loss per stack"),
+                            (axes[1], "eval/", "validation loss per stack")):
+    names = [n for n in series if n.startswith(prefix)]
+    for i, name in enumerate(names):
+      steps, values = series[name]
+      if smooth > 1 and len(values) >= smooth:
+        values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+        steps = steps[smooth - 1:]
+      ax.plot(steps, values, lw=1.5, label=f"stack {_stack_key(name)[1]}",
+              color=colormaps["viridis"](i / max(len(names) - 1, 1)))
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if names:
+      ax.set_yscale("log")
+      ax.legend(fontsize=8)
+    else:
+      ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+  fig.tight_layout()
+  return fig
