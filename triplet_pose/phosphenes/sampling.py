@@ -1,0 +1,128 @@
+"""Stimulus sampling: one amplitude per phosphene from an activation mask.
+
+dynaphos samples either the pixel nearest each phosphene centre or the
+maximum of the mask within the phosphene's receptive field (a disc of
+`RF_size` mm of cortex, i.e. `RF_size / magnification` degrees), and builds
+an N x H x W mask to do so. Here the geometry is precomputed once on the
+host: the centre pixel of each phosphene, and for receptive fields a small
+window around it (the same size for all phosphenes, large enough for the
+largest field) with a boolean mask of the pixels inside the field. Sampling
+is then a gather of N x Ky x Kx values per image, never N x H x W.
+
+Distances are computed in float32 with the same formulas as dynaphos, so
+that ties and field borders fall on the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def pixel_distance(dx: np.ndarray, dy: np.ndarray, theta: np.ndarray | None,
+                   gamma: float) -> np.ndarray:
+  """Distance of pixel offsets (dx, dy) from a phosphene centre (float32).
+
+  Isotropic phosphenes use the Euclidean distance; Gabor-shaped ones
+  (`theta` given) dynaphos' rotated, y-stretched distance
+  `sqrt(x_r^2 + gamma^2 y_r^2)`.
+  """
+  dx = np.asarray(dx, np.float32)
+  dy = np.asarray(dy, np.float32)
+  if theta is None:
+    return np.sqrt(dx * dx + dy * dy)
+  theta = np.asarray(theta, np.float32).reshape((-1,) + (1,) * (dx.ndim - 1))
+  cos, sin = np.cos(theta), np.sin(theta)
+  y_rot = -dx * sin + dy * cos
+  x_rot = dx * cos + dy * sin
+  return np.sqrt(x_rot * x_rot + y_rot * y_rot * np.float32(gamma ** 2))
+
+
+def nearest_pixels(x: np.ndarray, y: np.ndarray, grid_x: np.ndarray,
+                   grid_y: np.ndarray, *, theta: np.ndarray | None = None,
+                   gamma: float = 1.0, reach: int = 2,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Row and column of the pixel whose centre is nearest each phosphene.
+
+  Ties go to the lower flat (row-major) index, as torch's argmin in
+  dynaphos. The search covers `reach` pixels around the per-axis nearest
+  pixel, which contains the nearest pixel for any Gabor gamma in
+  [1/reach, reach].
+
+  Returns:
+    (rows, cols), int32 arrays of shape (N,).
+  """
+  x = np.asarray(x, np.float32)
+  y = np.asarray(y, np.float32)
+  h, w = grid_y.shape[0], grid_x.shape[0]
+  offsets = np.arange(-reach, reach + 1)
+  c0 = np.argmin(np.abs(grid_x[None, :] - x[:, None]), axis=1)
+  r0 = np.argmin(np.abs(grid_y[None, :] - y[:, None]), axis=1)
+  cols = np.clip(c0[:, None] + offsets, 0, w - 1)  # (N, K)
+  rows = np.clip(r0[:, None] + offsets, 0, h - 1)
+  dist = pixel_distance((grid_x[cols] - x[:, None])[:, None, :],
+                        (grid_y[rows] - y[:, None])[:, :, None], theta, gamma)
+  flat = rows[:, :, None] * w + cols[:, None, :]
+  n = x.shape[0]
+  order = np.lexsort((flat.reshape(n, -1), dist.reshape(n, -1)), axis=-1)
+  best = np.take_along_axis(flat.reshape(n, -1), order[:, :1], axis=1)[:, 0]
+  return (best // w).astype(np.int32), (best % w).astype(np.int32)
+
+
+def receptive_field_windows(x: np.ndarray, y: np.ndarray, radius: np.ndarray,
+                            grid_x: np.ndarray, grid_y: np.ndarray,
+                            rows: np.ndarray, cols: np.ndarray, *,
+                            theta: np.ndarray | None = None, gamma: float = 1.0,
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Windows around each phosphene and the pixels inside its receptive field.
+
+  A pixel is inside when its (float32) distance from the phosphene is
+  strictly below `radius` (degrees), dynaphos' rule. Every window has
+  the same size, with a margin of one pixel beyond the largest field, so
+  some pixels of every window lie outside the field (dynaphos' maximum
+  over `mask * image` includes those zeros).
+
+  Returns:
+    (window_rows (N, Ky), window_cols (N, Kx), inside (N, Ky, Kx)); the
+    index arrays are clipped to the image, clipped entries are outside.
+  """
+  x = np.asarray(x, np.float32)
+  y = np.asarray(y, np.float32)
+  radius = np.asarray(radius, np.float32)
+  h, w = grid_y.shape[0], grid_x.shape[0]
+  stretch = 1.0 if theta is None else max(1.0, 1.0 / gamma)
+  extent = float(np.max(radius, initial=0.0)) * stretch
+  step_x = float(grid_x[1] - grid_x[0])
+  step_y = float(grid_y[1] - grid_y[0])
+  rx = min(int(math.ceil(extent / step_x)) + 1, w)
+  ry = min(int(math.ceil(extent / step_y)) + 1, h)
+  win_c = cols[:, None] + np.arange(-rx, rx + 1)
+  win_r = rows[:, None] + np.arange(-ry, ry + 1)
+  valid_c = (win_c >= 0) & (win_c < w)
+  valid_r = (win_r >= 0) & (win_r < h)
+  win_c = np.clip(win_c, 0, w - 1)
+  win_r = np.clip(win_r, 0, h - 1)
+  dist = pixel_distance((grid_x[win_c] - x[:, None])[:, None, :],
+                        (grid_y[win_r] - y[:, None])[:, :, None], theta, gamma)
+  inside = ((dist < radius[:, None, None]) & valid_r[:, :, None]
+            & valid_c[:, None, :])
+  return win_r.astype(np.int32), win_c.astype(np.int32), inside
+
+
+def sample_centres(mask: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """(*batch, H, W) -> (*batch, N): the mask at each phosphene's pixel."""
+  return mask[..., rows, cols]
+
+
+def sample_windows(mask: jax.Array, win_rows: jax.Array, win_cols: jax.Array,
+                   inside: jax.Array) -> jax.Array:
+  """(*batch, H, W) -> (*batch, N): the maximum of the mask in each field.
+
+  Pixels outside the field count as 0, as in dynaphos (so the result is
+  never below 0).
+  """
+  patch = mask[..., win_rows[:, :, None], win_cols[:, None, :]]
+  return jnp.max(jnp.where(inside, patch, 0), axis=(-2, -1))

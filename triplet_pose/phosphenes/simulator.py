@@ -1,0 +1,485 @@
+"""A differentiable, vectorised phosphene simulator: dynaphos' model in JAX.
+
+Per frame and electrode (van der Grinten et al., eLife 2024):
+
+  charge     = relu((amplitude - trace - rheobase) * pulse_width * frequency)
+  activation += (-decay * activation + rel_duration * charge) / fps
+  trace      += (-trace_decay * trace + rel_duration * trace_rate * charge) / fps
+  brightness = sigmoid(slope * (activation - cps_half))
+  sigma      = size(current) * radius_to_sigma / magnification   (degrees)
+  image      = clip(sum_n [activation_n > threshold_n] brightness_n
+                    * exp(-|p - c_n|^2 / (2 sigma_n^2)), 0, 1)
+
+(the integrators take ceil(decay / fps) sub-steps, as dynaphos). Unlike
+dynaphos, the state is not detached between frames, so gradients flow
+through time (`run` is a `lax.scan`), and the image is a separable matrix
+product rather than an N x H x W tensor (see rendering.py). `Simulator` is a
+pytree: pass it through `jax.jit`, `vmap` or `grad` like any array.
+
+Corrections of dynaphos, each an option whose default is the corrected
+behaviour (`dynaphos_compatible=True` restores dynaphos exactly):
+  * safe_size_gradient: sqrt(0) in the size equation and sigma = 0 in the
+    Gaussian give NaN gradients; a zero-size phosphene now renders nothing
+    and has finite (zero) gradients.
+  * size_follows: dynaphos sizes a phosphene by the instantaneous
+    amplitude, so it vanishes the frame stimulation stops although tissue
+    activation (and brightness) persists. 'activation' sizes it by the
+    amplitude that would hold the tissue at its current activation:
+    trace + rheobase + activation * decay / (rel_duration * pw * freq).
+  * sigmoid_size_microamps: the 'sigmoid' size equation's constants are in
+    microamperes but dynaphos feeds it amperes (a flat sigma); the current
+    is converted to microamperes.
+  * No global side effects in either mode: no global seeding or
+    determinism switches (randomness comes from an explicit key, else from
+    `run.seed`), and the caller's coordinates are never modified.
+The hard activation threshold has zero gradient almost everywhere;
+`threshold_gradient='sigmoid'` keeps the hard forward pass but
+back-propagates the derivative of sigmoid((activation - threshold) /
+surrogate_width) (a surrogate gradient, as in spiking networks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Mapping
+
+from flax import struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from triplet_pose.phosphenes import layout
+from triplet_pose.phosphenes import params as params_lib
+from triplet_pose.phosphenes import rendering
+from triplet_pose.phosphenes import sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Behaviour switches (see the module docstring)."""
+  dynaphos_compatible: bool = False
+  size_follows: str = "activation"
+  safe_size_gradient: bool = True
+  sigmoid_size_microamps: bool = True
+  threshold_gradient: str = "none"
+  surrogate_width: float = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  """Static (hashable) constants derived from the parameters."""
+  height: int
+  width: int
+  dtype: str
+  fps: float
+  rel_duration: float
+  activation_decay: float
+  activation_steps: int
+  trace_a: float
+  trace_b: float
+  trace_steps: int
+  rheobase: float
+  pw_default: float
+  freq_default: float
+  size_equation: str
+  current_spread: float
+  max_diameter: float
+  slope_size: float
+  i_half: float
+  slope_brightness: float
+  cps_half: float
+  sampling_method: str
+  stimulus_scale: float
+  gabor: bool
+  gamma: float
+  options: Options
+
+
+@struct.dataclass
+class SimulatorState:
+  """Tissue state per electrode, shape (*batch, N) each."""
+  activation: jax.Array
+  trace: jax.Array
+
+
+@struct.dataclass
+class PhospheneFrame:
+  """Per-phosphene quantities of one frame, shape (*batch, N) each."""
+  charge: jax.Array  # Effective charge per second (A).
+  size_current: jax.Array  # Current (A) fed to the size equation.
+  sigma: jax.Array  # Gaussian standard deviation (degrees).
+  brightness: jax.Array  # Saturated activation in (0, 1).
+  intensity: jax.Array  # Brightness where above threshold, else 0.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _heaviside(x: jax.Array, width: float) -> jax.Array:
+  return (x > 0).astype(x.dtype)
+
+
+@_heaviside.defjvp
+def _heaviside_jvp(width, primals, tangents):
+  (x,), (t,) = primals, tangents
+  s = jax.nn.sigmoid(x / width)
+  return _heaviside(x, width), t * s * (1 - s) / width
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+  ok = x > 0
+  return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
+@struct.dataclass
+class Simulator:
+  """Phosphene simulator for a fixed set of phosphenes (a pytree).
+
+  Build it with `Simulator.create`. Arrays: phosphene centres `x_deg`,
+  `y_deg` (N,), `magnification` (mm/deg), `thresholds` (activation units),
+  `theta` (Gabor orientation or None), pixel grids, sampling geometry, and
+  `kept` (which of the coordinates given to `create` are simulated).
+  """
+  x_deg: jax.Array
+  y_deg: jax.Array
+  magnification: jax.Array
+  size_scale: jax.Array
+  thresholds: jax.Array
+  theta: jax.Array | None
+  grid_x: jax.Array
+  grid_y: jax.Array
+  centre_rows: jax.Array
+  centre_cols: jax.Array
+  window_rows: jax.Array | None
+  window_cols: jax.Array | None
+  window_inside: jax.Array | None
+  kept: jax.Array
+  config: _Config = struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, params: Mapping[str, Any], x_deg, y_deg, thresholds=None,
+             key: jax.Array | None = None, *, theta=None,
+             remove_out_of_view: bool = True, dynaphos_compatible: bool = False,
+             size_follows: str | None = None,
+             safe_size_gradient: bool | None = None,
+             sigmoid_size_microamps: bool | None = None,
+             threshold_gradient: str = "none",
+             surrogate_width: float | None = None) -> "Simulator":
+    """Builds a simulator for phosphenes at (x_deg, y_deg).
+
+    Args:
+      params: parameters (a dict or path, see `load_params`).
+      x_deg, y_deg: phosphene centres in degrees of visual angle, (n,).
+        Not modified.
+      thresholds: per-phosphene activation thresholds, (n,) or (N,) for
+        the phosphenes kept; clipped at 0. Default: drawn from
+        N(activation_threshold, activation_threshold_sd), clipped at 0.
+        Must be None when thresholding.use_threshold is false (all 0 then).
+      key: PRNG key for thresholds and Gabor orientations; default
+        `PRNGKey(run.seed)`.
+      theta: Gabor orientations (radians), (n,) or (N,); default uniform.
+      remove_out_of_view: drop phosphenes outside the view (as dynaphos).
+      dynaphos_compatible: reproduce dynaphos exactly; sets the defaults
+        of the three corrections below to dynaphos' behaviour.
+      size_follows: 'activation' (default) or 'amplitude' (dynaphos).
+      safe_size_gradient: finite gradients at zero size (default True).
+      sigmoid_size_microamps: fix the sigmoid size unit error (default True).
+      threshold_gradient: 'none' (exact gradient) or 'sigmoid' (surrogate).
+      surrogate_width: width of the surrogate sigmoid in activation units;
+        default `activation_threshold_sd` (or half the threshold, or 1e-8).
+
+    Returns:
+      The simulator.
+
+    Raises:
+      ValueError: for bad coordinates, thresholds, theta or options.
+    """
+    p = params_lib.load_params(params)
+    compat = bool(dynaphos_compatible)
+    size_follows = size_follows or ("amplitude" if compat else "activation")
+    if size_follows not in ("amplitude", "activation"):
+      raise ValueError(f"size_follows must be 'amplitude' or 'activation', got {size_follows!r}")
+    if threshold_gradient not in ("none", "sigmoid"):
+      raise ValueError(f"threshold_gradient must be 'none' or 'sigmoid', got {threshold_gradient!r}")
+    th = p["thresholding"]
+    if surrogate_width is None:
+      surrogate_width = (th["activation_threshold_sd"] or
+                         0.5 * th["activation_threshold"] or 1e-8)
+    if not surrogate_width > 0:
+      raise ValueError(f"surrogate_width must be > 0, got {surrogate_width}")
+    options = Options(
+        dynaphos_compatible=compat, size_follows=size_follows,
+        safe_size_gradient=(not compat if safe_size_gradient is None
+                            else bool(safe_size_gradient)),
+        sigmoid_size_microamps=(not compat if sigmoid_size_microamps is None
+                                else bool(sigmoid_size_microamps)),
+        threshold_gradient=threshold_gradient,
+        surrogate_width=float(surrogate_width))
+
+    x64 = np.array(x_deg, np.float64)  # Copies: the caller's arrays stay intact.
+    y64 = np.array(y_deg, np.float64)
+    if x64.ndim != 1 or x64.shape != y64.shape:
+      raise ValueError(f"x_deg and y_deg must be 1-D of equal length, got "
+                       f"{x64.shape} and {y64.shape}")
+    n_in = x64.shape[0]
+    kept = (layout.in_view(x64, y64, p["run"]) if remove_out_of_view
+            else np.ones(n_in, bool))
+    x64, y64 = x64[kept], y64[kept]
+    n = x64.shape[0]
+
+    def per_phosphene(value, name):
+      value = np.asarray(value, np.float64).ravel()
+      if value.shape[0] == n:
+        return value
+      if value.shape[0] == n_in:
+        return value[kept]
+      raise ValueError(f"{name} must have {n_in} (given) or {n} (kept) entries, "
+                       f"got {value.shape[0]}")
+
+    key = jax.random.PRNGKey(p["run"]["seed"]) if key is None else key
+    k_threshold, k_theta = jax.random.split(key)
+    if not th["use_threshold"]:
+      if thresholds is not None:
+        raise ValueError("thresholds given but thresholding.use_threshold is false")
+      thr = np.zeros(n)
+    elif thresholds is not None:
+      thr = per_phosphene(thresholds, "thresholds")
+    else:
+      thr = (np.asarray(jax.random.normal(k_threshold, (n,)), np.float64)
+             * th["activation_threshold_sd"] + th["activation_threshold"])
+    thr = np.clip(thr, 0, None)
+
+    gabor = bool(p["gabor"]["gabor_filtering"])
+    gamma = float(p["gabor"]["gamma"])
+    if theta is not None and not gabor:
+      raise ValueError("theta given but gabor.gabor_filtering is false")
+    if gabor:
+      theta = (per_phosphene(theta, "theta") if theta is not None else
+               2 * np.pi * np.asarray(jax.random.uniform(k_theta, (n,)), np.float64))
+      theta = theta.astype(np.float32)
+
+    # float32 arithmetic as in dynaphos (ties and RF borders match).
+    f32 = np.float32
+    x32, y32 = x64.astype(f32), y64.astype(f32)
+    r32 = np.hypot(x64, y64).astype(f32)
+    cm = p["cortex_model"]
+    if cm["model"] == "monopole":
+      mag = f32(cm["k"]) / (r32 + f32(cm["a"]))
+    else:
+      mag = f32(cm["k"]) * (f32(1) / (r32 + f32(cm["a"])) - f32(1) / (r32 + f32(cm["b"])))
+    grid_x, grid_y = rendering.pixel_grid(p["run"])
+    rows, cols = sampling.nearest_pixels(x32, y32, grid_x, grid_y,
+                                         theta=theta, gamma=gamma)
+    windows = (None, None, None)
+    if p["sampling"]["sampling_method"] == "receptive_fields":
+      windows = sampling.receptive_field_windows(
+          x32, y32, f32(p["sampling"]["RF_size"]) / mag, grid_x, grid_y, rows,
+          cols, theta=theta, gamma=gamma)
+
+    config = _make_config(p, options)
+    dtype = jnp.dtype(config.dtype)
+    asarr = lambda a: None if a is None else jnp.asarray(a)
+    return cls(
+        x_deg=jnp.asarray(x32, dtype), y_deg=jnp.asarray(y32, dtype),
+        magnification=jnp.asarray(mag, dtype),
+        size_scale=jnp.asarray(f32(p["size"]["radius_to_sigma"]) / mag, dtype),
+        thresholds=jnp.asarray(thr.astype(f32), dtype),
+        theta=None if theta is None else jnp.asarray(theta, dtype),
+        grid_x=jnp.asarray(grid_x, dtype), grid_y=jnp.asarray(grid_y, dtype),
+        centre_rows=jnp.asarray(rows), centre_cols=jnp.asarray(cols),
+        window_rows=asarr(windows[0]), window_cols=asarr(windows[1]),
+        window_inside=asarr(windows[2]), kept=jnp.asarray(kept), config=config)
+
+  @property
+  def num_phosphenes(self) -> int:
+    return self.x_deg.shape[0]
+
+  @property
+  def resolution(self) -> tuple[int, int]:
+    """(H, W) of the rendered images."""
+    return self.config.height, self.config.width
+
+  def init_state(self, batch_shape: tuple[int, ...] = ()) -> SimulatorState:
+    """Zero activation and trace of shape (*batch_shape, N)."""
+    zeros = jnp.zeros(tuple(batch_shape) + (self.num_phosphenes,), self.config.dtype)
+    return SimulatorState(activation=zeros, trace=zeros)
+
+  def update(self, state: SimulatorState, amplitude, pulse_width=None,
+             frequency=None) -> tuple[SimulatorState, PhospheneFrame]:
+    """Advances the tissue state by one frame (no rendering).
+
+    Args:
+      state: the previous state, (*batch, N) arrays.
+      amplitude: (*batch, N) stimulation amplitudes in amperes.
+      pulse_width: seconds, broadcastable to amplitude; default pw_default.
+      frequency: hertz, broadcastable to amplitude; default freq_default.
+
+    Returns:
+      (new state, per-phosphene quantities of this frame).
+    """
+    return _update(self, state, amplitude, pulse_width, frequency)
+
+  def render(self, frame: PhospheneFrame) -> jax.Array:
+    """Renders (*batch, N) phosphene sizes and intensities to (*batch, H, W)."""
+    c = self.config
+    compat = not c.options.safe_size_gradient
+    if c.gabor:
+      return rendering.render_dense(
+          self.x_deg, self.y_deg, self.theta, c.gamma, frame.sigma,
+          frame.intensity, self.grid_x, self.grid_y, dynaphos_compatible=compat)
+    return rendering.render_separable(
+        self.x_deg, self.y_deg, frame.sigma, frame.intensity, self.grid_x,
+        self.grid_y, dynaphos_compatible=compat)
+
+  def step(self, state: SimulatorState, amplitude, pulse_width=None,
+           frequency=None) -> tuple[SimulatorState, jax.Array]:
+    """One frame: `update` then `render`. Returns (new state, (*batch, H, W))."""
+    return _step(self, state, amplitude, pulse_width, frequency)
+
+  def run(self, amplitudes, state: SimulatorState | None = None, *,
+          pulse_width=None, frequency=None, return_state: bool = False):
+    """Simulates a sequence with `lax.scan`; differentiable through time.
+
+    Args:
+      amplitudes: (T, *batch, N) amperes.
+      state: initial state; default zeros.
+      pulse_width, frequency: None, or broadcastable to `amplitudes`.
+      return_state: also return the final state.
+
+    Returns:
+      images (T, *batch, H, W), and the final state if `return_state`.
+    """
+    amplitudes = jnp.asarray(amplitudes, self.config.dtype)
+    if amplitudes.ndim < 2:
+      raise ValueError(f"amplitudes must be (T, *batch, N), got {amplitudes.shape}")
+    if state is None:
+      state = self.init_state(amplitudes.shape[1:-1])
+    bcast = lambda v: None if v is None else jnp.broadcast_to(
+        jnp.asarray(v, self.config.dtype), amplitudes.shape)
+    final, images = _run(self, state, amplitudes, bcast(pulse_width), bcast(frequency))
+    return (images, final) if return_state else images
+
+  def sample_stimulus(self, mask, rescale: bool = False) -> jax.Array:
+    """Amplitude per phosphene from an activation mask, as dynaphos.
+
+    Args:
+      mask: (*batch, H, W) image. uint8 masks, and numpy masks whose maximum
+        exceeds 1 (dynaphos' rule), are scaled by 1/255.
+      rescale: multiply by `sampling.stimulus_scale` (amperes per unit);
+        otherwise the mask values are amperes.
+
+    Returns:
+      (*batch, N): the mask at the centre pixel ('center') or its maximum
+      within the receptive field ('receptive_fields').
+    """
+    h, w = self.resolution
+    if getattr(mask, "shape", (None,))[-2:] != (h, w):
+      raise ValueError(f"mask must be (*batch, {h}, {w}), got {getattr(mask, 'shape', None)}")
+    scale = mask.dtype == np.uint8 or (isinstance(mask, np.ndarray) and mask.size
+                                      and mask.max() > 1)
+    return _sample(self, jnp.asarray(mask, self.config.dtype), bool(scale), bool(rescale))
+
+  def frame(self, state: SimulatorState, amplitude, pulse_width=None,
+            frequency=None) -> PhospheneFrame:
+    """The per-phosphene quantities `update` would produce (convenience)."""
+    return self.update(state, amplitude, pulse_width, frequency)[1]
+
+
+def _make_config(p: Mapping[str, Any], options: Options) -> _Config:
+  run, td, ds, size = p["run"], p["temporal_dynamics"], p["default_stim"], p["size"]
+  fps = float(run["fps"])
+  act_decay = -math.log(td["activation_decay_per_second"])
+  trace_decay = -math.log(td["trace_decay_per_second"])
+  act_steps = math.ceil(act_decay / fps)
+  trace_steps = math.ceil(trace_decay / fps)
+  if not options.dynaphos_compatible:
+    # dynaphos never updates the trace when it does not decay (0 sub-steps).
+    act_steps, trace_steps = max(1, act_steps), max(1, trace_steps)
+  steps = max(1, trace_steps)
+  x64 = jax.config.jax_enable_x64 and run["dtype"] == "float64"
+  return _Config(
+      height=int(run["resolution"][1]), width=int(run["resolution"][0]),
+      dtype="float64" if x64 else "float32", fps=fps,
+      rel_duration=float(ds["relative_stim_duration"]),
+      activation_decay=act_decay, activation_steps=act_steps,
+      trace_a=-trace_decay / fps / steps,
+      trace_b=ds["relative_stim_duration"] * td["trace_increase_rate"] / fps / steps,
+      trace_steps=trace_steps, rheobase=p["thresholding"]["rheobase"],
+      pw_default=ds["pw_default"], freq_default=ds["freq_default"],
+      size_equation=size["size_equation"], current_spread=size["current_spread"],
+      max_diameter=size["MD"], slope_size=size["slope_size"], i_half=size["I_half"],
+      slope_brightness=p["brightness_saturation"]["slope_brightness"],
+      cps_half=p["brightness_saturation"]["cps_half"],
+      sampling_method=p["sampling"]["sampling_method"],
+      stimulus_scale=p["sampling"]["stimulus_scale"],
+      gabor=bool(p["gabor"]["gabor_filtering"]), gamma=float(p["gabor"]["gamma"]),
+      options=options)
+
+
+def _size(c: _Config, current: jax.Array) -> jax.Array:
+  """Radius of activated cortex (mm) for a current (A)."""
+  if c.size_equation == "sqrt":  # Tehovnik et al. 2007.
+    x = current / c.current_spread
+    return _safe_sqrt(x) if c.options.safe_size_gradient else jnp.sqrt(x)
+  scale = 1e6 if c.options.sigmoid_size_microamps else 1.0  # Bosking et al. 2017.
+  return 0.5 * c.max_diameter * jax.nn.sigmoid(c.slope_size * (current * scale - c.i_half))
+
+
+@jax.jit
+def _update(sim: Simulator, state: SimulatorState, amplitude, pulse_width,
+            frequency) -> tuple[SimulatorState, PhospheneFrame]:
+  c = sim.config
+  dtype = jnp.dtype(c.dtype)
+  amplitude = jnp.asarray(amplitude, dtype)
+  if amplitude.shape[-1:] != (sim.num_phosphenes,):
+    raise ValueError(f"amplitude must be (*batch, {sim.num_phosphenes}), got {amplitude.shape}")
+  pw = c.pw_default if pulse_width is None else jnp.asarray(pulse_width, dtype)
+  freq = c.freq_default if frequency is None else jnp.asarray(frequency, dtype)
+  charge = jax.nn.relu((amplitude - (state.trace + c.rheobase)) * pw * freq)
+  act = state.activation
+  for _ in range(c.activation_steps):
+    act = act + (-act * c.activation_decay + charge * c.rel_duration) / c.fps / c.activation_steps
+  trace = state.trace
+  for _ in range(c.trace_steps):
+    trace = trace + c.trace_a * trace + c.trace_b * charge
+  if c.options.size_follows == "amplitude":
+    current = amplitude
+  else:
+    active = act > 0
+    current = jnp.where(active, trace + c.rheobase + jnp.where(active, act, 0.0)
+                        * c.activation_decay / (c.rel_duration * pw * freq), 0.0)
+  sigma = _size(c, current) * sim.size_scale
+  brightness = jax.nn.sigmoid(c.slope_brightness * (act - c.cps_half))
+  if c.options.threshold_gradient == "sigmoid":
+    intensity = _heaviside(act - sim.thresholds, c.options.surrogate_width) * brightness
+  else:
+    intensity = jnp.where(act > sim.thresholds, brightness, 0.0)
+  frame = PhospheneFrame(charge=charge, size_current=current, sigma=sigma,
+                         brightness=brightness, intensity=intensity)
+  return SimulatorState(activation=act, trace=trace), frame
+
+
+@jax.jit
+def _step(sim, state, amplitude, pulse_width, frequency):
+  state, frame = _update(sim, state, amplitude, pulse_width, frequency)
+  return state, sim.render(frame)
+
+
+@jax.jit
+def _run(sim, state, amplitudes, pulse_width, frequency):
+  def body(carry, xs):
+    a, pw, f = xs
+    return _step(sim, carry, a, pw, f)
+  return jax.lax.scan(body, state, (amplitudes, pulse_width, frequency))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sample(sim: Simulator, mask: jax.Array, scale_255: bool, rescale: bool):
+  if scale_255:
+    mask = mask * (1 / 255)
+  if sim.config.sampling_method == "center":
+    values = sampling.sample_centres(mask, sim.centre_rows, sim.centre_cols)
+  else:
+    values = sampling.sample_windows(mask, sim.window_rows, sim.window_cols,
+                                     sim.window_inside)
+  return values * sim.config.stimulus_scale if rescale else values
