@@ -105,7 +105,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
       loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   metrics = {"loss": loss, "loss_per_stack": per_stack,
-             "grad_norm": optax.global_norm(grads)}
+             "grad_norm": optax.tree.norm(grads)}
   return new_state, metrics
 
 
@@ -232,45 +232,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   progress = metric_writer.Progress(start, total)
   logging.info("training %s for steps %d..%d on %d device(s) in %s",
                config.model.target, start + 1, total, mesh.size, workdir)
-  previous = None
-  for step in range(start + 1, total + 1):
-    batch = parallel.shard_batch(next(train_iter), mesh)
-    state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step),
-                             joint_variables)
-    # Check the previous step while this one runs: one scalar fetch per step
-    # keeps the device busy yet stops within a step of the first NaN.
-    if previous is not None:
-      _check_finite(*previous, checkpointer.latest_step())
-    previous = (step, metrics)
-    is_last = step == total
-    do_log = step % config.log_every_steps == 0 or is_last
-    do_eval = step % config.eval_every_steps == 0 or is_last
-    do_save = step % config.checkpoint_every_steps == 0 or do_eval
-    if not (do_log or do_eval or do_save):
-      continue
-    _check_finite(step, metrics, checkpointer.latest_step())
+  try:
     previous = None
-    if do_log:
-      host = jax.device_get(metrics)
-      scalars = {"train/loss": host["loss"],
-                 **{f"train/loss_stack_{s + 1}": v
-                    for s, v in enumerate(host["loss_per_stack"])},
-                 "train/grad_norm": host["grad_norm"],
-                 "train/learning_rate": schedule(step - 1),
-                 **{f"train/{k}": v for k, v in progress.update(step).items()}}
-      writer.write_scalars(step, scalars)
-      metric_writer.log_line(step, total, {
-          "loss": host["loss"], "lr": schedule(step - 1),
-          "steps/s": scalars["train/steps_per_sec"],
-          "eta_sec": scalars["train/eta_sec"]})
-    eval_metrics = None
-    if do_eval:
-      eval_metrics = evaluate(config, state, eval_fn, mesh, joint_variables)
-      writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-      logging.info("step %d/%d | eval_loss %.4g", step, total, eval_metrics["eval_loss"])
-    if do_save:
-      checkpointer.save(step, state, train_iter.get_state(), metrics=eval_metrics)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  writer.close()
+    for step in range(start + 1, total + 1):
+      batch = parallel.shard_batch(next(train_iter), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step),
+                               joint_variables)
+      # Check the previous step while this one runs: one scalar fetch per step
+      # keeps the device busy yet stops within a step of the first NaN.
+      if previous is not None:
+        _check_finite(*previous, checkpointer.latest_step())
+      previous = (step, metrics)
+      is_last = step == total
+      do_log = step % config.log_every_steps == 0 or is_last
+      do_eval = step % config.eval_every_steps == 0 or is_last
+      do_save = step % config.checkpoint_every_steps == 0 or do_eval
+      if not (do_log or do_eval or do_save):
+        continue
+      _check_finite(step, metrics, checkpointer.latest_step())
+      previous = None
+      if do_log:
+        host = jax.device_get(metrics)
+        scalars = {"train/loss": host["loss"],
+                   **{f"train/loss_stack_{s + 1}": v
+                      for s, v in enumerate(host["loss_per_stack"])},
+                   "train/grad_norm": host["grad_norm"],
+                   "train/learning_rate": schedule(step - 1),
+                   **{f"train/{k}": v for k, v in progress.update(step).items()}}
+        writer.write_scalars(step, scalars)
+        metric_writer.log_line(step, total, {
+            "loss": host["loss"], "lr": schedule(step - 1),
+            "steps/s": scalars["train/steps_per_sec"],
+            "eta_sec": scalars["train/eta_sec"]})
+      eval_metrics = None
+      if do_eval:
+        eval_metrics = evaluate(config, state, eval_fn, mesh, joint_variables)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+        logging.info("step %d/%d | eval_loss %.4g", step, total, eval_metrics["eval_loss"])
+      if do_save:
+        checkpointer.save(step, state, train_iter.get_state(), metrics=eval_metrics)
+  finally:
+    # Also on error: let a pending asynchronous save complete, so the last
+    # good checkpoint is on disk when the exception propagates.
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    writer.close()
   return state

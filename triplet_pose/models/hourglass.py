@@ -29,7 +29,34 @@ import jax.numpy as jnp
 _xavier = nn.initializers.xavier_uniform()
 
 
+import os
+_IMPL = os.environ.get("TP_CONV", "lax")
+
+
+class _Conv(nn.Module):
+  features: int
+  kernel: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel
+    w = self.param("kernel", _xavier, (k, k, x.shape[-1], self.features), jnp.float32)
+    b = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, w, b = x.astype(self.dtype), w.astype(self.dtype), b.astype(self.dtype)
+    if k == 1 and self.stride == 1:
+      y = jax.lax.dot_general(x, w[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+    else:
+      pad = (k - 1) // 2
+      y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), ((pad, pad), (pad, pad)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + b
+
+
 def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any, name: str):
+  if _IMPL == "dot":
+    return _Conv(features, kernel, stride, dtype=dtype, name=name)
   pad = (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=True,
@@ -38,7 +65,8 @@ def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any, name: str)
 
 def _norm(train: bool, *, dtype: Any, name: str):
   return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+                      epsilon=1e-5, use_fast_variance=False, dtype=dtype,
+                      name=name)
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
