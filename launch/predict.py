@@ -1,0 +1,59 @@
+r"""Pose and phosphenes for images, folders and videos, from trained checkpoints.
+
+  python -m launch.predict --joint_workdir=/tmp/joint --triplet_workdir=/tmp/triplet \
+      --input=photos/ --output=/tmp/out [--box=x0,y0,x1,y1]
+
+Per image: OUT/<name>.json (joints and contour points in original pixels,
+with confidences) and OUT/<name>_panel.png (skeleton, triplet, heatmaps,
+phosphenes). Per video: OUT/<name>.json (one record per frame) and
+OUT/<name>_panel.mp4 (panels with phosphenes, temporal dynamics on).
+Files that cannot be read are reported and skipped; the exit status is 1
+only when nothing could be processed.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+_JOINT_WORKDIR = flags.DEFINE_string("joint_workdir", None, "Workdir of a trained joint model.")
+_TRIPLET_WORKDIR = flags.DEFINE_string(
+    "triplet_workdir", None, "Workdir of a trained triplet model (optional).")
+_INPUT = flags.DEFINE_string("input", None, "An image, a folder of images/videos, or a video.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
+_BOX = flags.DEFINE_string("box", None, "x0,y0,x1,y1: crop around this box "
+                           "(original pixels) instead of the whole frame.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per jitted batch.")
+_FLIP_TEST = flags.DEFINE_bool("flip_test", True, "Average with the mirrored image.")
+_PHOSPHENES = flags.DEFINE_bool("phosphenes", True, "Render phosphenes in the panels.")
+_PHOSPHENE_PARAMS = flags.DEFINE_string(
+    "phosphene_params", None, "Simulator params.yaml (dynaphos schema); default built-in.")
+_NUM_PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the phosphene layout.")
+flags.mark_flags_as_required(["joint_workdir", "input", "output"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
+  from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
+  metric_writer.quiet_library_logs()
+  box = prediction.parse_box(_BOX.value)
+  predictor = prediction.Predictor(_JOINT_WORKDIR.value, _TRIPLET_WORKDIR.value,
+                                   batch_size=_BATCH_SIZE.value, flip_test=_FLIP_TEST.value)
+  renderer = (prediction.PhospheneRenderer(_PHOSPHENE_PARAMS.value,
+                                           num_phosphenes=_NUM_PHOSPHENES.value,
+                                           seed=_SEED.value)
+              if _PHOSPHENES.value else None)
+  summary = prediction.predict_paths(predictor, _INPUT.value, _OUTPUT.value, box=box,
+                                     renderer=renderer)
+  print(f"processed {len(summary['processed'])} input(s) into {_OUTPUT.value}")
+  for reason in summary["failed"].values():
+    print(f"SKIPPED {reason}", file=sys.stderr)
+  if not summary["processed"]:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

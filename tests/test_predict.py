@@ -1,0 +1,151 @@
+"""Image loading, cropping, prediction files, video, and launch.predict on a messy folder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny_workdirs
+from triplet_pose import keypoints as kp
+from triplet_pose import prediction
+
+REPO = tiny_workdirs.pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def workdirs(tmp_path_factory):
+  return tiny_workdirs.trained(tmp_path_factory)
+
+
+def test_load_image_modes(tmp_path):
+  gray = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (8, 1))
+  Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+  np.testing.assert_array_equal(prediction.load_image(tmp_path / "gray.png"),
+                                np.repeat(gray[..., None], 3, -1))
+  deep = (gray.astype(np.uint16) * 257)
+  Image.fromarray(deep).save(tmp_path / "deep.png")
+  loaded = prediction.load_image(tmp_path / "deep.png")
+  assert loaded.shape == (8, 25, 3) and abs(int(loaded[0, -1, 0]) - 240) <= 1
+  rgba = np.zeros((6, 6, 4), np.uint8)
+  rgba[..., 0] = 200
+  rgba[:3, :, 3] = 255  # top half opaque red, bottom transparent
+  Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+  loaded = prediction.load_image(tmp_path / "rgba.png")
+  np.testing.assert_array_equal(loaded[0, 0], [200, 0, 0])
+  np.testing.assert_array_equal(loaded[-1, -1], [255, 255, 255])
+
+
+def test_load_image_applies_exif_rotation(tmp_path):
+  image = np.zeros((20, 40, 3), np.uint8)  # landscape, a white mark top left
+  image[:5, :5] = 255
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored rotated: display turned 90 degrees clockwise
+  Image.fromarray(image).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+  loaded = prediction.load_image(tmp_path / "rot.jpg")
+  assert loaded.shape == (40, 20, 3)  # portrait, as a viewer shows it
+  assert loaded[:5, -5:].mean() > 200 and loaded[:5, :5].mean() < 50
+
+
+def test_corrupt_file_raises_naming_it(tmp_path):
+  (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+  with pytest.raises(prediction.UnreadableInputError, match="bad.jpg"):
+    prediction.load_image(tmp_path / "bad.jpg")
+
+
+def test_crop_maps_back_to_original_pixels():
+  image = np.zeros((100, 300, 3), np.uint8)
+  image[40, 250] = 255
+  crop, to_original = prediction.crop(image, 64, box=(200, 20, 279, 99))
+  y, x = np.unravel_index(crop[..., 0].argmax(), crop.shape[:2])
+  back = to_original[:, :2] @ np.array([x, y]) + to_original[:, 2]
+  np.testing.assert_allclose(back, [250, 40], atol=1.5)  # one crop pixel = 1.25 px
+  whole, to_original = prediction.crop(image, 64)
+  np.testing.assert_allclose(to_original[:, :2] @ [31.5, 31.5] + to_original[:, 2],
+                             [149.5, 49.5])
+
+
+def test_parse_box():
+  assert prediction.parse_box("1,2,30,40") == (1.0, 2.0, 30.0, 40.0)
+  assert prediction.parse_box(None) is None
+  with pytest.raises(ValueError, match="--box"):
+    prediction.parse_box("5,5,1,1")
+
+
+def test_predictor_keypoints_in_original_pixels(workdirs):
+  predictor = prediction.Predictor(str(workdirs["joint"]), str(workdirs["triplet"]),
+                                   batch_size=2)
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((50, 90), (120, 40), (64, 64))]
+  preds = predictor.predict(images, [None, (5, 10, 30, 100), None])
+  assert len(preds) == 3  # two batches, the second padded
+  for pred, image in zip(preds, images):
+    assert pred.arrays["joints"].shape == (16, 2) and pred.arrays["contour"].shape == (26, 2)
+    record = prediction.prediction_record(pred, source="x", image_shape=image.shape)
+    assert list(record["joints"]) == list(kp.JOINT_NAMES)
+    assert list(record["contour"]) == list(kp.CONTOUR_NAMES)
+    xy = np.array([[v["x"], v["y"]] for v in record["joints"].values()])
+    a = pred.crop_to_original
+    np.testing.assert_allclose(xy, pred.arrays["joints"] @ a[:, :2].T + a[:, 2], atol=0.01)
+  # The boxed image: crop pixels scale by (box side 91 px) / 64.
+  np.testing.assert_allclose(preds[1].crop_to_original[0, 0], 91 / 64)
+
+
+def test_video_gives_mp4_and_per_frame_json(workdirs, tmp_path):
+  imageio = pytest.importorskip("imageio.v2")
+  pytest.importorskip("imageio_ffmpeg")
+  frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(5)]
+  with imageio.get_writer(tmp_path / "clip.mp4", fps=10, macro_block_size=1) as w:
+    for f in frames:
+      w.append_data(f)
+  predictor = prediction.Predictor(str(workdirs["joint"]), str(workdirs["triplet"]),
+                                   batch_size=2)
+  renderer = prediction.PhospheneRenderer(num_phosphenes=100)
+  out = tmp_path / "out"
+  summary = prediction.predict_paths(predictor, tmp_path / "clip.mp4", out,
+                                     renderer=renderer, progress=False)
+  assert summary["failed"] == {}
+  record = json.loads((out / "clip.json").read_text())
+  assert len(record["frames"]) == 5 and record["fps"] == pytest.approx(10)
+  assert record["frames"][4]["time"] == pytest.approx(0.4)
+  video = imageio.mimread(out / "clip_panel.mp4")
+  assert len(video) == 5 and video[0].shape[0] > 100
+
+
+def test_phosphenes_build_up_over_frames():
+  renderer = prediction.PhospheneRenderer(num_phosphenes=300, frames_per_image=1)
+  joints = np.random.default_rng(0).uniform(10, 54, size=(16, 2))
+  state = renderer.init_state()
+  brightness = []
+  for _ in range(4):
+    state, image = renderer.step(state, joints, image_size=(64, 64), kind="joints")
+    brightness.append(float(np.asarray(image).sum()))
+  assert brightness[0] > 0 and brightness[3] > brightness[0]  # temporal dynamics
+
+
+def test_launch_predict_on_messy_folder(workdirs, tmp_path):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50), dtype=np.uint8),
+                  "L").save(folder / "gray.png")
+  rgba = np.random.default_rng(1).integers(0, 255, (40, 30, 4), dtype=np.uint8)
+  Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+  out = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.predict", f"--joint_workdir={workdirs['joint']}",
+       f"--triplet_workdir={workdirs['triplet']}", f"--input={folder}",
+       f"--output={out}", "--num_phosphenes=200"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "broken.jpg" in result.stderr and "processed 2 input(s)" in result.stdout
+  assert sorted(p.name for p in out.iterdir()) == [
+      "gray.json", "gray_panel.png", "rgba.json", "rgba_panel.png"]
+  record = json.loads((out / "gray.json").read_text())
+  assert (record["width"], record["height"]) == (50, 30)
+  assert set(record["joints"]["r_ankle"]) == {"x", "y", "confidence"}
+  assert len(record["contour"]) == kp.NUM_CONTOUR
+  panel = np.asarray(Image.open(out / "rgba_panel.png"))
+  assert panel.shape[0] > 300 and panel.shape[1] > 600
