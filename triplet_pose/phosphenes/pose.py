@@ -23,6 +23,8 @@ rescale=True)`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,8 +49,15 @@ def image_to_simulator_coordinates(points, *, image_size: tuple[int, int],
     output_size: (H, W) of the target (e.g. `sim.resolution`).
   """
   (h_img, w_img), (h, w) = image_size, output_size
-  scale = jnp.asarray([w / w_img, h / h_img], jnp.float32)
-  return (jnp.asarray(points, jnp.float32) + 0.5) * scale - 0.5
+  points = _float(points)
+  scale = jnp.asarray([w / w_img, h / h_img], points.dtype)
+  return (points + 0.5) * scale - 0.5
+
+
+def _float(a):
+  """As a jax array, float32 unless already floating (float64 stays)."""
+  a = jnp.asarray(a)
+  return a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(jnp.float32)
 
 
 def _segment_distance(px, py, a, b):
@@ -66,59 +75,74 @@ def _coverage(distance, half_width):
   return jnp.clip(half_width + 0.5 - distance, 0.0, 1.0)
 
 
-def _polygons(px, py, vertices):
-  """Anti-aliased coverage of polygons (P, V, 2) by signed distance."""
+def _inside_polygons(px, py, vertices):
+  """Even-odd inside test of pixel centres for polygons (P, V, 2): (P, H, W)."""
   nxt = jnp.roll(vertices, -1, axis=1)
-  p, v = vertices.shape[:2]
-  dist = _segment_distance(px, py, vertices.reshape(p * v, 2), nxt.reshape(p * v, 2))
-  dist = jnp.min(dist.reshape((p, v) + dist.shape[1:]), axis=1)
-  # Even-odd rule; only the sign depends on it, so it needs no gradient.
   vx, vy = vertices[..., 0, None, None], vertices[..., 1, None, None]
   nx, ny = nxt[..., 0, None, None], nxt[..., 1, None, None]
   straddles = (vy > py[None]) != (ny > py[None])
   denom = jnp.where(ny == vy, 1.0, ny - vy)
   x_cross = vx + (nx - vx) * (py[None] - vy) / denom
   crossings = jnp.sum(straddles & (px[None] < x_cross), axis=1)
-  inside = jax.lax.stop_gradient(crossings % 2 == 1)
-  signed = jnp.where(inside, -dist, dist)
-  return jnp.clip(0.5 - signed, 0.0, 1.0)
+  return crossings % 2 == 1
 
 
 def _render_one(joints, joints_vis, contour, contour_vis, *, output_size,
                 point_radius, line_width, draw_joints, draw_skeleton,
                 draw_contour, fill_limbs):
+  # All primitives share one distance computation over (segments, H, W):
+  # discs are zero-length segments, and polygons use their edges' minimum
+  # distance with the sign from the (gradient-free) inside test.
   h, w = output_size
-  py = jnp.arange(h, dtype=jnp.float32)[:, None]
-  px = jnp.arange(w, dtype=jnp.float32)[None, :]
-  layers = [jnp.zeros((1, h, w), jnp.float32)]
-  if joints is not None:
-    if draw_joints:
-      d = _segment_distance(px, py, joints, joints)
-      layers.append(joints_vis[:, None, None] * _coverage(d, point_radius))
-    if draw_skeleton:
-      a, b = joints[_SKELETON[:, 0]], joints[_SKELETON[:, 1]]
-      wgt = joints_vis[_SKELETON[:, 0]] * joints_vis[_SKELETON[:, 1]]
-      d = _segment_distance(px, py, a, b)
-      layers.append(wgt[:, None, None] * _coverage(d, line_width / 2))
-  if contour is not None:
-    if draw_contour:
-      a, b = contour[_CONTOUR[:, 0]], contour[_CONTOUR[:, 1]]
-      wgt = contour_vis[_CONTOUR[:, 0]] * contour_vis[_CONTOUR[:, 1]]
-      d = _segment_distance(px, py, a, b)
-      layers.append(wgt[:, None, None] * _coverage(d, line_width / 2))
-    if fill_limbs:
-      wgt = jnp.prod(contour_vis[_LIMBS], axis=1)
-      layers.append(wgt[:, None, None] * _polygons(px, py, contour[_LIMBS]))
+  dtype = (joints if joints is not None else contour).dtype
+  py = jnp.arange(h, dtype=dtype)[:, None]
+  px = jnp.arange(w, dtype=dtype)[None, :]
+  starts, ends, half_widths, weights = [], [], [], []
+
+  def add(a, b, half_width, weight):
+    starts.append(a)
+    ends.append(b)
+    half_widths.append(jnp.full(weight.shape, half_width, dtype))
+    weights.append(weight)
+
+  if joints is not None and draw_joints:
+    add(joints, joints, point_radius, joints_vis)
+  for points, vis, edges, draw in ((joints, joints_vis, _SKELETON, draw_skeleton),
+                                   (contour, contour_vis, _CONTOUR, draw_contour)):
+    if points is not None and draw:
+      add(points[edges[:, 0]], points[edges[:, 1]], line_width / 2,
+          vis[edges[:, 0]] * vis[edges[:, 1]])
+  num_lines = sum(a.shape[0] for a in starts)
+  polygons = contour is not None and fill_limbs
+  if polygons:
+    vertices = contour[_LIMBS]  # (P, V, 2)
+    starts.append(vertices.reshape(-1, 2))
+    ends.append(jnp.roll(vertices, -1, axis=1).reshape(-1, 2))
+  if not starts:
+    return jnp.zeros((h, w), dtype)
+  dist = _segment_distance(px, py, jnp.concatenate(starts), jnp.concatenate(ends))
+  layers = [jnp.zeros((1, h, w), dtype)]
+  if num_lines:
+    hw = jnp.concatenate(half_widths)[:, None, None]
+    wgt = jnp.concatenate(weights)[:, None, None]
+    layers.append(wgt * _coverage(dist[:num_lines], hw))
+  if polygons:
+    p, v = vertices.shape[:2]
+    edge_dist = jnp.min(dist[num_lines:].reshape((p, v, h, w)), axis=1)
+    inside = jax.lax.stop_gradient(_inside_polygons(px, py, vertices))
+    signed = jnp.where(inside, -edge_dist, edge_dist)
+    wgt = jnp.prod(contour_vis[_LIMBS], axis=1)[:, None, None]
+    layers.append(wgt * jnp.clip(0.5 - signed, 0.0, 1.0))
   return jnp.max(jnp.concatenate(layers, axis=0), axis=0)
 
 
 def _prepare(points, visible, count, name, image_size, output_size):
-  points = jnp.asarray(points, jnp.float32)
+  points = _float(points)
   if points.shape[-2:] != (count, 2):
     raise ValueError(f"{name} must be (..., {count}, 2), got {points.shape}")
   if visible is None:
-    visible = jnp.ones(points.shape[:-1], jnp.float32)
-  visible = jnp.asarray(visible, jnp.float32)
+    visible = jnp.ones(points.shape[:-1], points.dtype)
+  visible = jnp.asarray(visible, points.dtype)
   if visible.shape != points.shape[:-1]:
     raise ValueError(f"{name} visibility must be {points.shape[:-1]}, got {visible.shape}")
   # Hidden keypoints may hold NaN or junk: zero them without touching gradients.
@@ -166,12 +190,19 @@ def render_pose(joints=None, contour=None, *, image_size: tuple[int, int],
       raise ValueError(f"joints and contour batch shapes differ: {batch} vs {p.shape[:-2]}")
     batch = p.shape[:-2]
     args += [p.reshape((-1, count, 2)), v.reshape((-1, count))]
-  fn = lambda j, jv, c, cv: _render_one(
-      j, jv, c, cv, output_size=tuple(output_size), point_radius=point_radius,
-      line_width=line_width, draw_joints=draw_joints, draw_skeleton=draw_skeleton,
-      draw_contour=draw_contour, fill_limbs=fill_limbs)
-  masks = jax.vmap(fn)(*args)
+  masks = _render_batch(*args, output_size=tuple(int(v) for v in output_size),
+                        point_radius=float(point_radius), line_width=float(line_width),
+                        draw_joints=bool(draw_joints), draw_skeleton=bool(draw_skeleton),
+                        draw_contour=bool(draw_contour), fill_limbs=bool(fill_limbs))
   return masks.reshape(batch + tuple(output_size))
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "output_size", "point_radius", "line_width", "draw_joints", "draw_skeleton",
+    "draw_contour", "fill_limbs"))
+def _render_batch(joints, joints_vis, contour, contour_vis, **options):
+  return jax.vmap(functools.partial(_render_one, **options))(
+      joints, joints_vis, contour, contour_vis)
 
 
 def pose_to_phosphenes(sim, state, joints=None, contour=None, *,
