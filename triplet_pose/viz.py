@@ -109,10 +109,12 @@ def heatmap_overlay(image, heatmaps, *, alpha: float = 0.65) -> np.ndarray:
   """
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
   image = _to_float(image)
-  maps = np.asarray(heatmaps, np.float64).max(axis=-1)
-  # Min-max scaling keeps the peaks readable whatever the model's output range.
-  low, high = maps.min(), maps.max()
-  maps = (maps - low) / (high - low) if high > low else np.zeros_like(maps)
+  maps = np.asarray(heatmaps, np.float64)
+  # Each keypoint's map is min-max scaled before the maximum over keypoints,
+  # so every peak shows at full strength whatever the model's output range.
+  low = maps.min(axis=(0, 1), keepdims=True)
+  span = maps.max(axis=(0, 1), keepdims=True) - low
+  maps = np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0).max(axis=-1)
   h, w = image.shape[:2]
   rows = np.minimum((np.arange(h) + 0.5) * maps.shape[0] / h, maps.shape[0] - 1).astype(int)
   cols = np.minimum((np.arange(w) + 0.5) * maps.shape[1] / w, maps.shape[1] - 1).astype(int)
@@ -260,7 +262,7 @@ def prediction_grid(images, pred, *, gt=None, gt_visible=None, heatmaps=None,
   """
   n = min(max_examples, len(images))
   rows = 2 if heatmaps is not None else 1
-  fig = Figure(figsize=(panel_size * n, panel_size * rows), dpi=80)
+  fig = Figure(figsize=(panel_size * n, panel_size * rows), dpi=80, layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(rows, n, squeeze=False)
   for i in range(n):
@@ -275,7 +277,6 @@ def prediction_grid(images, pred, *, gt=None, gt_visible=None, heatmaps=None,
       draw_triplet(ax, pred[i], linewidth=1.2, markersize=2.5)
     if heatmaps is not None:
       _image_axes(axes[1, i], heatmap_overlay(images[i], heatmaps[i]), "heatmaps")
-  fig.tight_layout(pad=0.3)
   return figure_to_array(fig)
 
 
