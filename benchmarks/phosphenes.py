@@ -1,0 +1,249 @@
+r"""Phosphene simulator speed and memory: ours (JAX) vs dynaphos (and pulse2percept).
+
+  python benchmarks/phosphenes.py                 # full grid (several minutes)
+  python benchmarks/phosphenes.py --quick         # ~1600 phosphenes, 256 px, batch 1
+  python benchmarks/phosphenes.py --phosphenes=1600 --resolutions=256 --batches=1,64
+
+For every (phosphenes, resolution, batch) it measures frames per second of a
+simulation step (state update + rendering of every phosphene; a batch of B
+counts as B frames) for our `Simulator.run` (jit, lax.scan) and for
+dynaphos' `GaussianSimulator.__call__` (and, where installed and batch is 1,
+pulse2percept's `DynaphosModel.predict_percept`), on the same phosphene
+positions, in the same run, and prints the ratios. Each measurement runs in
+a fresh process so its peak memory (VmHWM above the process' resident size
+before building the simulator) is its own. Peer configurations whose
+estimated time or memory exceeds the budget flags are skipped and marked.
+
+Timings on a shared CPU are disturbed by other jobs: the load average is
+printed at the start and the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+
+_PHOSPHENES = flags.DEFINE_list("phosphenes", ["256", "1024", "1600"], "Phosphene counts.")
+_RESOLUTIONS = flags.DEFINE_list("resolutions", ["128", "256", "512"], "Square image sizes.")
+_BATCHES = flags.DEFINE_list("batches", ["1", "64"], "Batch sizes.")
+_QUICK = flags.DEFINE_bool("quick", False, "Only 1600 phosphenes, 256 px, batch 1.")
+_PEERS = flags.DEFINE_list("peers", ["dynaphos", "pulse2percept"], "Peers to compare with.")
+_FRAMES = flags.DEFINE_integer("frames", 16, "Frames per timed call of ours (lax.scan).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of ours (median).")
+_PEER_FRAMES = flags.DEFINE_integer("peer_frames", 3, "Timed frames of each peer.")
+_PEER_MAX_SECONDS = flags.DEFINE_float("peer_max_seconds", 90.0,
+                                       "Skip a peer config estimated to take longer.")
+_PEER_MAX_GB = flags.DEFINE_float("peer_max_gb", 6.0,
+                                  "Skip a peer config estimated to need more memory.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+# Rough per-element costs of the peers on a 2-core CPU, used only to skip
+# configurations that would not finish (dynaphos: N x H x W x B float32
+# tensors, about 8 alive; pulse2percept: a Python loop over electrodes).
+_DYNAPHOS_S_PER_ELEMENT = 2.5e-8
+_DYNAPHOS_BYTES_PER_ELEMENT = 4 * 8
+_P2P_S_PER_ELEMENT = 6e-9
+
+
+def _rss_kb(field: str) -> int:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  return 0
+
+
+def _reset_peak() -> int:
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")  # Resets VmHWM to the current RSS.
+  except OSError:
+    pass
+  return _rss_kb("VmRSS")
+
+
+def _positions(n: int, res: int, seed: int):
+  from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [res, res]
+  x, y = phosphenes.phosphenes_by_magnification(params, n, key=jax.random.PRNGKey(seed))
+  kept = phosphenes.in_view(x, y, params["run"])
+  return params, x[kept], y[kept]
+
+
+def _measure_ours(n, res, batch, frames, repeats, seed):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
+  params, x, y = _positions(n, res, seed)
+  base = _reset_peak()
+  sim = phosphenes.Simulator.create(params, x, y)
+  amps = jax.numpy.asarray(np.random.default_rng(seed).uniform(
+      0, 150e-6, (frames, batch, sim.num_phosphenes)).astype(np.float32))
+  run = jax.jit(lambda s, a: s.run(a))
+  run(sim, amps).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run(sim, amps).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return {"n": sim.num_phosphenes, "fps": frames * batch / float(np.median(times)),
+          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "device": str(jax.devices()[0])}
+
+
+def _measure_dynaphos(n, res, batch, frames, seed):
+  import warnings  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from dynaphos import simulator as dsim  # pylint: disable=g-import-not-at-top
+  from dynaphos import utils as dut  # pylint: disable=g-import-not-at-top
+  warnings.filterwarnings("ignore")
+  params, x, y = _positions(n, res, seed)
+  params["run"]["gpu"] = 0 if torch.cuda.is_available() else None
+  params["run"]["batch_size"] = batch if batch > 1 else 0
+  base = _reset_peak()
+  sim = dsim.GaussianSimulator(params, dut.Map(x.copy(), y.copy()), np.random.default_rng(seed))
+  shape = (batch, sim.num_phosphenes) if batch > 1 else (sim.num_phosphenes,)
+  amp = torch.rand(shape, device=sim.data_kwargs["device"]) * 150e-6
+  sim(amp)
+  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+  sync()
+  start = time.perf_counter()
+  for _ in range(frames):
+    sim(amp)
+  sync()
+  elapsed = time.perf_counter() - start
+  return {"n": sim.num_phosphenes, "fps": frames * batch / elapsed,
+          "peak_mb": (_rss_kb("VmHWM") - base) / 1024}
+
+
+def _measure_p2p(n, res, frames, seed):
+  import warnings  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from pulse2percept.implants import DiskElectrode, ElectrodeArray, Implant  # pylint: disable=g-import-not-at-top
+  from pulse2percept.models.cortex import DynaphosModel  # pylint: disable=g-import-not-at-top
+  from pulse2percept.stimuli import BiphasicPulseTrain  # pylint: disable=g-import-not-at-top
+  warnings.filterwarnings("ignore")
+  # Electrodes on a cortical grid, keeping the first n whose phosphene
+  # lies in V1 and in the +-8 degree view.
+  xs, ys = np.meshgrid(np.linspace(2000, 40000, 60), np.linspace(-20000, 20000, 60))
+  xs, ys = xs.ravel(), ys.ravel()
+  probe = DynaphosModel(implant=Implant(ElectrodeArray([DiskElectrode(0, 0, 0, 100)])),
+                        verbose=False)
+  xd, yd = probe.visual_field_map.to_dva()["v1"](xs, ys)
+  ok = np.isfinite(xd) & (np.abs(xd) < 8) & (np.abs(yd) < 8)
+  if ok.sum() < n:
+    raise ValueError(f"only {ok.sum()} electrodes in view")
+  electrodes = [DiskElectrode(a, b, 0, 100) for a, b in zip(xs[ok][:n], ys[ok][:n])]
+  base = _reset_peak()
+  model = DynaphosModel(implant=Implant(ElectrodeArray(electrodes)), xrange=(-8, 8),
+                        yrange=(-8, 8), step=16 / (res - 1), verbose=False).build()
+  amps = np.random.default_rng(seed).uniform(50, 150, n)
+  source = {name: BiphasicPulseTrain(freq=300, amp=float(a), phase_dur=0.17, stim_dur=1000)
+            for name, a in zip(model.implant.electrode_names, amps)}
+  start = time.perf_counter()
+  percept = model.predict_percept(source, t_percept=np.arange(frames) * model.dt)
+  elapsed = time.perf_counter() - start
+  assert percept.data.shape[:2] == (res, res), percept.data.shape
+  return {"n": n, "fps": frames / elapsed, "peak_mb": (_rss_kb("VmHWM") - base) / 1024}
+
+
+def _in_fresh_process(fn, *args):
+  ctx = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    try:
+      return pool.submit(fn, *args).result()
+    except Exception as e:  # A peer failing must not stop the table.
+      return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _machine() -> str:
+  model = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model}, {os.cpu_count()} cores, {platform.platform()}"
+
+
+def _installed(module: str) -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec(module) is not None
+
+
+def main(argv):
+  del argv
+  grid = ([(1600, 256, 1)] if _QUICK.value else
+          [(int(n), int(r), int(b)) for b in _BATCHES.value for r in _RESOLUTIONS.value
+           for n in _PHOSPHENES.value])
+  peers = [p for p in _PEERS.value if _installed(p)]
+  import jax  # pylint: disable=g-import-not-at-top
+  print(f"machine: {_machine()}")
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; peers: {peers or 'none installed'}")
+  print(f"load average at start: {os.getloadavg()}")
+  header = (f"{'N':>5} {'px':>4} {'B':>3} | {'ours f/s':>9} {'MB':>6} | "
+            f"{'dynaphos f/s':>12} {'MB':>6} {'ratio':>7} | {'p2p f/s':>8} {'ratio':>7}")
+  print(header)
+  print("-" * len(header))
+  results = []
+  for n, res, batch in grid:
+    row = {"phosphenes": n, "resolution": res, "batch": batch}
+    row["ours"] = _in_fresh_process(_measure_ours, n, res, batch, _FRAMES.value,
+                                    _REPEATS.value, 0)
+    elements = n * res * res * batch
+    if "dynaphos" in peers:
+      est_s = _DYNAPHOS_S_PER_ELEMENT * elements * (_PEER_FRAMES.value + 3)
+      est_gb = _DYNAPHOS_BYTES_PER_ELEMENT * elements / 2 ** 30
+      if est_s > _PEER_MAX_SECONDS.value or est_gb > _PEER_MAX_GB.value:
+        row["dynaphos"] = {"skipped": f"est. {est_s:.0f} s, {est_gb:.1f} GB"}
+      else:
+        row["dynaphos"] = _in_fresh_process(_measure_dynaphos, n, res, batch,
+                                            _PEER_FRAMES.value, 0)
+    if "pulse2percept" in peers and batch == 1:
+      est_s = _P2P_S_PER_ELEMENT * n * res * res * (_PEER_FRAMES.value + 1)
+      row["pulse2percept"] = (
+          {"skipped": f"est. {est_s:.0f} s"} if est_s > _PEER_MAX_SECONDS.value else
+          _in_fresh_process(_measure_p2p, n, res, _PEER_FRAMES.value, 0))
+    results.append(row)
+    print(_format(row), flush=True)
+  print(f"load average at end: {os.getloadavg()}")
+  print("f/s: frames per second (a batch of B counts B frames); MB: peak resident "
+        "memory above the process before building; ratio: ours / peer.")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"machine": _machine(), "results": results}, f, indent=1)
+
+
+def _format(row) -> str:
+  ours = row["ours"]
+  lead = f"{row['phosphenes']:>5} {row['resolution']:>4} {row['batch']:>3} | "
+  if "error" in ours:
+    return lead + ours["error"]
+
+  def peer(name, with_memory):
+    r = row.get(name)
+    width = 12 if with_memory else 8
+    blank = width + (7 if with_memory else 0) + 8
+    if r is None:
+      return f"{'-':>{blank}}"
+    if "fps" not in r:
+      return f"{(r.get('skipped') or r.get('error', ''))[:blank]:>{blank}}"
+    memory = f" {r['peak_mb']:>6.0f}" if with_memory else ""
+    return f"{r['fps']:>{width}.2f}{memory} {ours['fps'] / r['fps']:>6.0f}x"
+
+  return (lead.replace(f"{row['phosphenes']:>5}", f"{ours['n']:>5}", 1)
+          + f"{ours['fps']:>9.1f} {ours['peak_mb']:>6.0f} | {peer('dynaphos', True)} | "
+          + peer("pulse2percept", False))
+
+
+if __name__ == "__main__":
+  app.run(main)
