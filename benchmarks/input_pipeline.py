@@ -1,0 +1,149 @@
+r"""Examples/s of the input side (host pipeline, on-device augmentation) vs the train step.
+
+  python benchmarks/input_pipeline.py                      # synthetic_figures, batch 16
+  python benchmarks/input_pipeline.py --train_step_json=/tmp/ts.json   # reuse a train_step run
+  python benchmarks/input_pipeline.py --skip_train_step    # input side only
+
+Measured in this process:
+
+* host pipeline: `pipeline.create_tfds_iterator` (random-access reads, JPEG
+  decoding in background threads, batching), shuffled and repeating, as the
+  training loop consumes it;
+* on-device augmentation: `augment.augment_batch` under `jax.jit` on a
+  batch of uint8 256x256 images (rotation, scale, translation, flip, colour
+  jitter), after compilation.
+
+The train step of the joint model (thesis configuration, 8 stacks) comes
+from `benchmarks/train_step.py`, run in a subprocess (or read from the JSON
+it wrote). The input side must be at least 5x faster than the train step it
+feeds. Other jobs on the machine disturb timings: compare ratios, and repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+REQUIRED_RATIO = 5.0
+
+
+def _parse(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default="synthetic_figures", help="input.name")
+  p.add_argument("--data_dir", default="", help="tfds data_dir ('' = tfds default)")
+  p.add_argument("--manual_dir", default="")
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--batches", type=int, default=40, help="timed host batches")
+  p.add_argument("--threads", type=int, default=2, help="JPEG decoding threads")
+  p.add_argument("--aug_steps", type=int, default=10, help="timed augmentation batches")
+  p.add_argument("--train_batch", type=int, default=4, help="train step batch (thesis: 4)")
+  p.add_argument("--stacks", type=int, default=8)
+  p.add_argument("--train_step_json", default="", help="JSON written by train_step.py --json")
+  p.add_argument("--skip_train_step", action="store_true")
+  return p.parse_args(argv)
+
+
+def host_pipeline_rate(args) -> float:
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = common.input_config()
+  config.name, config.data_dir, config.manual_dir = args.dataset, args.data_dir, args.manual_dir
+  config.num_threads = args.threads
+  iterator = pipeline.create_tfds_iterator(config, split="train", batch_size=args.batch, seed=0,
+                                           shuffle=True, repeat=True)
+  for _ in range(3):  # start the threads, warm the file cache
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(args.batches):
+    next(iterator)
+  elapsed = time.perf_counter() - start
+  iterator.close()
+  return args.batches * args.batch / elapsed
+
+
+def augmentation_rate(args) -> float:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
+  config = common.augment_config()
+  config.enabled = True
+  rng = np.random.default_rng(0)
+  b = args.batch
+  batch = dict(
+      image=jnp.asarray(rng.integers(0, 256, (b, 256, 256, 3)), jnp.uint8),
+      joints=jnp.asarray(rng.uniform(0, 255, (b, 16, 2)), jnp.float32),
+      joints_visible=jnp.ones((b, 16), jnp.float32),
+      contour=jnp.asarray(rng.uniform(0, 255, (b, 26, 2)), jnp.float32),
+      contour_visible=jnp.ones((b, 26), jnp.float32),
+      head_size=jnp.full((b,), 30.0), crop_to_original=jnp.tile(jnp.eye(2, 3)[None], (b, 1, 1)))
+  step = jax.jit(lambda x, k: augment.augment_batch(x, k, config))
+  jax.block_until_ready(step(batch, jax.random.key(0)))
+  times = []
+  for i in range(args.aug_steps):
+    start = time.perf_counter()
+    jax.block_until_ready(step(batch, jax.random.key(i + 1)))
+    times.append(time.perf_counter() - start)
+  return b / statistics.median(times)
+
+
+def train_step_rate(args) -> tuple[float, str]:
+  """Images/s of the joint model's train step, from benchmarks/train_step.py."""
+  path = args.train_step_json
+  if not path:
+    script = os.path.join(REPO, "benchmarks", "train_step.py")
+    if not os.path.exists(script):
+      raise FileNotFoundError(f"{script} not found: pass --train_step_json or --skip_train_step")
+    path = os.path.join(tempfile.mkdtemp(), "train_step.json")
+    cmd = [sys.executable, script, "--frameworks=jax", f"--batches={args.train_batch}",
+           f"--stacks={args.stacks}", "--steps=2", "--warmup=1", f"--json={path}"]
+    print("running: " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+  with open(path) as f:
+    data = json.load(f)
+  rates = {}
+  for key, runs in data["results"].items():
+    if key.startswith("jax_b"):
+      batch = int(key[len("jax_b"):])
+      rates[batch] = batch / statistics.median(statistics.median(r["step_s"]) for r in runs)
+  batch = args.train_batch if args.train_batch in rates else max(rates)
+  stacks = data["args"].get("stacks")
+  return rates[batch], f"{stacks} stack(s), batch {batch}, {data.get('cpu', '?')}"
+
+
+def main(argv=None) -> None:
+  args = _parse(argv)
+  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}")
+  host = host_pipeline_rate(args)
+  print(f"host pipeline ({args.dataset}, batch {args.batch}, {args.threads} decode threads): "
+        f"{host:8.1f} examples/s", flush=True)
+  aug = augmentation_rate(args)
+  print(f"on-device augmentation (jit, batch {args.batch}, 256x256):            "
+        f"{aug:8.1f} examples/s", flush=True)
+  if args.skip_train_step:
+    return
+  train, what = train_step_rate(args)
+  print(f"train step, joint model ({what}):  {train:8.3f} images/s")
+  # Augmentation runs inside the train step, the host pipeline beside it.
+  ratios = {"host pipeline": host / train, "augmentation": aug / train}
+  for name, ratio in ratios.items():
+    print(f"  {name} / train step = {ratio:8.1f}x")
+  worst = min(ratios.values())
+  verdict = "OK" if worst >= REQUIRED_RATIO else "TOO SLOW"
+  print(f"input side is {worst:.1f}x the train step (required >= {REQUIRED_RATIO:.0f}x): {verdict}")
+
+
+if __name__ == "__main__":
+  main()
