@@ -139,6 +139,14 @@ def test_image_size_resizes_crops_and_keypoints(data_dir):
   np.testing.assert_allclose(small["crop_to_original"][:, :, :2], full["crop_to_original"][:, :, :2] * 4)
 
 
+def test_custom_synthetic_size_by_name(tmp_path):
+  config = _config(str(tmp_path), name="synthetic_figures/n6_3_s2")
+  it = pipeline.create_tfds_iterator(config, split="validation", batch_size=4, seed=0,
+                                     shuffle=False, repeat=False)
+  assert it.num_examples == 3
+  assert all(n.startswith(b"synthetic_2_1_") for n in _names(list(it)))
+
+
 def test_bad_names_and_missing_manual_dir(tmp_path):
   with pytest.raises(ValueError, match="expected 'synthetic_figures"):
     pipeline.create_tfds_iterator(_config(str(tmp_path), name="imagenet"), split="train",

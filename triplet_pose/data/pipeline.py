@@ -44,16 +44,23 @@ def _builder(input_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
     FileNotFoundError: `mpii_trb` is not built and its manual directory is
       missing (the message says what to put where).
   """
-  # pylint: disable=g-import-not-at-top,unused-import  (registers the builders)
+  # pylint: disable=g-import-not-at-top  (importing them registers the builders)
   from triplet_pose.data.mpii_trb import layout
   from triplet_pose.data.mpii_trb import mpii_trb_dataset_builder
   from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder
   name = input_config.name
   family = name.split("/")[0].split(":")[0]
   if family not in ("synthetic_figures", "mpii_trb"):
-    raise ValueError(f"input.name {name!r}: expected 'synthetic_figures[/config]' or "
+    raise ValueError(f"input.name {name!r}: expected 'synthetic_figures[/default|small|tiny|"
+                     "n<train>_<validation>_s<seed>]' or "
                      "'mpii_trb/<joints|triplets|thesis_joints|thesis_triplets>'")
-  builder = tfds.builder(name, data_dir=input_config.data_dir or None)
+  custom = (synthetic_figures_dataset_builder.config_from_name(name.split("/", 1)[1])
+            if family == "synthetic_figures" and "/" in name else None)
+  if custom is not None:  # 'synthetic_figures/n<train>_<validation>_s<seed>'
+    builder = synthetic_figures_dataset_builder.Builder(config=custom,
+                                                        data_dir=input_config.data_dir or None)
+  else:
+    builder = tfds.builder(name, data_dir=input_config.data_dir or None)
   if builder.is_prepared():
     return builder
   if family == "synthetic_figures":

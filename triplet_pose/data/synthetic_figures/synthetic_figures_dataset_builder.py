@@ -7,14 +7,16 @@ Procedural articulated figures (see `figures.py`) with the same features as
   small     500 train / 100 validation
   tiny       32 train /  16 validation (tests)
 
-Any size: `Builder(config=SyntheticFiguresConfig(name='n100', num_train=100,
-num_validation=20), data_dir=...)`.
+Any size: the config name `n<train>_<validation>_s<seed>` (e.g. input.name
+'synthetic_figures/n20000_1000_s0'; see `config_from_name`), or from Python
+`Builder(config=SyntheticFiguresConfig(name=..., num_train=..., ...))`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from typing import Iterator
 
 import tensorflow_datasets as tfds
@@ -39,6 +41,15 @@ class SyntheticFiguresConfig(tfds.core.BuilderConfig):
     self.num_validation = num_validation
     self.seed = seed
     self.num_workers = num_workers
+
+
+def config_from_name(name: str) -> SyntheticFiguresConfig | None:
+  """The config named `n<train>_<validation>_s<seed>`, or None for other names."""
+  match = re.fullmatch(r"n(\d+)_(\d+)_s(\d+)", name)
+  if match is None:
+    return None
+  train, validation, seed = map(int, match.groups())
+  return SyntheticFiguresConfig(name=name, num_train=train, num_validation=validation, seed=seed)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
