@@ -17,13 +17,12 @@ rigidly from there (so an arm raised overhead shows its armpit side outward).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from triplet_pose import keypoints as kp
 from triplet_pose.data.mpii_trb import features
+from triplet_pose.data.synthetic_figures import appearance
 
 SIZE = 256
 J = kp.JOINT_INDEX
@@ -130,116 +129,6 @@ def contour_points(joints: np.ndarray, widths: np.ndarray, neck_width: float) ->
 
 
 # --------------------------------------------------------------------------
-# Appearance
-
-
-def _colour(rng, lo=0, hi=256) -> tuple[int, int, int]:
-  return tuple(int(v) for v in rng.integers(lo, hi, size=3))
-
-
-def _skin(rng) -> tuple[int, int, int]:
-  t = rng.uniform()
-  light, dark = np.array([241, 194, 160]), np.array([84, 52, 34])
-  return tuple(int(v) for v in light * (1 - t) + dark * t + rng.integers(-12, 13, size=3))
-
-
-@functools.lru_cache(maxsize=None)
-def _pattern_bank() -> tuple[Image.Image, ...]:
-  """Stripe and check masks (L images, 0 or 180), bigger than a crop.
-
-  Built once per process from a fixed seed; a texture crops a random window
-  of one, which is much cheaper than computing a pattern per figure.
-  """
-  rng = np.random.default_rng(1234)
-  side = int(SIZE * 1.5)
-  yy, xx = np.mgrid[:side, :side].astype(np.float32)
-  bank = []
-  for k in range(16):
-    angle = rng.uniform(0, np.pi)
-    period = rng.uniform(6, 30)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    if k % 3 == 2:
-      v = -xx * np.sin(angle) + yy * np.cos(angle)
-      on = (np.floor(u / period) + np.floor(v / period)) % 2 > 0
-    else:
-      on = np.sin(u * 2 * np.pi / period) > 0
-    bank.append(Image.fromarray(np.where(on, 180, 0).astype(np.uint8)))
-  return tuple(bank)
-
-
-@functools.lru_cache(maxsize=None)
-def _noise_bank() -> tuple[Image.Image, ...]:
-  """RGB images of 128 + Gaussian noise (sigma 2, 4, 6), bigger than a crop."""
-  rng = np.random.default_rng(4321)
-  side = int(SIZE * 1.5)
-  return tuple(Image.fromarray(np.clip(128 + rng.normal(0, sigma, (side, side, 3)), 0, 255)
-                               .astype(np.uint8)) for sigma in (2, 4, 6))
-
-
-def _window(rng, image: Image.Image, size: int) -> Image.Image:
-  x, y = rng.integers(0, image.size[0] - size + 1, size=2)
-  return image.crop((int(x), int(y), int(x) + size, int(y) + size))
-
-
-def _texture(rng, colour, *, size=SIZE) -> Image.Image:
-  """A size x size RGB pattern around `colour`: flat, stripes, checks or noise."""
-  kind = rng.choice(["flat", "pattern", "noise"], p=[0.35, 0.4, 0.25])
-  base = Image.new("RGB", (size, size), tuple(int(v) for v in colour))
-  if kind == "flat":
-    return base
-  other = Image.new("RGB", (size, size), _colour(rng))
-  if kind == "noise":
-    small = rng.integers(0, 150, size=(int(rng.integers(4, 33)),) * 2, dtype=np.uint8)
-    mask = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
-  else:
-    bank = _pattern_bank()
-    mask = _window(rng, bank[int(rng.integers(len(bank)))], size)
-  return Image.composite(other, base, mask)
-
-
-def add_noise(rng, image: Image.Image) -> Image.Image:
-  """Adds Gaussian pixel noise (sigma 0, 2, 4 or 6) from a pre-computed bank."""
-  level = int(rng.integers(0, 4))
-  if level == 0:
-    return image
-  noise = _window(rng, _noise_bank()[level - 1], image.size[0])
-  return ImageChops.add(image, noise, scale=1.0, offset=-128)
-
-
-def background(rng, *, size=SIZE) -> Image.Image:
-  """A textured background with clutter (shapes, lines, distractor limbs)."""
-  image = _texture(rng, _colour(rng))
-  # Low-frequency shading so flat backgrounds are not uniform.
-  shade = np.asarray(Image.fromarray(rng.integers(150, 256, size=(3, 3), dtype=np.uint8)).resize(
-      (size, size), Image.Resampling.BILINEAR))
-  image = ImageChops.multiply(image, Image.fromarray(shade).convert("RGB"))
-  draw = ImageDraw.Draw(image)
-  for _ in range(rng.integers(2, 9)):
-    x0, y0 = rng.uniform(-0.2, 1.0, size=2) * size
-    w, h = rng.uniform(0.05, 0.5, size=2) * size
-    kind = rng.integers(0, 4)
-    colour = _colour(rng)
-    if kind == 0:
-      draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
-    elif kind == 1:
-      draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
-    elif kind == 2:
-      pts = rng.uniform(-0.1, 1.1, size=(rng.integers(3, 6), 2)) * size
-      draw.polygon([tuple(p) for p in pts], fill=colour)
-    else:
-      draw.line([(x0, y0), (x0 + w, y0 + h)], fill=colour, width=int(rng.integers(2, 8)))
-  for _ in range(rng.integers(0, 3)):  # limb-like distractors
-    p = rng.uniform(0, 1, size=2) * size
-    q = p + rng.normal(0, 0.2, size=2) * size
-    width = int(rng.uniform(0.04, 0.1) * size)
-    colour = _skin(rng) if rng.uniform() < 0.5 else _colour(rng)
-    draw.line([tuple(p), tuple(q)], fill=colour, width=width)
-    for c in (p, q):
-      draw.ellipse([c[0] - width / 2, c[1] - width / 2, c[0] + width / 2, c[1] + width / 2], fill=colour)
-  return image
-
-
-# --------------------------------------------------------------------------
 # Drawing
 
 
@@ -330,13 +219,13 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   offset = rng.uniform(0.15, 0.85, size=2) * slack - scale * lo
   to_px = lambda p: p * scale + offset
 
-  canvas = _Canvas(background(rng), to_px)
-  skin = (_skin(rng), None)
-  top_colour, bottom_colour = _colour(rng), _colour(rng, 0, 200)
-  top = (top_colour, _texture(rng, top_colour) if rng.uniform() < 0.5 else None)
-  bottom = (bottom_colour, _texture(rng, bottom_colour) if rng.uniform() < 0.3 else None)
-  shoes = (_colour(rng, 0, 90), None)
-  hair = (_colour(rng, 0, 120), None)
+  canvas = _Canvas(appearance.background(rng), to_px)
+  skin = (appearance.random_skin(rng), None)
+  top_colour, bottom_colour = appearance.random_colour(rng), appearance.random_colour(rng, 0, 200)
+  top = (top_colour, appearance.texture(rng, top_colour) if rng.uniform() < 0.5 else None)
+  bottom = (bottom_colour, appearance.texture(rng, bottom_colour) if rng.uniform() < 0.3 else None)
+  shoes = (appearance.random_colour(rng, 0, 90), None)
+  hair = (appearance.random_colour(rng, 0, 120), None)
   sleeves = rng.choice(["long", "short", "none"], p=[0.45, 0.35, 0.2])
   trousers = rng.uniform() < 0.7
   outline = int(rng.integers(0, 3))  # outline width in pixels, 0 = none
@@ -415,12 +304,12 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   if rng.uniform() < 0.2:  # an object in front of part of the figure
     c = to_px(joints[rng.integers(kp.NUM_JOINTS)]) + rng.normal(0, 0.05 * size, 2)
     r = rng.uniform(0.05, 0.12, size=2) * size
-    canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=_colour(rng))
+    canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=appearance.random_colour(rng))
 
   image = canvas.image
   if rng.uniform() < 0.3:
     image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0)))
-  image = add_noise(rng, image)
+  image = appearance.add_noise(rng, image)
   joints_px, contour_px = to_px(joints), to_px(contour)
   return {
       "image": np.asarray(image),
