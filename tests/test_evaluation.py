@@ -56,13 +56,15 @@ def test_flip_test_of_symmetric_input_is_symmetric():
   config = tiny.get_config("stacks=1")
   model = train.create_model(config)
   x = _symmetric_image(64)
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
   apply = functools.partial(model.apply, train=False)
-  maps = evaluation.predict_heatmaps(apply, variables, x, flip_test=True)
+  predict = jax.jit(evaluation.predict_heatmaps, static_argnums=0,
+                    static_argnames="flip_test")
+  maps = predict(apply, variables, x, flip_test=True)
   coords, _ = evaluation.decode_to_input_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "joints")
   # Without the flip test the same input gives an asymmetric answer.
-  plain = evaluation.predict_heatmaps(apply, variables, x, flip_test=False)
+  plain = predict(apply, variables, x, flip_test=False)
   assert not np.allclose(evaluation.unflip_heatmaps(plain), plain, atol=1e-4)
 
 
@@ -81,9 +83,10 @@ def test_flip_test_of_triplet_model_permutes_joint_channels():
   np.testing.assert_allclose(kp.flip_keypoints(joints, 64), joints, atol=1e-5)
   inputs_ = jnp.concatenate([x, evaluation.inputs.joint_input_heatmaps(
       config, jnp.asarray(joints), jnp.ones((1, 16)), image_size=64)], axis=-1)
-  variables = model.init(jax.random.key(0), inputs_, train=False)
-  maps = evaluation.predict_heatmaps(functools.partial(model.apply, train=False),
-                                     variables, inputs_, flip_test=True)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), inputs_)
+  maps = jax.jit(functools.partial(
+      evaluation.predict_heatmaps, functools.partial(model.apply, train=False)))(
+          variables, inputs_)
   coords, _ = evaluation.decode_to_input_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "contour")
 

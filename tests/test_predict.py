@@ -120,9 +120,10 @@ def test_phosphenes_build_up_over_frames():
   state = renderer.init_state()
   brightness = []
   for _ in range(4):
-    state, image = renderer.step(state, joints, image_size=(64, 64), kind="joints")
+    state, image, mask = renderer.step(state, joints, image_size=(64, 64), kind="joints")
     brightness.append(float(np.asarray(image).sum()))
   assert brightness[0] > 0 and brightness[3] > brightness[0]  # temporal dynamics
+  assert np.asarray(mask).max() == pytest.approx(1.0)  # the drawn skeleton
 
 
 def test_launch_predict_on_messy_folder(workdirs, tmp_path):

@@ -80,3 +80,13 @@ def test_loss_per_stack_from_jsonl_and_tensorboard(workdirs, tmp_path):
   assert viz.figure_to_array(fig).shape[-1] == 3
   with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
     viz.read_loss_per_stack(tmp_path / "nothing")
+
+
+def test_phosphene_picture_tints_the_mask():
+  phosphenes = np.zeros((8, 8))
+  phosphenes[2, 2] = 1.0
+  mask = np.zeros((8, 8))
+  mask[5, :] = 1.0
+  picture = viz.phosphene_picture(phosphenes, mask)
+  np.testing.assert_allclose(picture[2, 2], [1, 1, 1])
+  assert picture[5, 0, 2] > picture[5, 0, 0] == 0.0 and picture[0, 0].sum() == 0.0

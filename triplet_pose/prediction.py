@@ -213,10 +213,14 @@ class PhospheneRenderer:
     seed: seeds the phosphene layout and thresholds.
     frames_per_image: frames of constant stimulation before a still image's
       phosphenes are shown (activation builds up over frames).
+    line_width: width of the drawn skeleton and contour lines, in pixels of
+      the simulator resolution.
+    fill_limbs: fill the limb outlines of the triplet (shows body width).
   """
 
   def __init__(self, params=None, *, num_phosphenes: int = 1000, seed: int = 0,
-               frames_per_image: int = 10):
+               frames_per_image: int = 10, line_width: float = 5.0,
+               fill_limbs: bool = True):
     from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
     self._ph = phosphenes
     params = phosphenes.load_params(params) if params is not None else phosphenes.default_params()
@@ -224,29 +228,39 @@ class PhospheneRenderer:
     x, y = phosphenes.phosphenes_by_magnification(params, num_phosphenes, key=layout_key)
     self.sim = phosphenes.Simulator.create(params, x, y, key=sim_key)
     self.frames_per_image = frames_per_image
+    self.line_width = line_width
+    self.fill_limbs = fill_limbs
     self._step = jax.jit(self._step_impl, static_argnames=("image_size", "kind"))
 
   def _step_impl(self, sim, state, points, *, image_size, kind):
     if kind == "joints":
-      return self._ph.pose_to_phosphenes(sim, state, joints=points, image_size=image_size,
-                                         draw_joints=True, draw_skeleton=True)[:2]
-    return self._ph.pose_to_phosphenes(sim, state, contour=points, image_size=image_size,
-                                       draw_contour=True, fill_limbs=False)[:2]
+      return self._ph.pose_to_phosphenes(
+          sim, state, joints=points, image_size=image_size, draw_joints=True,
+          draw_skeleton=True, line_width=self.line_width,
+          point_radius=self.line_width / 2)
+    return self._ph.pose_to_phosphenes(
+        sim, state, contour=points, image_size=image_size, draw_contour=True,
+        fill_limbs=self.fill_limbs, line_width=self.line_width)
 
   def init_state(self):
     return self.sim.init_state()
 
   def step(self, state, points: np.ndarray, *, image_size: tuple[int, int], kind: str):
-    """One video frame: (new state, (H, W) phosphene image) for joints or contour."""
+    """One video frame for joints or contour.
+
+    Returns:
+      (new state, (H, W) phosphene image, (H, W) activation mask).
+    """
     return self._step(self.sim, state, jnp.asarray(points, jnp.float32),
                       image_size=tuple(image_size), kind=kind)
 
-  def still(self, points: np.ndarray, *, image_size: tuple[int, int], kind: str) -> np.ndarray:
-    """The phosphene image after `frames_per_image` frames of a still pose."""
+  def still(self, points: np.ndarray, *, image_size: tuple[int, int], kind: str
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(phosphene image, mask) after `frames_per_image` frames of a still pose."""
     state = self.init_state()
     for _ in range(self.frames_per_image):
-      state, image = self.step(state, points, image_size=image_size, kind=kind)
-    return np.asarray(image)
+      state, image, mask = self.step(state, points, image_size=image_size, kind=kind)
+    return np.asarray(image), np.asarray(mask)
 
 
 def prediction_record(pred: Prediction, *, source: str, image_shape,
@@ -267,8 +281,12 @@ def prediction_record(pred: Prediction, *, source: str, image_shape,
 
 
 def panel(pred: Prediction, renderer: PhospheneRenderer | None, *, title: str,
-          phosphene_images: tuple[np.ndarray, np.ndarray | None] | None = None) -> np.ndarray:
-  """The panel (H, W, 3) uint8 of one prediction, drawn on the crop."""
+          phosphene_images=None) -> np.ndarray:
+  """The panel (H, W, 3) uint8 of one prediction, drawn on the crop.
+
+  `phosphene_images` is ((image, mask) of the joints, (image, mask) of the
+  contour or None); by default the renderer's still images.
+  """
   a = pred.arrays
   size = pred.crop.shape[:2]
   if phosphene_images is None and renderer is not None:
@@ -276,11 +294,13 @@ def panel(pred: Prediction, renderer: PhospheneRenderer | None, *, title: str,
         renderer.still(a["joints"], image_size=size, kind="joints"),
         renderer.still(a["contour"], image_size=size, kind="contour") if "contour" in a else None)
   joint_ph, contour_ph = phosphene_images or (None, None)
+  joint_ph, joint_mask = joint_ph if joint_ph is not None else (None, None)
+  contour_ph, contour_mask = contour_ph if contour_ph is not None else (None, None)
   fig = viz.pose_panel(pred.crop, joints=a["joints"], contour=a.get("contour"),
                        joint_heatmaps=a["joint_heatmaps"],
                        contour_heatmaps=a.get("contour_heatmaps"),
                        joint_phosphenes=joint_ph, contour_phosphenes=contour_ph,
-                       title=title)
+                       joint_mask=joint_mask, contour_mask=contour_mask, title=title)
   return viz.figure_to_array(fig)
 
 
@@ -396,14 +416,15 @@ def predict_video(predictor: Predictor, path: pathlib.Path, output_dir: pathlib.
         images = None
         if renderer is not None:
           size = pred.crop.shape[:2]
-          j_state, joint_ph = renderer.step(states[0], pred.arrays["joints"],
-                                            image_size=size, kind="joints")
+          j_state, *joint_ph = renderer.step(states[0], pred.arrays["joints"],
+                                             image_size=size, kind="joints")
           c_state, contour_ph = states[1], None
           if "contour" in pred.arrays:
-            c_state, contour_ph = renderer.step(states[1], pred.arrays["contour"],
-                                                image_size=size, kind="contour")
+            c_state, *contour_ph = renderer.step(states[1], pred.arrays["contour"],
+                                                 image_size=size, kind="contour")
           states = (j_state, c_state)
-          images = (np.asarray(joint_ph), None if contour_ph is None else np.asarray(contour_ph))
+          images = (tuple(np.asarray(v) for v in joint_ph),
+                    None if contour_ph is None else tuple(np.asarray(v) for v in contour_ph))
         picture = panel(pred, renderer, title=f"{path.name} frame {len(records) - 1}",
                         phosphene_images=images)
         if writer is None:

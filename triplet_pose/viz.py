@@ -146,8 +146,8 @@ def _image_axes(ax, image, title: str) -> None:
 def pose_panel(image, *, joints=None, joint_visible=None, contour=None,
                contour_visible=None, joint_heatmaps=None, contour_heatmaps=None,
                joint_phosphenes=None, contour_phosphenes=None, gt_joints=None,
-               gt_visible=None, title: str | None = None,
-               panel_size: float = 3.0) -> Figure:
+               gt_visible=None, joint_mask=None, contour_mask=None,
+               title: str | None = None, panel_size: float = 3.0) -> Figure:
   """The thesis figures 6-13 in one panel for one image.
 
   One row for the joints (image with skeleton, heatmaps, phosphenes: thesis
@@ -167,6 +167,9 @@ def pose_panel(image, *, joints=None, joint_visible=None, contour=None,
     contour_phosphenes: (Hp, Wp) phosphene image of the triplet.
     gt_joints: (16, 2) ground truth drawn (white) under the prediction.
     gt_visible: (16,) annotated ground-truth joints.
+    joint_mask: (Hp, Wp) activation mask behind `joint_phosphenes`, shown as
+      a faint blue tint so the reader sees what was stimulated.
+    contour_mask: the same for `contour_phosphenes`.
     title: figure title.
     panel_size: inches per picture.
 
@@ -202,7 +205,7 @@ def pose_panel(image, *, joints=None, joint_visible=None, contour=None,
           contour_visible=contour_visible, joint_heatmaps=joint_heatmaps,
           contour_heatmaps=contour_heatmaps, joint_phosphenes=joint_phosphenes,
           contour_phosphenes=contour_phosphenes, gt_joints=gt_joints,
-          gt_visible=gt_visible))
+          gt_visible=gt_visible, joint_mask=joint_mask, contour_mask=contour_mask))
   if title:
     fig.suptitle(title, fontsize=11)
   return fig
@@ -223,7 +226,17 @@ def _draw_panel(ax, kind: str, label: str, image, a: dict) -> None:
   elif kind.endswith("heatmaps"):
     _image_axes(ax, heatmap_overlay(image, a[kind]), label)
   else:
-    _image_axes(ax, np.clip(np.asarray(a[kind], np.float64), 0, 1), label)
+    mask = a["joint_mask" if kind == "joint_phosphenes" else "contour_mask"]
+    _image_axes(ax, phosphene_picture(a[kind], mask), label)
+
+
+def phosphene_picture(phosphenes, mask=None) -> np.ndarray:
+  """Gray phosphenes (H, W) in [0, 1] over a faint blue tint of `mask` -> RGB."""
+  image = np.clip(np.asarray(phosphenes, np.float64), 0, 1)[..., None].repeat(3, -1)
+  if mask is not None:
+    tint = np.clip(np.asarray(mask, np.float64), 0, 1)[..., None] * np.array([0.0, 0.1, 0.28])
+    image = np.clip(image + tint * (1 - image), 0, 1)
+  return image
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
