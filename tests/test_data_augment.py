@@ -58,7 +58,8 @@ def test_keypoints_stay_on_rendered_dots():
     permuted = np.abs(decoded[b][perm] - out["joints"][b]).max()
     was_flipped.append(permuted < direct)
     ok = out["joints_visible"][b] > 0
-    err = np.linalg.norm((decoded[b][perm] if was_flipped[-1] else decoded[b]) - out["joints"][b], axis=-1)
+    dots = decoded[b][perm] if was_flipped[-1] else decoded[b]
+    err = np.linalg.norm(dots - out["joints"][b], axis=-1)
     assert np.all(err[np.asarray(ok)] < 1.0), (b, err)
   assert 0 < sum(was_flipped) < 4  # both cases were exercised (seeded)
 
@@ -76,7 +77,8 @@ def test_flip_twice_is_identity():
   np.testing.assert_allclose(twice["crop_to_original"], batch["crop_to_original"], atol=1e-4)
   # Once: left and right swapped, x mirrored.
   r, l = kp.JOINT_INDEX["r_wrist"], kp.JOINT_INDEX["l_wrist"]
-  np.testing.assert_allclose(once["joints"][:, l, 0], SIZE - 1 - batch["joints"][:, r, 0], atol=1e-4)
+  np.testing.assert_allclose(once["joints"][:, l, 0], SIZE - 1 - batch["joints"][:, r, 0],
+                             atol=1e-4)
   np.testing.assert_array_equal(once["joints_visible"][:, l], batch["joints_visible"][:, r])
 
 

@@ -120,7 +120,8 @@ def _write_mat(manual):
       if image != name:
         continue
       points = _struct_array(
-          [dict(x=joints[j, 0], y=joints[j, 1], id=j, is_visible=1) for j in np.flatnonzero(annotated)],
+          [dict(x=joints[j, 0], y=joints[j, 1], id=j, is_visible=1)
+           for j in np.flatnonzero(annotated)],
           ["x", "y", "id", "is_visible"])
       half = 25 * scale / (0.6 * np.sqrt(2)) / 2  # 0.6 x diagonal = 25 x scale
       rects.append(dict(x1=center[0] - half, y1=center[1] - half, x2=center[0] + half,
@@ -149,14 +150,16 @@ def _write_trb(manual):
     contour = _contour(joints)
     values = []
     for name in names:
-      xy = joints[kp.TRB_JOINT_NAMES[name]] if name in kp.TRB_JOINT_NAMES else contour[kp.TRB_CONTOUR_NAMES[name]]
+      xy = (joints[kp.TRB_JOINT_NAMES[name]] if name in kp.TRB_JOINT_NAMES
+            else contour[kp.TRB_CONTOUR_NAMES[name]])
       values += [float(xy[0]), float(xy[1]), 2]
     anns.append(dict(id=100 + n, image_id=list(IMAGES).index(image) + 1, keypoints=values,
                      center=(center + shift).tolist(), scale=scale / 5, num_joints=40))
   data = dict(categories=[dict(id=1, name="person", keypoints=names)], images=images,
               annotations=anns)
   for f in layout.TRB_FILES:
-    (manual / f).write_text(json.dumps(data if f == layout.TRB_FILES[0] else dict(data, annotations=[])))
+    content = data if f == layout.TRB_FILES[0] else dict(data, annotations=[])
+    (manual / f).write_text(json.dumps(content))
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +205,8 @@ def _check_example(example, *, expect_contour):
   # The image moved with the keypoints: every marker is under its joint.
   for x, y in example["joints"][annotated]:
     if 1 <= x <= 254 and 1 <= y <= 254:
-      patch = example["image"][int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2]
+      xi, yi = int(round(x)), int(round(y))
+      patch = example["image"][yi - 1:yi + 2, xi - 1:xi + 2]
       assert patch.mean() > 150, (example["image_name"], x, y, patch.mean())
   if expect_contour:
     assert example["contour_visible"].all()
@@ -264,11 +268,13 @@ def test_bad_inputs_are_skipped_by_name_and_counted(tmp_path, caplog):
     builder = _build(manual, "joints", tmp_path / "data")
   assert builder.info.splits["train"].num_examples == 2
   assert builder.info.splits["validation"].num_examples == 1
-  skipped = tfds.builder("mpii_trb/joints", data_dir=str(tmp_path / "data")).info.metadata["skipped"]
+  reloaded = tfds.builder("mpii_trb/joints", data_dir=str(tmp_path / "data"))
+  skipped = reloaded.info.metadata["skipped"]
   assert skipped == {"train": {"corrupt image": 1, "missing image": 1},
                      "validation": {"non-finite coordinates": 1}}
   log = caplog.text
-  assert "img_b.jpg (OSError" in log and "corrupt image" in log and "mpii_train.json: entry 2" in log
+  assert "img_b.jpg (OSError" in log and "corrupt image" in log
+  assert "mpii_train.json: entry 2" in log
   assert "img_missing.jpg: person 0 (mpii_train.json: entry 3)" in log and "missing image" in log
   assert "non-finite coordinates) img_c.jpg person 1 (mpii_val.json: entry 1)" in log
   assert "train: wrote 2 persons, skipped 2 (corrupt image: 1, missing image: 1)" in log
@@ -309,7 +315,8 @@ def test_match_trb_nearest_within_tolerance():
   trb = lambda c: annotations.TrbPerson("x.jpg", np.array(c), np.zeros((26, 2)), np.ones(26),
                                         np.zeros((16, 2)), "")
   people = [person(0, (10, 10)), person(1, (13, 10))]
-  matched, unmatched = annotations.match_trb(people, [trb((12.5, 10)), trb((11, 10)), trb((50, 50))])
+  matched, unmatched = annotations.match_trb(
+      people, [trb((12.5, 10)), trb((11, 10)), trb((50, 50))])
   assert matched["x.jpg#1"].center[0] == 12.5 and matched["x.jpg#0"].center[0] == 11
   assert len(unmatched) == 1 and unmatched[0].center[0] == 50
 

@@ -136,7 +136,8 @@ def test_image_size_resizes_crops_and_keypoints(data_dir):
   assert small["image"].shape == (2, 64, 64, 3)
   np.testing.assert_allclose(small["joints"], (full["joints"] + 0.5) / 4 - 0.5, atol=1e-4)
   np.testing.assert_allclose(small["head_size"], full["head_size"] / 4, rtol=1e-5)
-  np.testing.assert_allclose(small["crop_to_original"][:, :, :2], full["crop_to_original"][:, :, :2] * 4)
+  np.testing.assert_allclose(small["crop_to_original"][:, :, :2],
+                             full["crop_to_original"][:, :, :2] * 4)
 
 
 def test_custom_synthetic_size_by_name(tmp_path):

@@ -18,7 +18,8 @@ def _standing_pose():
   j[J["pelvis"]], j[J["thorax"]] = (0, 0), (0, -1)
   j[J["upper_neck"]], j[J["head_top"]] = (0, -1.25), (0, -1.8)
   for side, x in (("r", -1.0), ("l", 1.0)):  # the person's right is on screen left
-    j[J[f"{side}_hip"]], j[J[f"{side}_knee"]], j[J[f"{side}_ankle"]] = (0.2 * x, 0), (0.2 * x, 0.9), (0.2 * x, 1.8)
+    j[J[f"{side}_hip"]] = (0.2 * x, 0)
+    j[J[f"{side}_knee"]], j[J[f"{side}_ankle"]] = (0.2 * x, 0.9), (0.2 * x, 1.8)
     j[J[f"{side}_shoulder"]] = (0.35 * x, -0.95)
     j[J[f"{side}_elbow"]], j[J[f"{side}_wrist"]] = (0.4 * x, -0.35), (0.4 * x, 0.2)
   widths = np.full(kp.NUM_JOINTS, 0.2)
@@ -49,7 +50,8 @@ def test_contour_points_turn_with_the_limb():
   # A bent knee: the outline point lies on the bisector, still at half width.
   joints[J["r_ankle"]] = joints[J["r_knee"]] + (0.9, 0)
   contour = figures.contour_points(joints, widths, neck_width=0.3)
-  np.testing.assert_allclose(np.linalg.norm(contour[C["medial_right_knee"]] - joints[J["r_knee"]]), 0.1)
+  knee = joints[J["r_knee"]]
+  np.testing.assert_allclose(np.linalg.norm(contour[C["medial_right_knee"]] - knee), 0.1)
   direction = contour[C["lateral_right_knee"]] - joints[J["r_knee"]]
   np.testing.assert_allclose(direction / np.linalg.norm(direction), [-np.sqrt(0.5), np.sqrt(0.5)])
 

@@ -113,6 +113,7 @@ def test_warp_np_source_box_fills_outside():
 def test_warp_jax_fill_and_jit():
   image = jnp.ones((8, 8, 3))
   shift = jnp.asarray(T.scale_translate_affine(np.ones(2), np.array([4.0, 0.0])), jnp.float32)
-  out = jax.jit(lambda im, a: T.warp_image(im, a, out_height=8, out_width=8, fill=0.25))(image, shift)
+  warp = jax.jit(lambda im, a: T.warp_image(im, a, out_height=8, out_width=8, fill=0.25))
+  out = warp(image, shift)
   np.testing.assert_allclose(out[:, :4], 0.25)
   np.testing.assert_allclose(out[:, 4:], 1.0)

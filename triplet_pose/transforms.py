@@ -139,7 +139,8 @@ def in_frame(points, *, height: int, width: int):
   """True where a (..., 2) point lies on the pixel centres' grid of the frame."""
   xp = _xp(points)
   x, y = points[..., 0], points[..., 1]
-  return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & xp.isfinite(x) & xp.isfinite(y)
+  inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+  return inside & xp.isfinite(x) & xp.isfinite(y)
 
 
 def _pil_coefficients(inverse: np.ndarray) -> tuple[float, ...]:
@@ -180,7 +181,8 @@ def warp_image_np(image, affine, *, out_size: int | Sequence[int],
     w, h = x1 - x0 + 1, y1 - y0 + 1
     # ...so blank the part of the crop that lies outside the image with `fill`.
     valid = Image.new("L", pil.size, 0)
-    valid.paste(255, (max(0, -x0), max(0, -y0), min(w, image_width(image) - x0), min(h, image_height(image) - y0)))
+    valid.paste(255, (max(0, -x0), max(0, -y0), min(w, image_width(image) - x0),
+                      min(h, image_height(image) - y0)))
     pil = Image.composite(pil, Image.new("RGB", pil.size, tuple(fill)), valid)
   # Scale of the destination per source pixel; reduce by an integer factor
   # first when it is well below 1.

@@ -146,7 +146,8 @@ class _Params(tuple):
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _augment_jit(moving: dict[str, jax.Array], rng: jax.Array, params: _Params) -> dict[str, jax.Array]:
+def _augment_jit(moving: dict[str, jax.Array], rng: jax.Array,
+                 params: _Params) -> dict[str, jax.Array]:
   keys = jax.random.split(rng, moving["image"].shape[0])
   config = params.to_config()
   return jax.vmap(functools.partial(augment_example, config=config))(moving, keys)

@@ -67,7 +67,9 @@ def _builder(input_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
     logging.info("Building %s in %s (about a minute)...", name, builder.data_dir)
     builder.download_and_prepare()
   else:
-    manual_dir = Path(input_config.manual_dir or Path(builder._data_dir_root) / "downloads" / "manual")  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    default = Path(builder._data_dir_root) / "downloads" / "manual"
+    manual_dir = Path(input_config.manual_dir or default).expanduser()
     if not (manual_dir / layout.IMAGES_DIR).is_dir():
       raise FileNotFoundError(
           f"{name} is not built in {builder.data_dir} and the manual directory {manual_dir} "
@@ -100,7 +102,8 @@ def create_tfds_iterator(input_config: ml_collections.ConfigDict, *, split: str,
   """
   builder = _builder(input_config)
   if split not in builder.info.splits:
-    raise ValueError(f"{input_config.name} has no split {split!r} (has {list(builder.info.splits)})")
+    raise ValueError(f"{input_config.name} has no split {split!r} "
+                     f"(has {list(builder.info.splits)})")
   source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
   sample = None
   if input_config.get("thesis_sampling", False):
@@ -146,7 +149,8 @@ class BatchIterator:
     self._own = len(range(process_index, self.num_examples, process_count))
     self.batches_per_epoch = -(-self._share // batch_size)
     if repeat and self._own == 0:
-      raise ValueError(f"{name}: {self.num_examples} examples cannot feed {process_count} processes")
+      raise ValueError(f"{name}: {self.num_examples} examples cannot feed "
+                       f"{process_count} processes")
     self._name = name
     self._num_threads, self._prefetch = num_threads, prefetch
     self._position = 0
@@ -272,7 +276,8 @@ def _produce(ref, position: int, stop: threading.Event, out: queue.Queue) -> Non
   """Background thread: loads batches from `position` on into `out`."""
   while not stop.is_set():
     iterator = ref()
-    if iterator is None or (not iterator._repeat and position >= iterator.batches_per_epoch):  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    if iterator is None or (not iterator._repeat and position >= iterator.batches_per_epoch):
       return
     try:
       item = iterator._load(position)  # pylint: disable=protected-access
@@ -305,5 +310,6 @@ def _resize_example(example: dict, size: int) -> dict:
     example[key] = np.where(example[visible][:, None] > 0, moved, 0).astype(np.float32)
   example["head_size"] = np.float32(example["head_size"] * factor)
   example["crop_to_original"] = transforms.compose_affines(
-      example["crop_to_original"].astype(np.float64), transforms.invert_affine(resize)).astype(np.float32)
+      example["crop_to_original"].astype(np.float64),
+      transforms.invert_affine(resize)).astype(np.float32)
   return example

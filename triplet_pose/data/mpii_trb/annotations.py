@@ -144,7 +144,8 @@ def read_toolbox_json(path: Path, *, split: str) -> list[Person]:
   people = []
   for i, e in enumerate(entries):
     where = f"{path}: entry {i}"
-    if not isinstance(e, dict) or not {"image", "joints", "joints_vis", "center", "scale"} <= set(e):
+    required = {"image", "joints", "joints_vis", "center", "scale"}
+    if not isinstance(e, dict) or not required <= set(e):
       raise AnnotationError(f"{where}: expected keys image, joints, joints_vis, center, scale; "
                             f"got {sorted(e) if isinstance(e, dict) else type(e).__name__}")
     where = f"{where} ({e['image']})"
@@ -193,7 +194,8 @@ def read_mat(path: Path) -> list[Person]:
   except Exception as e:  # pylint: disable=broad-except
     raise AnnotationError(f"{path}: not a readable MATLAB file ({e})") from None
   if "RELEASE" not in mat:
-    raise AnnotationError(f"{path}: no RELEASE struct (has {sorted(k for k in mat if not k.startswith('__'))})")
+    names = sorted(k for k in mat if not k.startswith("__"))
+    raise AnnotationError(f"{path}: no RELEASE struct (has {names})")
   release = mat["RELEASE"]
   try:
     annolist = _items(release.annolist)
@@ -201,7 +203,8 @@ def read_mat(path: Path) -> list[Person]:
   except AttributeError as e:
     raise AnnotationError(f"{path}: RELEASE lacks annolist/img_train ({e})") from None
   if len(img_train) != len(annolist):
-    raise AnnotationError(f"{path}: img_train has {len(img_train)} entries, annolist {len(annolist)}")
+    raise AnnotationError(f"{path}: img_train has {len(img_train)} entries, "
+                          f"annolist {len(annolist)}")
   people = []
   for i, anno in enumerate(annolist):
     if not img_train[i]:
@@ -224,7 +227,8 @@ def read_mat(path: Path) -> list[Person]:
           visible[j] = 1
         center = np.array([_number(rect.objpos.x), _number(rect.objpos.y)])
         scale = _number(rect.scale)
-        head = 0.6 * np.hypot(_number(rect.x2) - _number(rect.x1), _number(rect.y2) - _number(rect.y1))
+        head = 0.6 * np.hypot(_number(rect.x2) - _number(rect.x1),
+                              _number(rect.y2) - _number(rect.y1))
       except (AttributeError, ValueError, TypeError) as e:
         raise AnnotationError(f"{where}: {e}") from None
       people.append(Person(

@@ -41,7 +41,8 @@ def feature_dict():
 def encode_jpeg(image: np.ndarray) -> bytes:
   """JPEG bytes of a (256, 256, 3) uint8 crop (what the Image feature stores)."""
   if image.shape != (CROP_SIZE, CROP_SIZE, 3) or image.dtype != np.uint8:
-    raise ValueError(f"crop must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8, got {image.shape} {image.dtype}")
+    raise ValueError(f"crop must be ({CROP_SIZE}, {CROP_SIZE}, 3) uint8, "
+                     f"got {image.shape} {image.dtype}")
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format="JPEG", quality=JPEG_QUALITY)
   return buffer.getvalue()

@@ -61,7 +61,8 @@ class ManualData:
 
 
 def _missing(manual_dir: Path, what: str) -> FileNotFoundError:
-  return FileNotFoundError(f"mpii_trb: {what} in the manual directory {manual_dir}.\n\n{INSTRUCTIONS}")
+  return FileNotFoundError(
+      f"mpii_trb: {what} in the manual directory {manual_dir}.\n\n{INSTRUCTIONS}")
 
 
 def read_manual_dir(manual_dir: str | Path) -> ManualData:
@@ -90,7 +91,9 @@ def read_manual_dir(manual_dir: str | Path) -> ManualData:
     elif mat.is_file():
       if mat_people is None:
         mat_people = annotations.read_mat(mat)
-      if split == "train" and "validation" in people and not sources["validation"].startswith(MAT_FILE):
+      validation_has_file = ("validation" in people
+                             and not sources["validation"].startswith(MAT_FILE))
+      if split == "train" and validation_has_file:
         # Validation comes from its own file: train on every .mat person
         # (those in validation images are removed below).
         people[split] = [dataclasses.replace(p, split="train") for p in mat_people]
@@ -100,7 +103,8 @@ def read_manual_dir(manual_dir: str | Path) -> ManualData:
         sources[split] = f"{mat.name} ({split} part)"
   if not people:
     raise _missing(manual_dir, "there are no MPII annotation files "
-                   f"({MAT_FILE}, {'/'.join(JSON_FILES.values())} or {'/'.join(HDF5_FILES.values())})")
+                   f"({MAT_FILE}, {'/'.join(JSON_FILES.values())} or "
+                   f"{'/'.join(HDF5_FILES.values())})")
   if "train" in people and "validation" in people:
     held_out = {p.image for p in people["validation"]}
     before = len(people["train"])

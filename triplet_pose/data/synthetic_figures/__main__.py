@@ -27,8 +27,8 @@ def main(argv):
     config = sfb.config_from_name(f"n{_NUM_TRAIN.value}_{_NUM_VALIDATION.value}_s{_SEED.value}")
   builder = sfb.Builder(config=config, data_dir=_DATA_DIR.value)
   builder.download_and_prepare()
-  print(f"{builder.name}/{builder.builder_config.name}: "
-        f"{dict((s, i.num_examples) for s, i in builder.info.splits.items())} in {builder.data_dir}")
+  sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
+  print(f"{builder.name}/{builder.builder_config.name}: {sizes} in {builder.data_dir}")
 
 
 if __name__ == "__main__":

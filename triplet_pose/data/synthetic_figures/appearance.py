@@ -117,5 +117,6 @@ def background(rng, *, size=SIZE) -> Image.Image:
     fill = random_skin(rng) if rng.uniform() < 0.5 else random_colour(rng)
     draw.line([tuple(p), tuple(q)], fill=fill, width=width)
     for c in (p, q):
-      draw.ellipse([c[0] - width / 2, c[1] - width / 2, c[0] + width / 2, c[1] + width / 2], fill=fill)
+      r = width / 2
+      draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=fill)
   return image

@@ -123,8 +123,9 @@ def contour_points(joints: np.ndarray, widths: np.ndarray, neck_width: float) ->
     contour[c] = joints[joint] + 0.5 * widths[joint] * _unit(np.sum(ns, axis=0))
   neck_dir = _unit(joints[J["upper_neck"]] - joints[J["thorax"]])
   person_right = -_normal(neck_dir)  # neck pointing up: the person's right is screen left
-  contour[kp.CONTOUR_INDEX["right_neck"]] = joints[J["upper_neck"]] + 0.5 * neck_width * person_right
-  contour[kp.CONTOUR_INDEX["left_neck"]] = joints[J["upper_neck"]] - 0.5 * neck_width * person_right
+  half = 0.5 * neck_width * person_right
+  contour[kp.CONTOUR_INDEX["right_neck"]] = joints[J["upper_neck"]] + half
+  contour[kp.CONTOUR_INDEX["left_neck"]] = joints[J["upper_neck"]] - half
   return contour
 
 
@@ -304,7 +305,8 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   if rng.uniform() < 0.2:  # an object in front of part of the figure
     c = to_px(joints[rng.integers(kp.NUM_JOINTS)]) + rng.normal(0, 0.05 * size, 2)
     r = rng.uniform(0.05, 0.12, size=2) * size
-    canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=appearance.random_colour(rng))
+    canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]],
+                          fill=appearance.random_colour(rng))
 
   image = canvas.image
   if rng.uniform() < 0.3:

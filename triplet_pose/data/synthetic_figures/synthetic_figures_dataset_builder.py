@@ -35,7 +35,8 @@ class SyntheticFiguresConfig(tfds.core.BuilderConfig):
 
   def __init__(self, *, num_train: int, num_validation: int, seed: int = 0,
                num_workers: int | None = None, **kwargs):
-    kwargs.setdefault("description", f"{num_train} train / {num_validation} validation figures, seed {seed}.")
+    kwargs.setdefault(
+        "description", f"{num_train} train / {num_validation} validation figures, seed {seed}.")
     super().__init__(**kwargs)
     self.num_train = num_train
     self.num_validation = num_validation
