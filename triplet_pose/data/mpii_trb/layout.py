@@ -47,7 +47,8 @@ annotations) in the manual directory (`--manual_dir`, or
       Needed by the `triplets` and `thesis_triplets` configs.
 
 Images listed in the validation annotations are never used for training.
-Then run: tfds build triplet_pose/data/mpii_trb --config=joints --manual_dir=MANUAL_DIR
+Then run: python -m triplet_pose.data.mpii_trb --config=joints --manual_dir=MANUAL_DIR
+(or: tfds build triplet_pose/data/mpii_trb --config=joints --manual_dir=MANUAL_DIR)
 """
 
 
