@@ -40,9 +40,7 @@ surrogate_width) (a surrogate gradient, as in spiking networks).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from typing import Any, Mapping
 
 from flax import struct
@@ -50,85 +48,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from triplet_pose.phosphenes import dynamics
 from triplet_pose.phosphenes import layout
 from triplet_pose.phosphenes import params as params_lib
 from triplet_pose.phosphenes import rendering
 from triplet_pose.phosphenes import sampling
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-  """Behaviour switches (see the module docstring)."""
-  dynaphos_compatible: bool = False
-  size_follows: str = "activation"
-  safe_size_gradient: bool = True
-  sigmoid_size_microamps: bool = True
-  threshold_gradient: str = "none"
-  surrogate_width: float = 1e-8
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-  """Static (hashable) constants derived from the parameters."""
-  height: int
-  width: int
-  dtype: str
-  fps: float
-  rel_duration: float
-  activation_decay: float
-  activation_steps: int
-  trace_a: float
-  trace_b: float
-  trace_steps: int
-  rheobase: float
-  pw_default: float
-  freq_default: float
-  size_equation: str
-  current_spread: float
-  max_diameter: float
-  slope_size: float
-  i_half: float
-  slope_brightness: float
-  cps_half: float
-  sampling_method: str
-  stimulus_scale: float
-  gabor: bool
-  gamma: float
-  options: Options
-
-
-@struct.dataclass
-class SimulatorState:
-  """Tissue state per electrode, shape (*batch, N) each."""
-  activation: jax.Array
-  trace: jax.Array
-
-
-@struct.dataclass
-class PhospheneFrame:
-  """Per-phosphene quantities of one frame, shape (*batch, N) each."""
-  charge: jax.Array  # Effective charge per second (A).
-  size_current: jax.Array  # Current (A) fed to the size equation.
-  sigma: jax.Array  # Gaussian standard deviation (degrees).
-  brightness: jax.Array  # Saturated activation in (0, 1).
-  intensity: jax.Array  # Brightness where above threshold, else 0.
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _heaviside(x: jax.Array, width: float) -> jax.Array:
-  return (x > 0).astype(x.dtype)
-
-
-@_heaviside.defjvp
-def _heaviside_jvp(width, primals, tangents):
-  (x,), (t,) = primals, tangents
-  s = jax.nn.sigmoid(x / width)
-  return _heaviside(x, width), t * s * (1 - s) / width
-
-
-def _safe_sqrt(x: jax.Array) -> jax.Array:
-  ok = x > 0
-  return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+from triplet_pose.phosphenes.dynamics import Options
+from triplet_pose.phosphenes.dynamics import PhospheneFrame
+from triplet_pose.phosphenes.dynamics import SimulatorState
 
 
 @struct.dataclass
@@ -154,7 +81,7 @@ class Simulator:
   window_cols: jax.Array | None
   window_inside: jax.Array | None
   kept: jax.Array
-  config: _Config = struct.field(pytree_node=False)
+  config: dynamics.Config = struct.field(pytree_node=False)
 
   @classmethod
   def create(cls, params: Mapping[str, Any], x_deg, y_deg, thresholds=None,
@@ -276,7 +203,7 @@ class Simulator:
           x32, y32, f32(p["sampling"]["RF_size"]) / mag, grid_x, grid_y, rows,
           cols, theta=theta, gamma=gamma)
 
-    config = _make_config(p, options)
+    config = dynamics.make_config(p, options)
     dtype = jnp.dtype(config.dtype)
     asarr = lambda a: None if a is None else jnp.asarray(a)
     return cls(
@@ -385,78 +312,11 @@ class Simulator:
     return self.update(state, amplitude, pulse_width, frequency)[1]
 
 
-def _make_config(p: Mapping[str, Any], options: Options) -> _Config:
-  run, td, ds, size = p["run"], p["temporal_dynamics"], p["default_stim"], p["size"]
-  fps = float(run["fps"])
-  act_decay = -math.log(td["activation_decay_per_second"])
-  trace_decay = -math.log(td["trace_decay_per_second"])
-  act_steps = math.ceil(act_decay / fps)
-  trace_steps = math.ceil(trace_decay / fps)
-  if not options.dynaphos_compatible:
-    # dynaphos never updates the trace when it does not decay (0 sub-steps).
-    act_steps, trace_steps = max(1, act_steps), max(1, trace_steps)
-  steps = max(1, trace_steps)
-  x64 = jax.config.jax_enable_x64 and run["dtype"] == "float64"
-  return _Config(
-      height=int(run["resolution"][1]), width=int(run["resolution"][0]),
-      dtype="float64" if x64 else "float32", fps=fps,
-      rel_duration=float(ds["relative_stim_duration"]),
-      activation_decay=act_decay, activation_steps=act_steps,
-      trace_a=-trace_decay / fps / steps,
-      trace_b=ds["relative_stim_duration"] * td["trace_increase_rate"] / fps / steps,
-      trace_steps=trace_steps, rheobase=p["thresholding"]["rheobase"],
-      pw_default=ds["pw_default"], freq_default=ds["freq_default"],
-      size_equation=size["size_equation"], current_spread=size["current_spread"],
-      max_diameter=size["MD"], slope_size=size["slope_size"], i_half=size["I_half"],
-      slope_brightness=p["brightness_saturation"]["slope_brightness"],
-      cps_half=p["brightness_saturation"]["cps_half"],
-      sampling_method=p["sampling"]["sampling_method"],
-      stimulus_scale=p["sampling"]["stimulus_scale"],
-      gabor=bool(p["gabor"]["gabor_filtering"]), gamma=float(p["gabor"]["gamma"]),
-      options=options)
-
-
-def _size(c: _Config, current: jax.Array) -> jax.Array:
-  """Radius of activated cortex (mm) for a current (A)."""
-  if c.size_equation == "sqrt":  # Tehovnik et al. 2007.
-    x = current / c.current_spread
-    return _safe_sqrt(x) if c.options.safe_size_gradient else jnp.sqrt(x)
-  scale = 1e6 if c.options.sigmoid_size_microamps else 1.0  # Bosking et al. 2017.
-  return 0.5 * c.max_diameter * jax.nn.sigmoid(c.slope_size * (current * scale - c.i_half))
-
-
 @jax.jit
 def _update(sim: Simulator, state: SimulatorState, amplitude, pulse_width,
             frequency) -> tuple[SimulatorState, PhospheneFrame]:
-  c = sim.config
-  dtype = jnp.dtype(c.dtype)
-  amplitude = jnp.asarray(amplitude, dtype)
-  if amplitude.shape[-1:] != (sim.num_phosphenes,):
-    raise ValueError(f"amplitude must be (*batch, {sim.num_phosphenes}), got {amplitude.shape}")
-  pw = c.pw_default if pulse_width is None else jnp.asarray(pulse_width, dtype)
-  freq = c.freq_default if frequency is None else jnp.asarray(frequency, dtype)
-  charge = jax.nn.relu((amplitude - (state.trace + c.rheobase)) * pw * freq)
-  act = state.activation
-  for _ in range(c.activation_steps):
-    act = act + (-act * c.activation_decay + charge * c.rel_duration) / c.fps / c.activation_steps
-  trace = state.trace
-  for _ in range(c.trace_steps):
-    trace = trace + c.trace_a * trace + c.trace_b * charge
-  if c.options.size_follows == "amplitude":
-    current = amplitude
-  else:
-    active = act > 0
-    current = jnp.where(active, trace + c.rheobase + jnp.where(active, act, 0.0)
-                        * c.activation_decay / (c.rel_duration * pw * freq), 0.0)
-  sigma = _size(c, current) * sim.size_scale
-  brightness = jax.nn.sigmoid(c.slope_brightness * (act - c.cps_half))
-  if c.options.threshold_gradient == "sigmoid":
-    intensity = _heaviside(act - sim.thresholds, c.options.surrogate_width) * brightness
-  else:
-    intensity = jnp.where(act > sim.thresholds, brightness, 0.0)
-  frame = PhospheneFrame(charge=charge, size_current=current, sigma=sigma,
-                         brightness=brightness, intensity=intensity)
-  return SimulatorState(activation=act, trace=trace), frame
+  return dynamics.update(sim.config, state, amplitude, pulse_width, frequency,
+                         size_scale=sim.size_scale, thresholds=sim.thresholds)
 
 
 @jax.jit
