@@ -44,11 +44,11 @@ _PEER_MAX_GB = flags.DEFINE_float("peer_max_gb", 6.0,
                                   "Skip a peer config estimated to need more memory.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
-# Rough per-element costs of the peers on a 2-core CPU, used only to skip
-# configurations that would not finish (dynaphos: N x H x W x B float32
-# tensors, about 8 alive; pulse2percept: a Python loop over electrodes).
-_DYNAPHOS_S_PER_ELEMENT = 2.5e-8
-_DYNAPHOS_BYTES_PER_ELEMENT = 4 * 8
+# Rough costs of the peers on a 2-core CPU, used only to skip configurations
+# that would not finish or fit (dynaphos keeps about 6 float32 N x H x W
+# tensors plus 2 of N x H x W x B; pulse2percept loops over electrodes).
+_DYNAPHOS_S_PER_ELEMENT = 4e-8  # Per N x H x W x B element and frame.
+_DYNAPHOS_FLOATS = lambda batch: 6 + 2 * batch  # pylint: disable=unnecessary-lambda-assignment
 _P2P_S_PER_ELEMENT = 6e-9
 
 
@@ -202,7 +202,7 @@ def main(argv):
     elements = n * res * res * batch
     if "dynaphos" in peers:
       est_s = _DYNAPHOS_S_PER_ELEMENT * elements * (_PEER_FRAMES.value + 3)
-      est_gb = _DYNAPHOS_BYTES_PER_ELEMENT * elements / 2 ** 30
+      est_gb = 4 * _DYNAPHOS_FLOATS(batch) * n * res * res / 2 ** 30
       if est_s > _PEER_MAX_SECONDS.value or est_gb > _PEER_MAX_GB.value:
         row["dynaphos"] = {"skipped": f"est. {est_s:.0f} s, {est_gb:.1f} GB"}
       else:
