@@ -48,6 +48,7 @@ def main(argv):
   from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
   from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
   metric_writer.quiet_library_logs()
+  evaluation.quiet_read_only_warnings()
   results = evaluation.evaluate_checkpoints(
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
       step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,

@@ -37,8 +37,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
+  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
   from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
   metric_writer.quiet_library_logs()
+  evaluation.quiet_read_only_warnings()
   box = prediction.parse_box(_BOX.value)
   predictor = prediction.Predictor(_JOINT_WORKDIR.value, _TRIPLET_WORKDIR.value,
                                    batch_size=_BATCH_SIZE.value, flip_test=_FLIP_TEST.value)

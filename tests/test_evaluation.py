@@ -39,6 +39,20 @@ def test_unflip_heatmaps_matches_flip_keypoints():
       atol=1e-5)
 
 
+def test_flip_input_images_mirrors_image_and_permutes_joint_channels():
+  config = tiny.get_config("target=contour")
+  rng = np.random.default_rng(2)
+  joints = rng.uniform(0, 63, size=(2, kp.NUM_JOINTS, 2)).astype(np.float32)
+  image = rng.uniform(size=(2, 64, 64, 3)).astype(np.float32)
+  render = lambda j: evaluation.inputs.joint_input_heatmaps(
+      config, jnp.asarray(j), jnp.ones((2, 16)), image_size=64)
+  x = jnp.concatenate([jnp.asarray(image), render(joints)], axis=-1)
+  flipped = evaluation.flip_input_images(x)
+  np.testing.assert_array_equal(flipped[..., :3], image[:, :, ::-1])
+  np.testing.assert_allclose(flipped[..., 3:], render(kp.flip_keypoints(joints, 64)),
+                             atol=1e-5)
+
+
 def _symmetric_image(size, seed=0):
   half = np.random.default_rng(seed).uniform(size=(1, size, size // 2, 3))
   return jnp.asarray(np.concatenate([half, half[:, :, ::-1]], axis=2), jnp.float32)

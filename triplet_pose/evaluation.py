@@ -91,6 +91,18 @@ def decode_to_input_pixels(maps: jax.Array, image_size: int) -> tuple[jax.Array,
   return hm.rescale_coordinates(coords, maps.shape[1:3], image_size), confidence
 
 
+def quiet_read_only_warnings() -> None:
+  """Drops orbax's warnings that a checkpoint directory is opened read-only.
+
+  Evaluation and prediction open checkpoints read-only on purpose; the
+  warnings would bury the table in the log.
+  """
+  import logging as py_logging  # pylint: disable=g-import-not-at-top
+  py_logging.getLogger("absl").addFilter(
+      lambda record: not any(s in record.getMessage()
+                             for s in ("read only", "read_only=True")))
+
+
 @dataclasses.dataclass
 class LoadedModel:
   """A trained model restored from a workdir."""
@@ -312,13 +324,13 @@ def format_table(results: dict[str, Any]) -> str:
   """PCKh@0.5 in % in the layout of the papers, one row per setting."""
   lines = [f"PCKh@0.5 (%) on {results.get('input', '?')}/{results['split']}, "
            f"{results['persons']} persons, flip test {'on' if results['flip_test'] else 'off'}"]
+  width = max(len(SETTING_LABELS[k]) for k in results["settings"]) + 2
   for keypoints, columns, title in (("joints", JOINT_COLUMNS, "Joints"),
                                     ("contour", CONTOUR_COLUMNS, "Contour points")):
     rows = {k: v for k, v in results["settings"].items() if v["keypoints"] == keypoints}
     if not rows:
       continue
     names = [short for _, short in columns] + ["Mean", "@0.1", "AUC"]
-    width = max(len(SETTING_LABELS[k]) for k in rows) + 2
     lines += ["", title, " " * width + "".join(f"{n:>7}" for n in names)]
     for name, row in rows.items():
       values = [row["groups"][g] for g, _ in columns]
