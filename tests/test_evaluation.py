@@ -147,6 +147,11 @@ def test_training_eval_summary_contour():
   scalars, _ = evaluation.training_eval_summary(
       config, _target_heatmaps(batch, "contour"), batch)
   assert scalars["pckh_Mean"] == 1.0 and "pckh_Neck" in scalars
+  # A combined model's contour heatmaps, named explicitly.
+  config.model.target = "combined"
+  scalars, _ = evaluation.training_eval_summary(
+      config, _target_heatmaps(batch, "contour"), batch, keypoints="contour")
+  assert scalars["pckh_Mean"] == 1.0
 
 
 def test_to_original_and_crop_scale():

@@ -304,6 +304,9 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
     **kwargs: passed to `evaluate_models`.
   """
   evaluated = load_model(workdir, step=step)
+  if evaluated.config.model.target not in ("joints", "contour"):
+    raise ValueError(f"{workdir} holds a model.target={evaluated.config.model.target!r} "
+                     "model; evaluation handles 'joints' and 'contour' models")
   if evaluated.config.model.target == "joints":
     models = PoseModels(joint=evaluated)
   else:
@@ -357,7 +360,8 @@ def write_results(results: dict[str, Any], out_dir: str | pathlib.Path) -> dict[
 
 
 def training_eval_summary(config: ml_collections.ConfigDict, heatmaps_batch,
-                          batch, *, max_panel_examples: int = 4
+                          batch, *, keypoints: str | None = None,
+                          max_panel_examples: int = 4
                           ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """PCKh scalars and a panel image from what `train.eval_step` returns.
 
@@ -366,6 +370,8 @@ def training_eval_summary(config: ml_collections.ConfigDict, heatmaps_batch,
     heatmaps_batch: (B, h, w, K) last-stack heatmaps, or a list of such
       arrays (one per evaluated batch).
     batch: the matching batch (dict of arrays), or a list of batches.
+    keypoints: 'joints' or 'contour', what the heatmaps locate; default
+      `config.model.target` ('joints' for a combined model).
     max_panel_examples: examples shown in the panel.
 
   Returns:
@@ -378,7 +384,9 @@ def training_eval_summary(config: ml_collections.ConfigDict, heatmaps_batch,
     batch = {k: np.concatenate([np.asarray(b[k]) for b in batch]) for k in batch[0]}
   else:
     maps, batch = np.asarray(heatmaps_batch), {k: np.asarray(v) for k, v in batch.items()}
-  key = config.model.target
+  key = keypoints or ("contour" if config.model.target == "contour" else "joints")
+  if key not in ("joints", "contour"):
+    raise ValueError(f"keypoints must be 'joints' or 'contour', got {key!r}")
   valid = batch["valid"].astype(bool)
   size = batch["image"].shape[1]
   coords, _ = decode_to_input_pixels(jnp.asarray(maps), size)
