@@ -59,8 +59,11 @@ def model_config() -> ml_collections.ConfigDict:
   c.num_stacks = 8
   c.num_features = 256
   c.hourglass_depth = 4
-  # What the model predicts: 'joints' (16 heatmaps) or 'contour' (26).
+  # What the model predicts: 'joints' (16 heatmaps), 'contour' (26), or
+  # 'combined': num_stacks joint stacks, then triplet_stacks contour stacks
+  # fed with the image and the network's own joint heatmaps.
   c.target = "joints"
+  c.triplet_stacks = 2
   c.dtype = "float32"  # computation dtype; 'bfloat16' on accelerators.
   c.remat = False
   c.pretrained = ""  # the checkpoint launch.import_torch converted, if any.
@@ -94,6 +97,17 @@ def optimizer_config() -> ml_collections.ConfigDict:
   return c
 
 
+def phosphene_config() -> ml_collections.ConfigDict:
+  """The simulator of the phosphene-space loss (`phosphene_loss_weight` > 0)."""
+  c = ml_collections.ConfigDict()
+  c.num_phosphenes = 1000
+  c.resolution = 96  # simulator pixels (square).
+  c.local_mean_radius = 2  # window of the differentiable keypoint decoder.
+  c.line_width = 2.0  # skeleton / contour lines, simulator pixels.
+  c.seed = 0
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every field a training run reads, with the thesis joint model's values."""
   c = ml_collections.ConfigDict()
@@ -109,6 +123,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.triplet_input = "ground_truth"
   c.triplet_noise_std = 4.0  # pixels of the input image, for noisy_ground_truth.
   c.joint_workdir = ""
+  # Weight of the MSE between the phosphene images of the predicted and the
+  # ground-truth pose, added to the heatmap loss (0 disables it).
+  c.phosphene_loss_weight = 0.0
+  c.phosphene = phosphene_config()
   c.num_train_steps = 100_000
   c.log_every_steps = 50
   c.eval_every_steps = 1000

@@ -203,3 +203,47 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
   assert ckpt.all_steps() == [5]
   raw = ckpt.restore_raw_state()
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(raw["params"]))
+
+
+def test_combined_model_trains_joints_then_contour_end_to_end():
+  config = tiny.get_config("target=combined")
+  state = train.create_train_state(config, jax.random.key(0))
+  batch = _batch(config)
+  step = jax.jit(functools.partial(train.train_step, config=config))
+  new_state, metrics = step(state, batch, jax.random.key(0))
+  assert metrics["loss_per_stack"].shape == (config.model.num_stacks + config.model.triplet_stacks,)
+  # The contour loss reaches the joint stacks: its gradient alone is non-zero there.
+  images = inputs.model_inputs(config, batch, jax.random.key(0))
+
+  def contour_loss(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    (_, contour), _ = state.apply_fn(variables, images, train=True, mutable=["batch_stats"])
+    target, weight = inputs.targets(config, batch, "contour")
+    return train.heatmap_loss(contour, target, weight).sum()
+
+  g = jax.grad(contour_loss)(state.params)
+  assert float(jnp.abs(g["joint"]["out_1"]["kernel"]).sum()) > 0
+  out = train.eval_step(new_state, batch, config=config)
+  assert out["heatmaps"].shape[-1] == 16 and out["contour_heatmaps"].shape[-1] == 26
+
+
+def test_phosphene_loss_is_small_for_the_true_pose_and_trains_the_model():
+  from triplet_pose import heatmaps, phosphene_loss
+  config = tiny.get_config()
+  config.phosphene_loss_weight = 1.0
+  config.phosphene.resolution, config.phosphene.num_phosphenes = 32, 300
+  sim = phosphene_loss.create_simulator(config.phosphene)
+  batch = _batch(config)
+  target, _ = inputs.targets(config, batch)
+  perfect = jnp.repeat(target[:, None], 2, axis=1)
+  _, parts = train.losses(config, perfect, batch, simulator=sim)
+  shifted = jnp.roll(perfect, 3, axis=3)
+  _, wrong = train.losses(config, shifted, batch, simulator=sim)
+  assert float(parts["phosphene_loss"]) < 0.25 * float(wrong["phosphene_loss"])
+  grad = jax.grad(lambda p: train.losses(config, p, batch, simulator=sim)[1]["phosphene_loss"])(shifted)
+  assert float(jnp.abs(grad).sum()) > 0
+  state = train.create_train_state(config, jax.random.key(0))
+  step = jax.jit(functools.partial(train.train_step, config=config, simulator=sim))
+  _, metrics = step(state, batch, jax.random.key(0))
+  assert np.isfinite(metrics["phosphene_loss"]) and metrics["phosphene_loss"] > 0
+  assert heatmaps.local_mean(target).shape == (4, 16, 2)

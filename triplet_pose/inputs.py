@@ -22,21 +22,31 @@ from triplet_pose import heatmaps
 from triplet_pose import keypoints as kp
 
 TRIPLET_INPUTS = ("ground_truth", "noisy_ground_truth", "predicted")
-TARGETS = ("joints", "contour")
+TARGETS = ("joints", "contour", "combined")
 
 # (variables, images) -> per-stack joint heatmaps (B, S, h, w, 16).
 JointPredictor = Callable[[Any, jax.Array], jax.Array]
 
 
-def num_keypoints(config: ml_collections.ConfigDict) -> int:
-  """Heatmaps the model predicts."""
+def target_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The keypoint sets the model predicts, in output order."""
   _check_target(config)
+  if config.model.target == "combined":
+    return ("joints", "contour")
+  return (config.model.target,)
+
+
+def num_keypoints(config: ml_collections.ConfigDict) -> int:
+  """Heatmaps a single-target model predicts."""
+  _check_target(config)
+  if config.model.target == "combined":
+    raise ValueError("a combined model predicts both joints and contour points")
   return kp.NUM_JOINTS if config.model.target == "joints" else kp.NUM_CONTOUR
 
 
 def num_input_channels(config: ml_collections.ConfigDict) -> int:
-  """3 for the joint model, 3 + 16 for the triplet model."""
-  return 3 if config.model.target == "joints" else 3 + kp.NUM_JOINTS
+  """3 for the triplet model (image + 16 joint heatmaps: 19); 3 otherwise."""
+  return 3 + kp.NUM_JOINTS if config.model.target == "contour" else 3
 
 
 def images_to_float(images: jax.Array) -> jax.Array:
@@ -72,7 +82,7 @@ def model_inputs(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
       model.
   """
   images = images_to_float(batch["image"])
-  if config.model.target == "joints":
+  if config.model.target != "contour":
     return images
   size = images.shape[1]
   joints, visible = batch["joints"], batch["joints_visible"]
@@ -107,11 +117,19 @@ def predict_joints(joint_predictor: JointPredictor, joint_variables: Any,
   return joints, jnp.ones(joints.shape[:-1], jnp.float32)
 
 
-def targets(config: ml_collections.ConfigDict, batch: dict[str, jax.Array]
-            ) -> tuple[jax.Array, jax.Array]:
-  """Target heatmaps (B, h, w, K) and loss weights (B, K) for `model.target`."""
+def targets(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
+            key: str | None = None) -> tuple[jax.Array, jax.Array]:
+  """Target heatmaps (B, h, w, K) and loss weights (B, K).
+
+  Args:
+    config: the experiment config.
+    batch: the batch.
+    key: 'joints' or 'contour'; default `config.model.target`.
+  """
   _check_target(config)
-  key = config.model.target
+  key = key or config.model.target
+  if key not in ("joints", "contour"):
+    raise ValueError(f"targets of {key!r}: pass key='joints' or key='contour'")
   points = batch[key]
   visible = batch[f"{key}_visible"].astype(jnp.float32)
   image_size = batch["image"].shape[1]

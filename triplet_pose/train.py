@@ -14,7 +14,7 @@ import functools
 import pathlib
 from typing import Any
 
-import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,10 +25,13 @@ from flax.training import train_state
 
 from triplet_pose import checkpointing
 from triplet_pose import data
+from triplet_pose import heatmaps
 from triplet_pose import inputs
 from triplet_pose import metric_writer
 from triplet_pose import optim
 from triplet_pose import parallel
+from triplet_pose import phosphene_loss
+from triplet_pose.models import CombinedHourglass
 from triplet_pose.models import StackedHourglass
 
 
@@ -41,9 +44,15 @@ class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN or infinite."""
 
 
-def create_model(config: ml_collections.ConfigDict) -> StackedHourglass:
-  """The StackedHourglass that `config.model` describes."""
+def create_model(config: ml_collections.ConfigDict
+                 ) -> StackedHourglass | CombinedHourglass:
+  """The network that `config.model` describes."""
   m = config.model
+  if m.target == "combined":
+    return CombinedHourglass(
+        joint_stacks=m.num_stacks, triplet_stacks=m.triplet_stacks,
+        num_features=m.num_features, hourglass_depth=m.hourglass_depth,
+        dtype=jnp.dtype(m.dtype), remat=m.remat)
   return StackedHourglass(
       num_stacks=m.num_stacks, num_features=m.num_features,
       num_keypoints=inputs.num_keypoints(config),
@@ -52,7 +61,7 @@ def create_model(config: ml_collections.ConfigDict) -> StackedHourglass:
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
-                       model: StackedHourglass | None = None) -> TrainState:
+                       model: nn.Module | None = None) -> TrainState:
   """A freshly initialised TrainState (Xavier weights, Adam state)."""
   model = model or create_model(config)
   size = config.input.image_size
@@ -80,11 +89,60 @@ def heatmap_loss(predictions: jax.Array, targets: jax.Array,
   return jnp.mean(squared * weights[:, None, None, None, :], axis=(0, 2, 3, 4))
 
 
+def predictions_by_key(config: ml_collections.ConfigDict, outputs: Any
+                       ) -> dict[str, jax.Array]:
+  """The model's per-stack heatmaps (B, S, h, w, K) keyed 'joints'/'contour'."""
+  keys = inputs.target_keys(config)
+  outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+  return dict(zip(keys, outputs))
+
+
+def losses(config: ml_collections.ConfigDict, outputs: Any,
+           batch: dict[str, jax.Array], *, simulator=None
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The training objective and its parts.
+
+  The heatmap MSE of every stack (joint stacks first for a combined model) is
+  summed; with `config.phosphene_loss_weight` > 0 the phosphene-space MSE of
+  the last stack's pose (`triplet_pose.phosphene_loss`) is added.
+
+  Returns:
+    (total loss, {'loss_per_stack': (S,), 'phosphene_loss': ()}).
+  """
+  per_stack, predicted, truth = [], {}, {}
+  for key, maps in predictions_by_key(config, outputs).items():
+    target, weight = inputs.targets(config, batch, key)
+    per_stack.append(heatmap_loss(maps, target, weight))
+    if simulator is not None:
+      coords = heatmaps.local_mean(maps[:, -1], radius=config.phosphene.local_mean_radius)
+      predicted[key] = heatmaps.rescale_coordinates(
+          coords, maps.shape[2], batch["image"].shape[1])
+      truth[key] = batch[key]
+      predicted[f"{key}_visible"] = truth[f"{key}_visible"] = batch[f"{key}_visible"]
+  per_stack = jnp.concatenate(per_stack)
+  parts = {"loss_per_stack": per_stack}
+  total = jnp.sum(per_stack)
+  if simulator is not None:
+    render = functools.partial(phosphene_loss.phosphene_images, simulator,
+                               image_size=batch["image"].shape[1],
+                               line_width=config.phosphene.line_width)
+    seen, wanted = render(**predicted), render(**truth)
+    # Normalised by the ground truth's energy: scale-free, about 1 for a pose
+    # drawn in the wrong place, so the weight reads like a heatmap-loss factor.
+    error = jnp.mean(jnp.square(seen - wanted)) / (jnp.mean(jnp.square(wanted)) + 1e-6)
+    parts["phosphene_loss"] = error
+    total = total + config.phosphene_loss_weight * error
+  return total, parts
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
                joint_variables: Any = None, *, config: ml_collections.ConfigDict,
-               joint_predictor: inputs.JointPredictor | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step on the sum over stacks of the heatmap MSE."""
+               joint_predictor: inputs.JointPredictor | None = None,
+               simulator=None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on the sum over stacks of the heatmap MSE.
+
+  `simulator` (a `phosphenes.Simulator`) enables the phosphene-space loss.
+  """
   augment_rng, input_rng = jax.random.split(rng)
   if config.augment.enabled:
     from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
@@ -92,20 +150,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   images = inputs.model_inputs(config, batch, input_rng,
                                joint_predictor=joint_predictor,
                                joint_variables=joint_variables)
-  targets, weights = inputs.targets(config, batch)
 
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    predictions, updates = state.apply_fn(variables, images, train=True,
-                                          mutable=["batch_stats"])
-    per_stack = heatmap_loss(predictions, targets, weights)
-    return jnp.sum(per_stack), (per_stack, updates["batch_stats"])
+    outputs, updates = state.apply_fn(variables, images, train=True,
+                                      mutable=["batch_stats"])
+    total, parts = losses(config, outputs, batch, simulator=simulator)
+    return total, (parts, updates["batch_stats"])
 
-  (loss, (per_stack, batch_stats)), grads = jax.value_and_grad(
+  (loss, (parts, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = {"loss": loss, "loss_per_stack": per_stack,
-             "grad_norm": optax.tree.norm(grads)}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **parts}
   return new_state, metrics
 
 
@@ -118,19 +174,28 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   Returns:
     loss_sum: (S,) per-stack loss summed over the valid examples.
     count: number of valid examples.
-    heatmaps: (B, h, w, K) last-stack heatmaps.
+    heatmaps: (B, h, w, K) last-stack heatmaps (of the joints, for a combined
+      model, whose contour heatmaps are `contour_heatmaps`).
   """
   images = inputs.model_inputs(config, batch, jax.random.key(0),
                                joint_predictor=joint_predictor,
                                joint_variables=joint_variables)
-  targets, weights = inputs.targets(config, batch)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  predictions = state.apply_fn(variables, images, train=False)
+  outputs = predictions_by_key(config, state.apply_fn(variables, images, train=False))
   valid = batch["valid"].astype(jnp.float32)
-  squared = jnp.square(predictions - targets[:, None]) * weights[:, None, None, None, :]
-  per_example = jnp.mean(squared, axis=(2, 3, 4))  # (B, S)
-  return {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
-          "count": jnp.sum(valid), "heatmaps": predictions[:, -1]}
+  per_example = []
+  for key, maps in outputs.items():
+    target, weight = inputs.targets(config, batch, key)
+    squared = jnp.square(maps - target[:, None]) * weight[:, None, None, None, :]
+    per_example.append(jnp.mean(squared, axis=(2, 3, 4)))  # (B, S)
+  per_example = jnp.concatenate(per_example, axis=1)
+  result = {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
+            "count": jnp.sum(valid)}
+  first, *rest = outputs
+  result["heatmaps"] = outputs[first][:, -1]
+  for key in rest:
+    result[f"{key}_heatmaps"] = outputs[key][:, -1]
+  return result
 
 
 def load_trained_model(workdir: str | pathlib.Path, *, step: int | None = None
@@ -222,8 +287,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if joint_variables is not None:
     joint_variables = parallel.replicate(joint_variables, mesh)
 
+  simulator = None
+  if config.phosphene_loss_weight > 0:
+    simulator = phosphene_loss.create_simulator(config.phosphene)
   step_fn = jax.jit(functools.partial(train_step, config=config,
-                                      joint_predictor=joint_predictor),
+                                      joint_predictor=joint_predictor,
+                                      simulator=simulator),
                     donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(eval_step, config=config,
                                       joint_predictor=joint_predictor))
@@ -257,6 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    **{f"train/loss_stack_{s + 1}": v
                       for s, v in enumerate(host["loss_per_stack"])},
                    "train/grad_norm": host["grad_norm"],
+                 **({"train/phosphene_loss": host["phosphene_loss"]}
+                    if "phosphene_loss" in host else {}),
                    "train/learning_rate": schedule(step - 1),
                    **{f"train/{k}": v for k, v in progress.update(step).items()}}
         writer.write_scalars(step, scalars)

@@ -1,5 +1,6 @@
 """Pose models."""
 
+from triplet_pose.models.combined import CombinedHourglass
 from triplet_pose.models.hourglass import Hourglass, Residual, StackedHourglass
 
-__all__ = ["Hourglass", "Residual", "StackedHourglass"]
+__all__ = ["CombinedHourglass", "Hourglass", "Residual", "StackedHourglass"]
