@@ -74,8 +74,8 @@ def heatmap_config() -> ml_collections.ConfigDict:
   """Target heatmaps (64x64) and the joint heatmaps fed to the triplet model."""
   c = ml_collections.ConfigDict()
   c.target_kernel = "gaussian"  # or 'pyramid' (the thesis).
-  c.sigma = 1.0  # gaussian, in cells of a 64x64 grid.
-  c.radius = 5.0  # pyramid, in cells of a 64x64 grid.
+  c.sigma = 1.0  # gaussian, in heatmap cells.
+  c.radius = 5.0  # pyramid, in heatmap cells.
   c.target_peak = ml_collections.config_dict.placeholder(float)  # None: kernel default.
   c.input_kernel = "gaussian"  # joint heatmaps given to the triplet model.
   c.input_peak = 1.0

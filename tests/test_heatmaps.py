@@ -31,9 +31,11 @@ def test_kernels_match_their_definitions():
   assert p[20, 10] == pytest.approx(1000.0)
   assert p[22, 13] == pytest.approx(1000 * (5 - 2) * (5 - 3) / 25)
   assert p[20, 15] == 0 and p[25, 10] == 0  # r = 5 cells
-  # At 256x256 the same kernels cover the same image area: sigma 4 pixels.
-  big = heatmaps.render(xy * 4, height=256, kernel="gaussian")[0, ..., 0]
+  # Sizes are in cells of the grid rendered, whatever its size.
+  big = heatmaps.render(xy * 4, height=256, kernel="gaussian", sigma=4.0)[0, ..., 0]
   assert big[80, 40 + 8] == pytest.approx(np.exp(-2.0), rel=1e-5)
+  small = heatmaps.render(xy / 2, height=32, kernel="gaussian")[0, ..., 0]
+  assert small[10, 5 + 2] == pytest.approx(np.exp(-2.0), rel=1e-5)
 
 
 def test_invisible_keypoints_render_empty():

@@ -7,13 +7,14 @@ coordinates at pixel centres; `rescale_coordinates` moves them between grids
 
 Two target kernels:
 
-* ``gaussian``: exp(-d^2 / 2 sigma^2), peak 1, sigma 1 cell at 64x64 (the
-  standard of Newell et al. and most pose toolboxes).
-* ``pyramid``: the thesis kernel, (r - |dy|)(r - |dx|) / r^2 inside r = 5 cells
-  (at 64x64), scaled by 1000 to keep the L2 loss away from vanishing gradients.
+* ``gaussian``: exp(-d^2 / 2 sigma^2), peak 1, sigma 1 cell (the standard of
+  Newell et al. and most pose toolboxes).
+* ``pyramid``: the thesis kernel, (r - |dy|)(r - |dx|) / r^2 inside r = 5
+  cells, scaled by 1000 to keep the L2 loss away from vanishing gradients.
 
-Sizes given "at 64x64" scale with the grid, so a heatmap rendered at the 256
-input resolution (the triplet model's input) covers the same image area.
+`sigma` and `radius` are in cells of the grid being rendered; to cover the
+same image area on a finer grid (the triplet model's joint-heatmap input at
+input resolution), multiply them by the ratio of the grid sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 KERNELS = ("gaussian", "pyramid")
-_REFERENCE_SIZE = 64.0
 _DEFAULT_PEAK = {"gaussian": 1.0, "pyramid": 1000.0}
 
 
@@ -59,8 +59,8 @@ def render(keypoints: jax.Array, visible: jax.Array | None = None, *,
     height: grid height H.
     width: grid width W (defaults to H).
     kernel: 'gaussian' or 'pyramid'.
-    sigma: Gaussian standard deviation in cells of a 64x64 grid.
-    radius: pyramid half-width r in cells of a 64x64 grid.
+    sigma: Gaussian standard deviation, in cells of this grid.
+    radius: pyramid half-width r, in cells of this grid.
     peak: value at the keypoint; default 1 (gaussian) or 1000 (pyramid).
 
   Returns:
@@ -76,7 +76,6 @@ def render(keypoints: jax.Array, visible: jax.Array | None = None, *,
         f"keypoints must have shape (..., K, 2), got {tuple(keypoints.shape)}")
   width = height if width is None else width
   peak = _DEFAULT_PEAK[kernel] if peak is None else peak
-  scale = height / _REFERENCE_SIZE
   keypoints = jnp.asarray(keypoints, jnp.float32)
   x = keypoints[..., 0][..., None, :]  # (..., 1, K)
   y = keypoints[..., 1][..., None, :]
@@ -85,11 +84,10 @@ def render(keypoints: jax.Array, visible: jax.Array | None = None, *,
   # Both kernels factor into a y profile times an x profile: O(K(H+W)) work
   # before the final outer product.
   if kernel == "gaussian":
-    s = sigma * scale
-    fx = jnp.exp(-0.5 * (dx / s) ** 2)
-    fy = jnp.exp(-0.5 * (dy / s) ** 2)
+    fx = jnp.exp(-0.5 * (dx / sigma) ** 2)
+    fy = jnp.exp(-0.5 * (dy / sigma) ** 2)
   else:
-    r = radius * scale
+    r = radius
     fx = jnp.maximum(r - jnp.abs(dx), 0.0) / r
     fy = jnp.maximum(r - jnp.abs(dy), 0.0) / r
   if visible is not None:

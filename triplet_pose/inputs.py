@@ -58,10 +58,16 @@ def images_to_float(images: jax.Array) -> jax.Array:
 
 def joint_input_heatmaps(config: ml_collections.ConfigDict, joints: jax.Array,
                          visible: jax.Array, *, image_size: int) -> jax.Array:
-  """Renders joints (B, 16, 2), in input pixels, as (B, S, S, 16) input heatmaps."""
+  """Renders joints (B, 16, 2), in input pixels, as (B, S, S, 16) input heatmaps.
+
+  The kernel covers the same image area as the target heatmaps: sigma and
+  radius are scaled by image_size / heatmap_size.
+  """
+  factor = image_size / config.input.heatmap_size
   return heatmaps.render(joints, visible, height=image_size,
                          kernel=config.heatmap.input_kernel,
-                         sigma=config.heatmap.sigma, radius=config.heatmap.radius,
+                         sigma=config.heatmap.sigma * factor,
+                         radius=config.heatmap.radius * factor,
                          peak=config.heatmap.input_peak)
 
 
