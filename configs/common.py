@@ -133,8 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batches = 8  # validation batches per evaluation during training.
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3  # newest N.
-  c.keep_best_checkpoints = 1  # best N by `best_metric` (lower is better).
-  c.best_metric = "eval_loss"
+  c.keep_best_checkpoints = 1  # best N by `best_metric`.
+  c.best_metric = "eval_loss"  # or e.g. 'pckh_Mean' with best_mode 'max'.
+  c.best_mode = "min"
   c.distributed = False  # call jax.distributed.initialize() (multi-host).
   return c
 

@@ -87,3 +87,20 @@ def test_kill_9_then_restart_continues_exactly(tmp_path):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
   for x, y in zip(jax.tree.leaves(a["opt_state"]), jax.tree.leaves(b["opt_state"])):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+def test_checkpointer_keeps_newest_and_best(tmp_path):
+  config = tiny.get_config()
+  state = train.create_train_state(config, jax.random.key(0))
+  for mode, best in (("min", 2), ("max", 4)):
+    ckpt = checkpointing.Checkpointer(tmp_path / mode, keep=2, keep_best=1,
+                                      best_metric="m", best_mode=mode)
+    for step, value in ((1, 5.0), (2, 1.0), (3, None), (4, 9.0), (5, None), (6, None)):
+      ckpt.save(step, state.replace(step=step), {"position": step},
+                metrics=None if value is None else {"m": value})
+    ckpt.wait_until_finished()
+    assert ckpt.all_steps() == sorted({best, 5, 6})
+    assert ckpt.best_step() == best
+    restored, input_state = ckpt.restore(state, step=best)
+    assert int(restored.step) == best and input_state == {"position": best}
+    ckpt.close()

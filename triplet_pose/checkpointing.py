@@ -1,10 +1,11 @@
 """Orbax checkpoints of the train state and the input position.
 
 One `CheckpointManager` in `WORKDIR/checkpoints` keeps the newest N
-checkpoints and, among those saved with evaluation metrics, the best M (lower
-is better). Orbax writes each step to a temporary directory and renames it
-when complete, so a crash mid-save (even kill -9) leaves the previous
-checkpoint intact and the half-written one is ignored on restart.
+checkpoints and, among those saved with evaluation metrics, the best M
+(lowest or highest `best_metric`, by `best_mode`). Orbax writes each step to
+a temporary directory and renames it when complete, so a crash mid-save (even
+kill -9) leaves the previous checkpoint intact and the half-written one is
+ignored on restart.
 
 Each checkpoint holds two items: `state` (the TrainState pytree) and `input`
 (the train iterator's JSON state), so a restart continues at the same step,
@@ -31,16 +32,24 @@ class Checkpointer:
 
   def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3,
                keep_best: int = 1, best_metric: str = "eval_loss",
-               read_only: bool = False):
+               best_mode: str = "min", read_only: bool = False):
+    if best_mode not in ("min", "max"):
+      raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
     self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     self.best_metric = best_metric
+    self.best_mode = best_mode
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True,
-                       n=keep_best, keep_checkpoints_without_metrics=False),
+        # BestN keeps the last n of an ascending sort; reverse it for 'min'.
+        policies.BestN(get_metric_fn=lambda m: m[best_metric],
+                       reverse=best_mode == "min", n=keep_best,
+                       keep_checkpoints_without_metrics=False),
     ])
+    # best_fn is set only so that orbax writes the metrics of each step; which
+    # steps are kept is decided by `policy`.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, create=not read_only, read_only=read_only,
+        preservation_policy=policy, best_fn=lambda m: m[best_metric],
+        best_mode=best_mode, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "input"))
@@ -52,13 +61,15 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def best_step(self) -> int | None:
-    """The kept step with the lowest `best_metric`, or None."""
+    """The kept step with the best `best_metric`, or None."""
     scored = []
     for step in self.all_steps():
       metrics = self._manager.metrics(step)
       if metrics and self.best_metric in metrics:
         scored.append((float(metrics[self.best_metric]), step))
-    return min(scored)[1] if scored else None
+    if not scored:
+      return None
+    return (min(scored) if self.best_mode == "min" else max(scored))[1]
 
   def save(self, step: int, state: Any, input_state: dict[str, Any], *,
            metrics: dict[str, float] | None = None) -> None:

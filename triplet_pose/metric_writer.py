@@ -81,10 +81,13 @@ class Progress:
 
 
 class _QuietLibraries:
-  """Drops INFO records of chatty libraries (orbax logs every save step)."""
+  """Drops orbax's INFO records (it logs every save) and its warning that a
+  checkpoint saved between evaluations has no metrics (expected here)."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    return record.levelno >= 30 and "did not provide metrics" not in record.getMessage()
 
 
 def quiet_library_logs() -> None:

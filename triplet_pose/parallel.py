@@ -65,3 +65,16 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree (e.g. the train state) replicated on every device."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def local_part(x: jax.Array, mesh: Mesh) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, as numpy.
+
+  On one host, the whole array; on several, the rows that match the
+  process-local batch this process fed in.
+  """
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.global_array_to_host_local_array(
+      x, mesh, P(DATA_AXIS)))

@@ -240,24 +240,44 @@ def _check_finite(step: int, metrics: dict[str, Any], last_good: int | None) -> 
 
 
 def evaluate(config: ml_collections.ConfigDict, state: TrainState, eval_fn,
-             mesh, joint_variables: Any = None) -> dict[str, float]:
-  """Mean per-stack validation loss over `config.eval_batches` batches."""
+             mesh, joint_variables: Any = None
+             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Validation loss per stack, PCKh and a panel on `config.eval_batches` batches.
+
+  The loss covers the whole global batch; PCKh and the panel use this
+  process's share of it (all of it on one host).
+
+  Returns:
+    (scalars, images): {'eval_loss', 'eval_loss_stack_<s>', 'pckh_<group>',
+    ...} and {'panel': (H, W, 3) uint8, ...}.
+  """
+  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
   iterator = data.create_iterator(
       config.input, split=config.input.eval_split,
       batch_size=config.input.eval_batch_size, seed=config.seed,
       shuffle=False, repeat=False)
-  totals, count = None, 0.0
+  totals, count, outs, batches = None, 0.0, [], []
   for i, batch in enumerate(iterator):
     if config.eval_batches and i >= config.eval_batches:
       break
-    out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh),
-                                 joint_variables))
-    totals = out["loss_sum"] if totals is None else totals + out["loss_sum"]
-    count += float(out["count"])
+    out = eval_fn(state, parallel.shard_batch(batch, mesh), joint_variables)
+    totals = jax.device_get(out["loss_sum"]) + (0 if totals is None else totals)
+    count += float(jax.device_get(out["count"]))
+    outs.append({k: parallel.local_part(v, mesh) for k, v in out.items()
+                 if k.endswith("heatmaps")})
+    batches.append(batch)
   per_stack = totals / max(count, 1.0)
   result = {"eval_loss": float(per_stack.sum())}
   result.update({f"eval_loss_stack_{s + 1}": float(v) for s, v in enumerate(per_stack)})
-  return result
+  pckh, images = evaluation.training_eval_summary(
+      config, [o["heatmaps"] for o in outs], batches)
+  result.update(pckh)
+  if "contour_heatmaps" in outs[0]:  # a combined model
+    more, extra = evaluation.training_eval_summary(
+        config, [o["contour_heatmaps"] for o in outs], batches, keypoints="contour")
+    result.update({f"contour_{k}": v for k, v in more.items()})
+    images["contour_panel"] = extra["panel"]
+  return result, images
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -272,7 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   writer = metric_writer.MetricWriter(workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir, keep=config.keep_checkpoints,
-      keep_best=config.keep_best_checkpoints, best_metric=config.best_metric)
+      keep_best=config.keep_best_checkpoints, best_metric=config.best_metric,
+      best_mode=config.best_mode)
 
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = parallel.replicate(create_train_state(config, init_rng), mesh)
@@ -337,9 +358,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             "eta_sec": scalars["train/eta_sec"]})
       eval_metrics = None
       if do_eval:
-        eval_metrics = evaluate(config, state, eval_fn, mesh, joint_variables)
+        eval_metrics, eval_images = evaluate(config, state, eval_fn, mesh, joint_variables)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        logging.info("step %d/%d | eval_loss %.4g", step, total, eval_metrics["eval_loss"])
+        writer.write_images(step, {f"eval/{k}": v for k, v in eval_images.items()})
+        logging.info("step %d/%d | eval_loss %.4g | PCKh@0.5 %.3f", step, total,
+                     eval_metrics["eval_loss"], eval_metrics.get("pckh_Mean", float("nan")))
       if do_save:
         checkpointer.save(step, state, train_iter.get_state(), metrics=eval_metrics)
   finally:

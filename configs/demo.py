@@ -1,0 +1,49 @@
+r"""The demo's small joint and triplet models on the synthetic figures.
+
+  python -m launch.demo --workdir=/tmp/demo            # ~15 min on 2 CPU cores
+  python -m launch.demo --workdir=/tmp/demo --quick    # ~3 min
+
+or one model on its own:
+
+  python -m launch.train --config=configs/demo.py:joint --workdir=/tmp/demo/joint
+  python -m launch.train --config=configs/demo.py:triplet --workdir=/tmp/demo/triplet \
+      --config.joint_workdir=/tmp/demo/joint
+
+Arguments (comma separated): 'joint' (default), 'triplet' or 'combined';
+'quick' for the short run.
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  args = common.parse_arg(arg)
+  unknown = set(args) - {"joint", "triplet", "combined", "quick"}
+  if unknown:
+    raise ValueError(f"unknown config arguments {sorted(unknown)} in {arg!r}")
+  quick = "quick" in args
+  c = common.base_config()
+  c.input.name = "synthetic_figures/small" if quick else "synthetic_figures"
+  c.input.image_size = 128
+  c.input.heatmap_size = 32
+  c.input.batch_size = 16
+  c.input.eval_batch_size = 32
+  c.model.num_stacks = 1
+  c.model.num_features = 64
+  c.model.hourglass_depth = 3
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.schedule = "warmup_cosine"
+  c.optimizer.warmup_steps = 50
+  c.optimizer.end_learning_rate_factor = 0.05
+  c.num_train_steps = 150 if quick else 900
+  c.log_every_steps = 25
+  c.eval_every_steps = 150 if quick else 300
+  c.eval_batches = 4
+  c.checkpoint_every_steps = 50
+  if "triplet" in args:
+    c.model.target = "contour"
+    c.triplet_input = "predicted"
+  elif "combined" in args:
+    c.model.target = "combined"
+    c.model.triplet_stacks = 1
+  return c

@@ -1,0 +1,30 @@
+r"""The main job: image -> pose -> phosphenes, end to end on synthetic figures.
+
+  python -m launch.demo --workdir=/tmp/triplet_pose_demo [--quick]
+
+Builds the synthetic dataset, trains a small joint model and a small triplet
+model (fed with the joint model's predictions), evaluates both, renders
+phosphenes and writes WORKDIR/report.html. Re-running resumes.
+"""
+
+from absl import app
+from absl import flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and the report.")
+_QUICK = flags.DEFINE_bool("quick", False, "A short run (a few minutes on a CPU).")
+_PANELS = flags.DEFINE_integer("panels", 4, "Validation examples shown in the report.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from triplet_pose import demo  # pylint: disable=g-import-not-at-top
+  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
+  metric_writer.quiet_library_logs()
+  summary = demo.run_demo(_WORKDIR.value, quick=_QUICK.value, num_panels=_PANELS.value)
+  print(summary)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,161 @@
+"""The main job: synthetic data -> joint and triplet models -> PCKh -> phosphenes.
+
+`run_demo(workdir)` builds the synthetic figures, trains a small joint model
+and a small triplet model fed with the joint model's *predicted* heatmaps,
+evaluates both (PCKh with flip test), renders joint and triplet phosphenes
+for validation examples and writes `workdir/report.html`. Every stage
+resumes: a second run reuses the dataset and continues training from the
+checkpoints instead of starting again.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from configs import demo as demo_configs
+from triplet_pose import data
+from triplet_pose import evaluation
+from triplet_pose import metric_writer
+from triplet_pose import prediction
+from triplet_pose import report as report_lib
+from triplet_pose import train
+from triplet_pose import viz
+
+# Relative cost of each stage, for the overall ETA.
+_STAGES = (("data", "Building the synthetic dataset", 1.0),
+           ("joint", "Training the joint model", 6.0),
+           ("triplet", "Training the triplet model on predicted joints", 6.0),
+           ("evaluate", "Evaluating both models (PCKh, flip test)", 1.0),
+           ("panels", "Rendering poses and phosphenes", 1.0),
+           ("report", "Writing the report", 0.3))
+
+
+class _StageProgress:
+  """Logs 'stage i/n' with the elapsed time and an overall ETA."""
+
+  def __init__(self):
+    self._start = time.perf_counter()
+    self._done = 0.0
+    self._total = sum(w for *_, w in _STAGES)
+
+  def begin(self, key: str) -> None:
+    index = [k for k, *_ in _STAGES].index(key)
+    _, title, _ = _STAGES[index]
+    elapsed = time.perf_counter() - self._start
+    eta = elapsed / self._done * (self._total - self._done) if self._done else float("nan")
+    logging.info("[demo %d/%d] %s | elapsed %s | ETA %s", index + 1, len(_STAGES), title,
+                 metric_writer.format_duration(elapsed), metric_writer.format_duration(eta))
+
+  def end(self, key: str) -> None:
+    self._done += dict((k, w) for k, _, w in _STAGES)[key]
+
+
+def demo_config(kind: str, *, quick: bool, workdir: pathlib.Path):
+  """The config of one demo model, with its data under `workdir`."""
+  config = demo_configs.get_config(kind + (",quick" if quick else ""))
+  config.input.data_dir = str(workdir / "tensorflow_datasets")
+  if kind == "triplet":
+    config.joint_workdir = str(workdir / "joint")
+  return config
+
+
+def run_demo(workdir: str | pathlib.Path, *, quick: bool = False,
+             num_panels: int = 4) -> dict[str, Any]:
+  """Runs the whole demo in `workdir` and returns its summary (also summary.json)."""
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  progress = _StageProgress()
+  joint_config = demo_config("joint", quick=quick, workdir=workdir)
+  triplet_config = demo_config("triplet", quick=quick, workdir=workdir)
+
+  progress.begin("data")
+  for split in ("train", "validation"):  # builds the dataset once, if needed
+    data.create_iterator(joint_config.input, split=split, batch_size=1, seed=0,
+                         shuffle=False, repeat=False)
+  progress.end("data")
+
+  progress.begin("joint")
+  train.train_and_evaluate(joint_config, workdir / "joint")
+  progress.end("joint")
+
+  progress.begin("triplet")
+  train.train_and_evaluate(triplet_config, workdir / "triplet")
+  progress.end("triplet")
+
+  progress.begin("evaluate")
+  results = evaluation.evaluate_checkpoints(workdir / "triplet",
+                                            joint_workdir=str(workdir / "joint"))
+  paths = evaluation.write_results(results, workdir / "eval")
+  table = evaluation.format_table(results)
+  logging.info("\n%s", table)
+  progress.end("evaluate")
+
+  progress.begin("panels")
+  panels = _panels(workdir, joint_config, num_panels)
+  progress.end("panels")
+
+  progress.begin("report")
+  summary = _summary(results, quick=quick)
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  _write_report(workdir, results, table, paths["curve"], panels, summary)
+  progress.end("report")
+  logging.info("report: %s", workdir / "report.html")
+  return summary
+
+
+def _panels(workdir: pathlib.Path, config, count: int) -> list[np.ndarray]:
+  """Pose + heatmap + phosphene panels of the first validation examples."""
+  predictor = prediction.Predictor(str(workdir / "joint"), str(workdir / "triplet"),
+                                   batch_size=count)
+  renderer = prediction.PhospheneRenderer()
+  iterator = data.create_iterator(config.input, split=config.input.eval_split,
+                                  batch_size=count, seed=0, shuffle=False, repeat=False)
+  batch = next(iterator)
+  out = predictor.predict_crops(batch["image"])
+  panels = []
+  for i in range(count):
+    pred = prediction.Prediction(batch["image"][i], batch["crop_to_original"][i],
+                                 {k: v[i] for k, v in out.items()})
+    panels.append(prediction.panel(pred, renderer, title=f"validation example {i}"))
+  return panels
+
+
+def _summary(results: dict[str, Any], *, quick: bool) -> dict[str, Any]:
+  settings = results["settings"]
+  summary = {"quick": quick, "persons": results["persons"]}
+  for name, row in settings.items():
+    summary[name] = {"keypoints": row["keypoints"], "PCKh@0.5": row["groups"]["Mean"],
+                     "PCKh@0.1": row["Mean@0.1"], "AUC": row["AUC"], "step": row["step"]}
+  return summary
+
+
+def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
+                  panels: list[np.ndarray], summary: dict[str, Any]) -> None:
+  page = report_lib.Report("triplet_pose demo")
+  page.paragraph(
+      "A small joint model (image -> 16 joint heatmaps) and a small triplet model "
+      "(image + the joint model's predicted heatmaps -> 26 contour-point heatmaps), "
+      f"trained on the synthetic figures and evaluated on {results['persons']} "
+      "validation persons with the MPII protocol (PCKh, head-size normalised, flip test).")
+  page.heading("PCKh@0.5 (%)")
+  header = ["Setting", "Keypoints", "PCKh@0.5", "PCKh@0.1", "AUC", "Step"]
+  rows = [[evaluation.SETTING_LABELS[name], s["keypoints"], 100 * s["PCKh@0.5"],
+           100 * s["PCKh@0.1"], 100 * s["AUC"], s["step"]]
+          for name, s in summary.items() if isinstance(s, dict)]
+  page.table(header, rows)
+  page.preformatted(table)
+  page.image(curve_png, "PCKh against the normalised distance threshold.")
+  page.heading("Loss per stack")
+  for name in ("joint", "triplet"):
+    fig = viz.loss_per_stack_figure(workdir / name)
+    page.image(viz.figure_to_array(fig), f"{name} model: training loss of every stack.")
+  page.heading("Validation examples")
+  for i, picture in enumerate(panels):
+    page.image(picture, f"Validation example {i}: prediction, heatmaps and phosphenes.")
+  page.write(workdir / "report.html")
