@@ -81,7 +81,11 @@ def _compare(p, *, seed=0, theta=None):
   np.testing.assert_array_equal(np.asarray(amps), np.stack(ref_amps).reshape(amps.shape))
   images = np.asarray(sim.run(amps))
   assert ref_images.max() > 0.5  # Phosphenes are visible...
-  assert np.abs(images - ref_images).max() < 1e-4
+  error = np.abs(images - ref_images).max()
+  print(f"{p['cortex_model']['model']}/{p['sampling']['sampling_method']}"
+        f"{'/gabor' if p['gabor']['gabor_filtering'] else ''}: {sim.num_phosphenes} "
+        f"phosphenes, max abs image error over {FRAMES} frames {error:.2e}")
+  assert error < 1e-4
   # ...and the activation state agrees at the end.
   _, state = sim.run(amps, return_state=True)
   np.testing.assert_allclose(np.asarray(state.activation).ravel(),
