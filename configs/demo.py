@@ -10,7 +10,8 @@ or one model on its own:
       --config.joint_workdir=/tmp/demo/joint
 
 Arguments (comma separated): 'joint' (default), 'triplet' or 'combined';
-'quick' for the short run.
+'quick' for the short run; 'smoke' for a seconds-long run of the whole
+pipeline (tests).
 """
 
 from configs import common
@@ -18,7 +19,7 @@ from configs import common
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg)
-  unknown = set(args) - {"joint", "triplet", "combined", "quick"}
+  unknown = set(args) - {"joint", "triplet", "combined", "quick", "smoke"}
   if unknown:
     raise ValueError(f"unknown config arguments {sorted(unknown)} in {arg!r}")
   quick = "quick" in args
@@ -40,6 +41,16 @@ def get_config(arg: str | None = None):
   c.eval_every_steps = 150 if quick else 300
   c.eval_batches = 4
   c.checkpoint_every_steps = 50
+  c.augment.enabled = True
+  if "smoke" in args:
+    c.input.name = "synthetic_figures/tiny"
+    c.input.image_size, c.input.heatmap_size = 64, 16
+    c.input.batch_size, c.input.eval_batch_size = 4, 8
+    c.model.num_features, c.model.hourglass_depth = 16, 2
+    c.optimizer.warmup_steps = 0
+    c.num_train_steps = c.eval_every_steps = c.checkpoint_every_steps = 4
+    c.log_every_steps = 2
+    c.eval_batches = 1
   if "triplet" in args:
     c.model.target = "contour"
     c.triplet_input = "predicted"

@@ -7,11 +7,14 @@ model (fed with the joint model's predictions), evaluates both, renders
 phosphenes and writes WORKDIR/report.html. Re-running resumes.
 """
 
+import json
+
 from absl import app
 from absl import flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and the report.")
 _QUICK = flags.DEFINE_bool("quick", False, "A short run (a few minutes on a CPU).")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Seconds of training: checks the pipeline only.")
 _PANELS = flags.DEFINE_integer("panels", 4, "Validation examples shown in the report.")
 flags.mark_flag_as_required("workdir")
 
@@ -22,8 +25,9 @@ def main(argv):
   from triplet_pose import demo  # pylint: disable=g-import-not-at-top
   from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
   metric_writer.quiet_library_logs()
-  summary = demo.run_demo(_WORKDIR.value, quick=_QUICK.value, num_panels=_PANELS.value)
-  print(summary)
+  size = "smoke" if _SMOKE.value else "quick" if _QUICK.value else "full"
+  summary = demo.run_demo(_WORKDIR.value, size=size, num_panels=_PANELS.value)
+  print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from absl import logging
+from PIL import Image
 
 from configs import demo as demo_configs
 from triplet_pose import data
@@ -26,6 +27,8 @@ from triplet_pose import prediction
 from triplet_pose import report as report_lib
 from triplet_pose import train
 from triplet_pose import viz
+
+SIZES = ("full", "quick", "smoke")
 
 # Relative cost of each stage, for the overall ETA.
 _STAGES = (("data", "Building the synthetic dataset", 1.0),
@@ -56,23 +59,32 @@ class _StageProgress:
     self._done += dict((k, w) for k, _, w in _STAGES)[key]
 
 
-def demo_config(kind: str, *, quick: bool, workdir: pathlib.Path):
-  """The config of one demo model, with its data under `workdir`."""
-  config = demo_configs.get_config(kind + (",quick" if quick else ""))
+def demo_config(kind: str, *, size: str, workdir: pathlib.Path):
+  """The config of one demo model ('full', 'quick' or 'smoke'), data under `workdir`."""
+  if size not in SIZES:
+    raise ValueError(f"demo size must be one of {SIZES}, got {size!r}")
+  config = demo_configs.get_config(kind + ("" if size == "full" else f",{size}"))
   config.input.data_dir = str(workdir / "tensorflow_datasets")
   if kind == "triplet":
     config.joint_workdir = str(workdir / "joint")
   return config
 
 
-def run_demo(workdir: str | pathlib.Path, *, quick: bool = False,
+def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
              num_panels: int = 4) -> dict[str, Any]:
-  """Runs the whole demo in `workdir` and returns its summary (also summary.json)."""
+  """Runs the whole demo in `workdir` and returns its summary (also summary.json).
+
+  Args:
+    workdir: where data, checkpoints, evaluation and report.html go.
+    size: 'full' (~15 min on 2 CPU cores), 'quick' (~3 min) or 'smoke'
+      (seconds of training: checks the pipeline, not the models).
+    num_panels: validation examples drawn in the report.
+  """
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   progress = _StageProgress()
-  joint_config = demo_config("joint", quick=quick, workdir=workdir)
-  triplet_config = demo_config("triplet", quick=quick, workdir=workdir)
+  joint_config = demo_config("joint", size=size, workdir=workdir)
+  triplet_config = demo_config("triplet", size=size, workdir=workdir)
 
   progress.begin("data")
   for split in ("train", "validation"):  # builds the dataset once, if needed
@@ -98,10 +110,13 @@ def run_demo(workdir: str | pathlib.Path, *, quick: bool = False,
 
   progress.begin("panels")
   panels = _panels(workdir, joint_config, num_panels)
+  (workdir / "panels").mkdir(exist_ok=True)
+  for i, picture in enumerate(panels):
+    Image.fromarray(picture).save(workdir / "panels" / f"validation_{i}.png")
   progress.end("panels")
 
   progress.begin("report")
-  summary = _summary(results, quick=quick)
+  summary = _summary(results, size=size)
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   _write_report(workdir, results, table, paths["curve"], panels, summary)
   progress.end("report")
@@ -126,9 +141,9 @@ def _panels(workdir: pathlib.Path, config, count: int) -> list[np.ndarray]:
   return panels
 
 
-def _summary(results: dict[str, Any], *, quick: bool) -> dict[str, Any]:
+def _summary(results: dict[str, Any], *, size: str) -> dict[str, Any]:
   settings = results["settings"]
-  summary = {"quick": quick, "persons": results["persons"]}
+  summary = {"size": size, "persons": results["persons"]}
   for name, row in settings.items():
     summary[name] = {"keypoints": row["keypoints"], "PCKh@0.5": row["groups"]["Mean"],
                      "PCKh@0.1": row["Mean@0.1"], "AUC": row["AUC"], "step": row["step"]}

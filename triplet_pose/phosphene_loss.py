@@ -28,8 +28,11 @@ def create_simulator(config: ml_collections.ConfigDict) -> phosphenes.Simulator:
   x, y = phosphenes.phosphenes_by_magnification(
       params, int(config.num_phosphenes), key=jax.random.key(config.seed))
   n = len(np.asarray(x))
+  # One frame from rest: the size must follow the amplitude (with the
+  # activation it would start from zero); the gradient stays NaN-safe.
   return phosphenes.Simulator.create(params, x, y, thresholds=np.zeros(n, np.float32),
-                                     key=jax.random.key(config.seed + 1))
+                                     key=jax.random.key(config.seed + 1),
+                                     size_follows="amplitude")
 
 
 def phosphene_images(sim: phosphenes.Simulator, *, image_size: int,
