@@ -140,6 +140,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def thesis_config(*, target: str, num_stacks: int, arg: str | None):
+  """The thesis setting (batch 4, Adam, synthetic data unless overridden) for
+  `target`; the config argument 'stacks=N' changes the number of stacks."""
+  c = base_config()
+  c.model.num_stacks = num_stacks
+  c.model.target = target
+  c.input.batch_size = 4
+  c.input.name = "synthetic_figures"
+  for key, value in parse_arg(arg).items():
+    if key == "stacks":
+      c.model.num_stacks = int(value)
+    else:
+      raise ValueError(f"unknown config argument {key!r} in {arg!r}")
+  return c
+
+
 def parse_arg(arg: str | None) -> dict[str, str]:
   """Parses the config argument 'a=1,b' (after the ':' in --config) to a dict."""
   if not arg:

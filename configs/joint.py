@@ -10,15 +10,4 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  c = common.base_config()
-  c.model.num_stacks = 8
-  c.model.target = "joints"
-  c.input.batch_size = 4
-  c.input.name = "synthetic_figures"
-  for key, value in common.parse_arg(arg).items():
-    if key == "stacks":
-      c.model.num_stacks = int(value)
-    else:
-      raise ValueError(f"unknown config argument {key!r} in {arg!r}")
-  return c
-
+  return common.thesis_config(target="joints", num_stacks=8, arg=arg)
