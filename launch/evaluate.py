@@ -1,14 +1,20 @@
-r"""Evaluates a trained joint or triplet model: PCKh table, metrics.json, PCKh curve.
+r"""Evaluates a trained model: PCKh, parameters and ms per image; table, metrics.json, curve.
 
   python -m launch.evaluate --workdir=/tmp/joint
   python -m launch.evaluate --workdir=/tmp/triplet --joint_workdir=/tmp/joint \
       --config=configs/triplet.py --config.input.name=mpii_trb/triplets
+  python -m launch.evaluate --workdir=/tmp/combined
 
 `--workdir` is the model evaluated (newest checkpoint, or --checkpoint_step).
 For a triplet model, three settings are reported side by side: the joint
 model of --joint_workdir (default: the triplet config's joint_workdir); the
 triplet model fed with that model's predicted joints; the triplet model fed
-with ground-truth joints. --config (optional) picks the data through its
+with ground-truth joints. For a combined model (model.target='combined'),
+its joints and its contour points. Every row also gives the parameters of
+the network(s) it runs and their inference ms per image (jitted, after
+warm-up, flip test as set, median of --timing_batches batches of the eval
+batch size), so runs on different workdirs compare side by side from their
+metrics.json. --config (optional) picks the data through its
 `input` section (default: the workdir's own config.json); the models always
 come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
 pckh_curve.png,table.txt}.
@@ -34,6 +40,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0,
                                    "Batch size (0: config.input.eval_batch_size).")
 _FLIP_TEST = flags.DEFINE_bool("flip_test", True,
                                "Average heatmaps with those of the mirrored image.")
+_TIMING_BATCHES = flags.DEFINE_integer(
+    "timing_batches", 5, "Timed batches per setting for ms per image (0: no timing).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where to write (default: WORKDIR/eval/<step>).")
 flags.mark_flags_as_required(["workdir"])
@@ -53,7 +61,7 @@ def main(argv):
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
       step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,
       batch_size=_BATCH_SIZE.value or None, num_batches=_NUM_BATCHES.value or None,
-      flip_test=_FLIP_TEST.value, progress=True)
+      flip_test=_FLIP_TEST.value, timing_batches=_TIMING_BATCHES.value, progress=True)
   out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
   paths = evaluation.write_results(results, out_dir)
   print(evaluation.format_table(results))

@@ -2,6 +2,10 @@ r"""Pose and phosphenes for images, folders and videos, from trained checkpoints
 
   python -m launch.predict --joint_workdir=/tmp/joint --triplet_workdir=/tmp/triplet \
       --input=photos/ --output=/tmp/out [--box=x0,y0,x1,y1]
+  python -m launch.predict --joint_workdir=/tmp/combined --input=photos/ --output=/tmp/out
+
+--joint_workdir holds a joint model (then --triplet_workdir adds the contour
+points) or a combined model (joints and contour points from one network).
 
 Per image: OUT/<name>.json (joints and contour points in original pixels,
 with confidences) and OUT/<name>_panel.png (skeleton, triplet, heatmaps,
@@ -16,9 +20,12 @@ import sys
 from absl import app
 from absl import flags
 
-_JOINT_WORKDIR = flags.DEFINE_string("joint_workdir", None, "Workdir of a trained joint model.")
+_JOINT_WORKDIR = flags.DEFINE_string(
+    "joint_workdir", None, "Workdir of a trained joint model, or of a combined model "
+    "(model.target='combined': joints and contour points from one network).")
 _TRIPLET_WORKDIR = flags.DEFINE_string(
-    "triplet_workdir", None, "Workdir of a trained triplet model (optional).")
+    "triplet_workdir", None, "Workdir of a trained triplet model (optional; not with a "
+    "combined model).")
 _INPUT = flags.DEFINE_string("input", None, "An image, a folder of images/videos, or a video.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
 _BOX = flags.DEFINE_string("box", None, "x0,y0,x1,y1: crop around this box "

@@ -1,11 +1,12 @@
-"""Flip test, mapping back to original pixels, three-setting evaluation, launch.evaluate."""
+"""PCKh during training, mapping back to original pixels, evaluation settings, launch.evaluate.
 
-import functools
+The flip test itself is tested in test_inference.py.
+"""
+
 import json
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,8 +16,7 @@ from configs import tiny
 from triplet_pose import data
 from triplet_pose import evaluation
 from triplet_pose import heatmaps as hm
-from triplet_pose import keypoints as kp
-from triplet_pose import train
+from triplet_pose import inference
 
 REPO = tiny_workdirs.pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,83 +26,9 @@ def workdirs(tmp_path_factory):
   return tiny_workdirs.trained(tmp_path_factory)
 
 
-def test_unflip_heatmaps_matches_flip_keypoints():
-  rng = np.random.default_rng(0)
-  points = rng.uniform(0, 15, size=(2, kp.NUM_JOINTS, 2)).astype(np.float32)
-  maps = hm.render(jnp.asarray(points), height=16)
-  flipped = hm.render(jnp.asarray(kp.flip_keypoints(points, 16)), height=16)
-  np.testing.assert_allclose(evaluation.unflip_heatmaps(maps), flipped, atol=1e-5)
-  contour = rng.uniform(0, 15, size=(1, kp.NUM_CONTOUR, 2)).astype(np.float32)
-  np.testing.assert_allclose(
-      evaluation.unflip_heatmaps(hm.render(jnp.asarray(contour), height=16)),
-      hm.render(jnp.asarray(kp.flip_keypoints(contour, 16, kind="contour")), height=16),
-      atol=1e-5)
-
-
-def test_flip_input_images_mirrors_image_and_permutes_joint_channels():
-  config = tiny.get_config("target=contour")
-  rng = np.random.default_rng(2)
-  joints = rng.uniform(0, 63, size=(2, kp.NUM_JOINTS, 2)).astype(np.float32)
-  image = rng.uniform(size=(2, 64, 64, 3)).astype(np.float32)
-  render = lambda j: evaluation.inputs.joint_input_heatmaps(
-      config, jnp.asarray(j), jnp.ones((2, 16)), image_size=64)
-  x = jnp.concatenate([jnp.asarray(image), render(joints)], axis=-1)
-  flipped = evaluation.flip_input_images(x)
-  np.testing.assert_array_equal(flipped[..., :3], image[:, :, ::-1])
-  np.testing.assert_allclose(flipped[..., 3:], render(kp.flip_keypoints(joints, 64)),
-                             atol=1e-5)
-
-
-def _symmetric_image(size, seed=0):
-  half = np.random.default_rng(seed).uniform(size=(1, size, size // 2, 3))
-  return jnp.asarray(np.concatenate([half, half[:, :, ::-1]], axis=2), jnp.float32)
-
-
-def _assert_mirror_symmetric(maps, coords, width, kind):
-  np.testing.assert_allclose(evaluation.unflip_heatmaps(maps), maps, rtol=1e-5, atol=1e-6)
-  perm = np.asarray(kp.flip_permutation(kind))
-  paired = perm != np.arange(len(perm))  # left/right pairs (a centre joint may tie)
-  mirrored = np.asarray(kp.flip_keypoints(np.asarray(coords), width, kind=kind))
-  np.testing.assert_allclose(mirrored[:, paired], np.asarray(coords)[:, paired], atol=1e-4)
-
-
-def test_flip_test_of_symmetric_input_is_symmetric():
-  config = tiny.get_config("stacks=1")
-  model = train.create_model(config)
-  x = _symmetric_image(64)
-  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
-  apply = functools.partial(model.apply, train=False)
-  predict = jax.jit(evaluation.predict_heatmaps, static_argnums=0,
-                    static_argnames="flip_test")
-  maps = predict(apply, variables, x, flip_test=True)
-  coords, _ = evaluation.decode_to_input_pixels(maps, 64)
-  _assert_mirror_symmetric(maps, coords, 64, "joints")
-  # Without the flip test the same input gives an asymmetric answer.
-  plain = predict(apply, variables, x, flip_test=False)
-  assert not np.allclose(evaluation.unflip_heatmaps(plain), plain, atol=1e-4)
-
-
-def test_flip_test_of_triplet_model_permutes_joint_channels():
-  config = tiny.get_config("stacks=1,target=contour")
-  model = train.create_model(config)
-  x = _symmetric_image(64)
-  right = np.random.default_rng(1).uniform(4, 28, size=(kp.NUM_JOINTS, 2))
-  joints = right.copy()
-  for k, m in enumerate(kp.JOINT_FLIP_PERMUTATION):
-    if k == m:
-      joints[k, 0] = 31.5  # centre joints on the mirror axis
-    elif k < m or k in (10, 11, 12):  # one side, mirrored to the other below
-      joints[m] = [63 - right[k, 0], right[k, 1]]
-  joints = joints[None].astype(np.float32)
-  np.testing.assert_allclose(kp.flip_keypoints(joints, 64), joints, atol=1e-5)
-  inputs_ = jnp.concatenate([x, evaluation.inputs.joint_input_heatmaps(
-      config, jnp.asarray(joints), jnp.ones((1, 16)), image_size=64)], axis=-1)
-  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), inputs_)
-  maps = jax.jit(functools.partial(
-      evaluation.predict_heatmaps, functools.partial(model.apply, train=False)))(
-          variables, inputs_)
-  coords, _ = evaluation.decode_to_input_pixels(maps, 64)
-  _assert_mirror_symmetric(maps, coords, 64, "contour")
+@pytest.fixture(scope="session")
+def combined_workdir(tmp_path_factory):
+  return tiny_workdirs.combined(tmp_path_factory)
 
 
 def _target_heatmaps(batch, key, shift=0.0):
@@ -164,7 +90,7 @@ def test_to_original_and_crop_scale():
 def test_triplet_evaluation_has_three_settings(workdirs):
   results = evaluation.evaluate_checkpoints(workdirs["triplet"],
                                             joint_workdir=str(workdirs["joint"]),
-                                            num_batches=2)
+                                            num_batches=2, timing_batches=1)
   settings = results["settings"]
   assert set(settings) == {evaluation.JOINT, evaluation.TRIPLET_PREDICTED,
                            evaluation.TRIPLET_GT}
@@ -174,8 +100,35 @@ def test_triplet_evaluation_has_three_settings(workdirs):
   for row in settings.values():
     assert set(row["groups"]) >= {"Mean", "Shoulder"}
     assert all(0.0 <= v <= 1.0 for v in row["groups"].values() if np.isfinite(v))
+  # The realistic setting runs both networks: their parameters add up.
+  params = {k: v["params"] for k, v in settings.items()}
+  assert params[evaluation.TRIPLET_GT] > params[evaluation.JOINT] > 0  # 19 input channels
+  assert params[evaluation.TRIPLET_PREDICTED] == (params[evaluation.JOINT]
+                                                  + params[evaluation.TRIPLET_GT])
+  assert all(v["ms_per_image"] > 0 for v in settings.values())
+  assert results["timing"]["batch_size"] == 4 and results["timing"]["device"]
   table = evaluation.format_table(results)
   assert "triplet, predicted joints" in table and "Sho." in table and "Neck" in table
+  assert "Params" in table and "ms/img" in table
+  row = next(line for line in table.splitlines() if line.startswith("joint model"))
+  assert row.split()[-2] == evaluation._format_count(params[evaluation.JOINT])
+
+
+def test_format_count():
+  assert [evaluation._format_count(n) for n in (850, 12_345, 850_000, 6_730_000)] == [
+      "850", "12.3k", "850k", "6.73M"]
+  assert [evaluation._format_ms(v) for v in (0.0412, 8.854, 10.44, 1234.5)] == [
+      "0.0412", "8.85", "10.4", "1234"]
+
+
+def test_combined_setting_runs_one_network(combined_workdir):
+  models = inference.PoseModels(combined=inference.load_model(combined_workdir))
+  settings = evaluation.settings_for(models)
+  assert list(settings) == [evaluation.COMBINED_JOINTS, evaluation.COMBINED_CONTOUR]
+  assert [s.prediction for s in settings.values()] == ["joints", "contour"]
+  assert all(s.models.combined is models.combined for s in settings.values())
+  with pytest.raises(ValueError, match="joint_workdir is for a triplet model"):
+    evaluation.evaluate_checkpoints(combined_workdir, joint_workdir=str(combined_workdir))
 
 
 def test_joint_model_is_refused_as_joint_workdir_of_wrong_kind(workdirs):
@@ -196,3 +149,29 @@ def test_launch_evaluate_writes_files(workdirs, tmp_path):
   assert metrics["settings"][evaluation.JOINT]["persons"] == 8
   assert (out / "pckh_curve.png").read_bytes()[:4] == b"\x89PNG"
   assert "Head" in result.stdout and "joint model" in result.stdout
+
+
+def test_launch_evaluate_combined_workdir(combined_workdir):
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--workdir={combined_workdir}",
+       "--num_batches=2", "--timing_batches=2"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((combined_workdir / "eval" / "2" / "metrics.json").read_text())
+  assert metrics["target"] == "combined" and metrics["timing"]["timed_batches"] == 2
+  settings = metrics["settings"]
+  assert list(settings) == [evaluation.COMBINED_JOINTS, evaluation.COMBINED_CONTOUR]
+  assert settings[evaluation.COMBINED_JOINTS]["keypoints"] == "joints"
+  assert settings[evaluation.COMBINED_CONTOUR]["keypoints"] == "contour"
+  assert "Neck" in settings[evaluation.COMBINED_CONTOUR]["groups"]
+  for row in settings.values():
+    assert row["persons"] == 8 and row["step"] == 2
+    assert row["params"] > 0 and row["ms_per_image"] > 0
+    assert 0.0 <= row["groups"]["Mean"] <= 1.0
+  # One network: one parameter count and one measurement for both rows.
+  assert settings[evaluation.COMBINED_JOINTS]["params"] == settings[
+      evaluation.COMBINED_CONTOUR]["params"]
+  assert settings[evaluation.COMBINED_JOINTS]["ms_per_image"] == settings[
+      evaluation.COMBINED_CONTOUR]["ms_per_image"]
+  assert "Joints" in result.stdout and "Contour points" in result.stdout
+  assert result.stdout.count("combined model") == 2

@@ -20,6 +20,11 @@ def workdirs(tmp_path_factory):
   return tiny_workdirs.trained(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def combined_workdir(tmp_path_factory):
+  return tiny_workdirs.combined(tmp_path_factory)
+
+
 def test_load_image_modes(tmp_path):
   gray = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (8, 1))
   Image.fromarray(gray, "L").save(tmp_path / "gray.png")
@@ -78,7 +83,8 @@ def test_predictor_keypoints_in_original_pixels(workdirs):
   predictor = prediction.Predictor(str(workdirs["joint"]), str(workdirs["triplet"]),
                                    batch_size=2)
   rng = np.random.default_rng(0)
-  images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((50, 90), (120, 40), (64, 64))]
+  images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            for h, w in ((50, 90), (120, 40), (64, 64))]
   preds = predictor.predict(images, [None, (5, 10, 30, 100), None])
   assert len(preds) == 3  # two batches, the second padded
   for pred, image in zip(preds, images):
@@ -150,3 +156,27 @@ def test_launch_predict_on_messy_folder(workdirs, tmp_path):
   assert len(record["contour"]) == kp.NUM_CONTOUR
   panel = np.asarray(Image.open(out / "rgba_panel.png"))
   assert panel.shape[0] > 300 and panel.shape[1] > 600
+
+
+def test_combined_workdir_predicts_joints_and_contour(combined_workdir, tmp_path):
+  predictor = prediction.Predictor(str(combined_workdir), batch_size=2)
+  assert predictor.models.combined is not None and predictor.models.joint is None
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for i, (h, w) in enumerate(((40, 70), (90, 50), (64, 64))):
+    Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+                    ).save(folder / f"im{i}.png")
+  out = tmp_path / "out"
+  summary = prediction.predict_paths(predictor, folder, out, progress=False)
+  assert summary["failed"] == {} and len(summary["processed"]) == 3
+  record = json.loads((out / "im1.json").read_text())
+  assert (record["width"], record["height"]) == (50, 90)
+  assert list(record["joints"]) == list(kp.JOINT_NAMES)
+  assert list(record["contour"]) == list(kp.CONTOUR_NAMES)
+  xy = np.array([[v["x"], v["y"]] for v in record["contour"].values()])
+  # In original pixels of the 50 x 90 image (the crop is 64 x 64 around it).
+  assert xy[:, 0].min() > -25 and xy[:, 0].max() < 75 and xy[:, 1].max() < 90
+  assert all(np.isfinite(v["confidence"]) for v in record["contour"].values())
+  assert (out / "im1_panel.png").read_bytes()[:4] == b"\x89PNG"
+  with pytest.raises(ValueError, match="drop the triplet workdir"):
+    prediction.Predictor(str(combined_workdir), str(combined_workdir))

@@ -1,17 +1,14 @@
-"""Evaluation of trained checkpoints: flip-test inference, PCKh, tables and files.
+"""Evaluation of trained checkpoints: PCKh, model size and speed, tables and files.
 
-* `predict_heatmaps`: last-stack heatmaps, averaged with those of the mirrored
-  input (flip test). Integer coordinates are pixel centres, so mirroring a
-  heatmap row (x -> w - 1 - x) is exactly the mirror of the image
-  (x -> W - 1 - x): no half-pixel shift is needed.
-* `PoseModels` + `make_inference_fn`: one jitted function running the joint
-  model and the triplet model (fed with ground-truth joints and/or with the
-  joint model's predictions), shared by evaluation and `prediction`.
-* `evaluate_checkpoints`: runs a split and computes PCKh in original image
-  pixels (predictions mapped back with `crop_to_original`) for up to three
-  settings side by side: the joint model; the triplet model fed with the
-  joint model's predicted joints (the realistic setting); the triplet model
-  fed with ground-truth joints (the thesis setting).
+* `evaluate_checkpoints`: runs a split with flip-test inference
+  (`triplet_pose.inference`) and computes PCKh in original image pixels
+  (predictions mapped back with `crop_to_original`) for every setting the
+  workdir allows, side by side: the joint model; the triplet model fed with
+  the joint model's predicted joints (the realistic setting); the triplet
+  model fed with ground-truth joints (the thesis setting); or the combined
+  model's joints and contour points. Each setting also carries the parameters
+  of the network(s) it runs and their inference time per image, so a
+  combined model and the two-model pipeline can be compared on all three.
 * `format_table` (paper layout), `write_results` (metrics.json, PCKh curve).
 * `training_eval_summary`: PCKh scalars and a panel during training.
 """
@@ -19,10 +16,9 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +27,7 @@ import numpy as np
 from absl import logging
 
 from triplet_pose import data
-from triplet_pose import heatmaps as hm
-from triplet_pose import inputs
-from triplet_pose import keypoints as kp
+from triplet_pose import inference
 from triplet_pose import metrics
 from triplet_pose import transforms
 from triplet_pose import viz
@@ -41,54 +35,19 @@ from triplet_pose import viz
 JOINT = "joint_model"
 TRIPLET_PREDICTED = "triplet_predicted_joints"
 TRIPLET_GT = "triplet_ground_truth_joints"
+COMBINED_JOINTS = "combined_joints"
+COMBINED_CONTOUR = "combined_contour"
 SETTING_LABELS = {
     JOINT: "joint model",
     TRIPLET_PREDICTED: "triplet, predicted joints",
     TRIPLET_GT: "triplet, ground-truth joints",
+    COMBINED_JOINTS: "combined model",
+    COMBINED_CONTOUR: "combined model",
 }
 # Column order and short names of the paper tables (Newell et al. 2016).
 JOINT_COLUMNS = (("Head", "Head"), ("Shoulder", "Sho."), ("Elbow", "Elb."),
                  ("Wrist", "Wri."), ("Hip", "Hip"), ("Knee", "Knee"), ("Ankle", "Ank."))
 CONTOUR_COLUMNS = (("Neck", "Neck"),) + JOINT_COLUMNS[1:]
-
-
-def flip_input_images(x: jax.Array) -> jax.Array:
-  """Mirrors model inputs (B, H, W, C); joint-heatmap channels (3:) are permuted."""
-  x = x[:, :, ::-1]
-  if x.shape[-1] == 3:
-    return x
-  perm = np.asarray(kp.JOINT_FLIP_PERMUTATION) + 3
-  return jnp.concatenate([x[..., :3], x[..., perm]], axis=-1)
-
-
-def unflip_heatmaps(maps: jax.Array) -> jax.Array:
-  """Maps heatmaps (B, h, w, K) predicted on a mirrored input back, permuted."""
-  kind = "joints" if maps.shape[-1] == kp.NUM_JOINTS else "contour"
-  return maps[:, :, ::-1][..., np.asarray(kp.flip_permutation(kind))]
-
-
-def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any,
-                     x: jax.Array, *, flip_test: bool = True) -> jax.Array:
-  """Last-stack heatmaps (B, h, w, K), averaged with the mirror's when `flip_test`.
-
-  Args:
-    apply_fn: (variables, inputs (B, H, W, C)) -> (B, S, h, w, K), e.g.
-      `functools.partial(model.apply, train=False)`.
-    variables: the model's {params, batch_stats}.
-    x: float32 model inputs.
-    flip_test: also run the mirrored input (in the same batch) and average.
-  """
-  if not flip_test:
-    return apply_fn(variables, x)[:, -1]
-  both = apply_fn(variables, jnp.concatenate([x, flip_input_images(x)], axis=0))[:, -1]
-  n = x.shape[0]
-  return 0.5 * (both[:n] + unflip_heatmaps(both[n:]))
-
-
-def decode_to_input_pixels(maps: jax.Array, image_size: int) -> tuple[jax.Array, jax.Array]:
-  """Heatmaps (B, h, w, K) -> keypoints (B, K, 2) in input pixels, confidence (B, K)."""
-  coords, confidence = hm.decode(maps)
-  return hm.rescale_coordinates(coords, maps.shape[1:3], image_size), confidence
 
 
 def quiet_read_only_warnings() -> None:
@@ -103,99 +62,6 @@ def quiet_read_only_warnings() -> None:
                              for s in ("read only", "read_only=True")))
 
 
-@dataclasses.dataclass
-class LoadedModel:
-  """A trained model restored from a workdir."""
-  config: ml_collections.ConfigDict
-  model: Any
-  variables: Any
-  workdir: str
-  step: int
-
-
-def load_model(workdir: str | pathlib.Path, *, step: int | None = None,
-               expect: str | None = None) -> LoadedModel:
-  """Restores the model of a training workdir (newest checkpoint by default).
-
-  Raises:
-    FileNotFoundError: no config.json or checkpoint in `workdir`.
-    ValueError: the workdir's model does not predict `expect`.
-  """
-  from triplet_pose import checkpointing, train  # pylint: disable=g-import-not-at-top
-  config, model, variables = train.load_trained_model(workdir, step=step)
-  if expect is not None and config.model.target != expect:
-    raise ValueError(f"{workdir} holds a model.target={config.model.target!r} model, "
-                     f"expected {expect!r}")
-  if step is None:
-    step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
-  return LoadedModel(config, model, variables, str(workdir), int(step))
-
-
-@dataclasses.dataclass
-class PoseModels:
-  """The joint model and/or the triplet model used together."""
-  joint: LoadedModel | None = None
-  triplet: LoadedModel | None = None
-
-  @property
-  def image_size(self) -> int:
-    sizes = {m.config.input.image_size for m in (self.joint, self.triplet) if m}
-    if len(sizes) != 1:
-      raise ValueError(f"the joint and triplet models were trained at different "
-                       f"input sizes {sorted(sizes)}")
-    return sizes.pop()
-
-  def variables(self) -> dict[str, Any]:
-    return {"joint": self.joint.variables if self.joint else None,
-            "triplet": self.triplet.variables if self.triplet else None}
-
-
-def make_inference_fn(models: PoseModels, *, flip_test: bool = True,
-                      ground_truth_joints: bool = False):
-  """A jitted (variables, images, gt_joints, gt_visible) -> dict of predictions.
-
-  `images` are (B, S, S, 3) uint8 or float crops at the models' input size;
-  `gt_joints` (B, 16, 2) in crop pixels and `gt_visible` (B, 16) feed the
-  triplet model when `ground_truth_joints` (pass None otherwise).
-
-  The result holds, for what `models` has: `joints`, `joint_confidence`,
-  `joint_heatmaps` (joint model); `contour`, `contour_confidence`,
-  `contour_heatmaps` (triplet model on predicted joints, needs both models);
-  `contour_gt`, `contour_gt_confidence`, `contour_gt_heatmaps` (triplet model
-  on ground-truth joints). Keypoints are in crop pixels.
-  """
-  joint, triplet = models.joint, models.triplet
-  size = models.image_size
-
-  def run_triplet(variables, images, joints, visible):
-    joint_maps = inputs.joint_input_heatmaps(triplet.config, joints, visible,
-                                             image_size=size)
-    x = jnp.concatenate([images, joint_maps], axis=-1)
-    apply = functools.partial(triplet.model.apply, train=False)
-    maps = predict_heatmaps(apply, variables, x, flip_test=flip_test)
-    return maps, *decode_to_input_pixels(maps, size)
-
-  def infer(variables, images, gt_joints=None, gt_visible=None):
-    images = inputs.images_to_float(images)
-    out = {}
-    if joint is not None:
-      apply = functools.partial(joint.model.apply, train=False)
-      maps = predict_heatmaps(apply, variables["joint"], images, flip_test=flip_test)
-      coords, conf = decode_to_input_pixels(maps, size)
-      out.update(joints=coords, joint_confidence=conf, joint_heatmaps=maps)
-      if triplet is not None:
-        maps, coords, conf = run_triplet(variables["triplet"], images, coords,
-                                         jnp.ones(coords.shape[:-1], jnp.float32))
-        out.update(contour=coords, contour_confidence=conf, contour_heatmaps=maps)
-    if triplet is not None and ground_truth_joints:
-      maps, coords, conf = run_triplet(variables["triplet"], images, gt_joints,
-                                       gt_visible.astype(jnp.float32))
-      out.update(contour_gt=coords, contour_gt_confidence=conf, contour_gt_heatmaps=maps)
-    return out
-
-  return jax.jit(infer)
-
-
 def crop_scale(crop_to_original: np.ndarray) -> np.ndarray:
   """Original pixels per crop pixel (B,) of (B, 2, 3) similarity affines."""
   return np.sqrt(np.abs(np.linalg.det(np.asarray(crop_to_original, np.float64)[..., :2])))
@@ -207,49 +73,119 @@ def to_original(points, crop_to_original) -> np.ndarray:
                                  np.asarray(points, np.float64))
 
 
-def _settings_for(models: PoseModels) -> dict[str, tuple[str, str]]:
-  """setting -> (prediction key, ground-truth key of the batch)."""
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One row of the results: what is predicted, by which networks.
+
+  Attributes:
+    prediction: the key of `inference.make_inference_fn`'s output scored.
+    keypoints: 'joints' or 'contour', the batch's ground truth it is scored on.
+    models: the networks this setting runs (counted and timed).
+    ground_truth_joints: the triplet model is fed with ground-truth joints.
+  """
+  prediction: str
+  keypoints: str
+  models: inference.PoseModels
+  ground_truth_joints: bool = False
+
+  @property
+  def model(self) -> inference.LoadedModel:
+    """The model whose workdir and step the row names (the last one run)."""
+    return self.models.models[-1]
+
+
+def settings_for(models: inference.PoseModels) -> dict[str, Setting]:
+  """The settings `models` can be evaluated in, in table order."""
+  PoseModels = inference.PoseModels  # pylint: disable=invalid-name
+  joint, triplet, combined = models.joint, models.triplet, models.combined
   settings = {}
-  if models.joint:
-    settings[JOINT] = ("joints", "joints")
-  if models.triplet and models.joint:
-    settings[TRIPLET_PREDICTED] = ("contour", "contour")
-  if models.triplet:
-    settings[TRIPLET_GT] = ("contour_gt", "contour")
+  if combined:
+    settings[COMBINED_JOINTS] = Setting("joints", "joints", PoseModels(combined=combined))
+    settings[COMBINED_CONTOUR] = Setting("contour", "contour", PoseModels(combined=combined))
+  if joint:
+    settings[JOINT] = Setting("joints", "joints", PoseModels(joint=joint))
+  if triplet and joint:
+    settings[TRIPLET_PREDICTED] = Setting("contour", "contour",
+                                          PoseModels(joint=joint, triplet=triplet))
+  if triplet:
+    settings[TRIPLET_GT] = Setting("contour_gt", "contour", PoseModels(triplet=triplet),
+                                   ground_truth_joints=True)
   return settings
 
 
-def evaluate_models(models: PoseModels, input_config: ml_collections.ConfigDict, *,
-                    split: str | None = None, batch_size: int | None = None,
-                    num_batches: int | None = None, flip_test: bool = True,
-                    seed: int = 0, progress: bool = False) -> dict[str, Any]:
-  """PCKh of every available setting over one pass of `split`.
+def _cost_key(models: inference.PoseModels, ground_truth_joints: bool):
+  return tuple(id(m) for m in models.models), ground_truth_joints
+
+
+def measure_speed(settings: dict[str, Setting], batch: dict[str, np.ndarray], *,
+                  flip_test: bool, repeats: int,
+                  compiled: dict | None = None) -> dict[str, float]:
+  """Inference ms per image of every setting on `batch` (`inference.ms_per_image`).
+
+  Settings that run the same networks share one measurement.
 
   Args:
-    models: the joint and/or triplet model.
+    settings: from `settings_for`.
+    batch: a batch with `image`, `joints` and `joints_visible`; its size is
+      the batch size timed.
+    flip_test: as in evaluation.
+    repeats: timed batches (the median is reported).
+    compiled: {`_cost_key`: jitted inference fn} to reuse instead of compiling.
+  """
+  compiled = dict(compiled or {})
+  args = jax.device_put((batch["image"], batch["joints"], batch["joints_visible"]))
+  measured, result = {}, {}
+  for name, setting in settings.items():
+    key = _cost_key(setting.models, setting.ground_truth_joints)
+    if key not in measured:
+      fn = compiled.get(key) or inference.make_inference_fn(
+          setting.models, flip_test=flip_test,
+          ground_truth_joints=setting.ground_truth_joints)
+      variables = jax.device_put(setting.models.variables())
+      measured[key] = inference.ms_per_image(fn, variables, *args,
+                                             batch_size=len(batch["image"]),
+                                             repeats=repeats)
+    result[name] = measured[key]
+  return result
+
+
+def evaluate_models(models: inference.PoseModels, input_config: ml_collections.ConfigDict,
+                    *, split: str | None = None, batch_size: int | None = None,
+                    num_batches: int | None = None, flip_test: bool = True,
+                    timing_batches: int = 5, seed: int = 0,
+                    progress: bool = False) -> dict[str, Any]:
+  """PCKh, parameters and speed of every available setting over one pass of `split`.
+
+  Args:
+    models: the joint and/or triplet model, or a combined model.
     input_config: the `config.input` section naming the dataset.
     split: default `input_config.eval_split`.
     batch_size: default `input_config.eval_batch_size`.
     num_batches: stop after this many batches (None: the whole split).
     flip_test: average with the mirrored input's heatmaps.
+    timing_batches: timed batches per setting (median; 0: no timing).
     seed: the iterator's seed.
     progress: show a tqdm progress bar.
 
   Returns:
-    {'split', 'flip_test', 'persons', 'settings': {setting: {'keypoints':
-    'joints'|'contour', 'workdir', 'step', **metrics.pckh_report(...)}}}.
+    {'split', 'input', 'flip_test', 'persons', 'timing': {'device',
+    'batch_size', 'timed_batches'} or None, 'settings': {setting:
+    {'keypoints': 'joints'|'contour', 'workdir', 'step', 'params': int,
+    'ms_per_image': float or None, **metrics.pckh_report(...)}}}.
 
   Raises:
-    ValueError: when the data's image size differs from the models'.
+    ValueError: when the data's image size differs from the models', or the
+      split is empty.
   """
   split = split or input_config.eval_split
   size = models.image_size
   if input_config.image_size != size:
     raise ValueError(f"config.input.image_size={input_config.image_size} but the "
                      f"models were trained at {size}")
-  settings = _settings_for(models)
-  infer = make_inference_fn(models, flip_test=flip_test,
-                            ground_truth_joints=TRIPLET_GT in settings)
+  settings = settings_for(models)
+  with_gt = TRIPLET_GT in settings
+  infer = inference.make_inference_fn(models, flip_test=flip_test,
+                                      ground_truth_joints=with_gt)
   variables = models.variables()
   iterator = data.create_iterator(input_config, split=split,
                                   batch_size=batch_size or input_config.eval_batch_size,
@@ -259,30 +195,41 @@ def evaluate_models(models: PoseModels, input_config: ml_collections.ConfigDict,
     iterator = tqdm.tqdm(iterator, desc=f"evaluating {split}", unit="batch",
                          total=num_batches)
   collected = {name: {"pred": [], "gt": [], "visible": []} for name in settings}
-  head_sizes = []
+  head_sizes, first_batch = [], None
   for i, batch in enumerate(iterator):
     if num_batches is not None and i >= num_batches:
       break
+    first_batch = batch if first_batch is None else first_batch
     out = jax.device_get(infer(variables, batch["image"], batch["joints"],
                                batch["joints_visible"]))
     valid = np.asarray(batch["valid"], bool)
     affine = np.asarray(batch["crop_to_original"])[valid]
     head_sizes.append(np.asarray(batch["head_size"])[valid] * crop_scale(affine))
-    for name, (pred_key, gt_key) in settings.items():
-      collected[name]["pred"].append(to_original(out[pred_key][valid], affine))
+    for name, setting in settings.items():
+      gt_key = setting.keypoints
+      collected[name]["pred"].append(to_original(out[setting.prediction][valid], affine))
       collected[name]["gt"].append(to_original(batch[gt_key][valid], affine))
       collected[name]["visible"].append(np.asarray(batch[f"{gt_key}_visible"])[valid])
   if not head_sizes or not sum(len(h) for h in head_sizes):
     raise ValueError(f"split {split!r} of input {input_config.name!r} yielded no examples")
+  speed, timing = {}, None
+  if timing_batches > 0:
+    speed = measure_speed(settings, first_batch, flip_test=flip_test,
+                          repeats=timing_batches,
+                          compiled={_cost_key(models, with_gt): infer})
+    timing = {"device": inference.device_description(),
+              "batch_size": int(len(first_batch["image"])),
+              "timed_batches": int(timing_batches)}
   head_size = np.concatenate(head_sizes)
   results = {"split": split, "input": input_config.name, "flip_test": flip_test,
-             "persons": int(head_size.size), "settings": {}}
-  for name, (_, gt_key) in settings.items():
+             "persons": int(head_size.size), "timing": timing, "settings": {}}
+  for name, setting in settings.items():
     arrays = {k: np.concatenate(v) for k, v in collected[name].items()}
     report = metrics.pckh_report(arrays["pred"], arrays["gt"], arrays["visible"], head_size)
-    model = models.joint if name == JOINT else models.triplet
-    results["settings"][name] = {"keypoints": gt_key, "workdir": model.workdir,
-                                 "step": model.step, **report}
+    results["settings"][name] = {
+        "keypoints": setting.keypoints, "workdir": setting.model.workdir,
+        "step": setting.model.step, "params": setting.models.num_parameters(),
+        "ms_per_image": speed.get(name), **report}
   return results
 
 
@@ -293,7 +240,7 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
   """Restores the model of `workdir` (and a joint model for a triplet one) and evaluates.
 
   Args:
-    workdir: a joint or triplet training workdir.
+    workdir: a joint, triplet or combined training workdir.
     config: evaluation config; its `input` section picks the data (default:
       the workdir's own config).
     joint_workdir: for a triplet model, the joint model predicting its input
@@ -302,29 +249,55 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
     step: checkpoint step of `workdir` (default: newest).
     joint_step: checkpoint step of the joint workdir.
     **kwargs: passed to `evaluate_models`.
+
+  Raises:
+    ValueError: for an unknown model target, or a `joint_workdir` given
+      with a model that is not a triplet model.
   """
-  evaluated = load_model(workdir, step=step)
-  if evaluated.config.model.target not in ("joints", "contour"):
-    raise ValueError(f"{workdir} holds a model.target={evaluated.config.model.target!r} "
-                     "model; evaluation handles 'joints' and 'contour' models")
-  if evaluated.config.model.target == "joints":
-    models = PoseModels(joint=evaluated)
+  evaluated = inference.load_model(workdir, step=step,
+                                   expect=("joints", "contour", "combined"))
+  if evaluated.target != "contour" and joint_workdir:
+    raise ValueError(f"joint_workdir is for a triplet model; {workdir} holds a "
+                     f"model.target={evaluated.target!r} model")
+  if evaluated.target == "joints":
+    models = inference.PoseModels(joint=evaluated)
+  elif evaluated.target == "combined":
+    models = inference.PoseModels(combined=evaluated)
   else:
     joint_workdir = joint_workdir or evaluated.config.get("joint_workdir") or None
-    joint = load_model(joint_workdir, step=joint_step, expect="joints") if joint_workdir else None
+    joint = (inference.load_model(joint_workdir, step=joint_step, expect="joints")
+             if joint_workdir else None)
     if joint is None:
       logging.warning("no --joint_workdir: the triplet model is evaluated on "
                       "ground-truth joints only")
-    models = PoseModels(joint=joint, triplet=evaluated)
+    models = inference.PoseModels(joint=joint, triplet=evaluated)
   input_config = (config or evaluated.config).input
   results = evaluate_models(models, input_config, seed=(config or evaluated.config).seed,
                             **kwargs)
-  results.update(workdir=str(workdir), step=evaluated.step, joint_workdir=joint_workdir)
+  results.update(workdir=str(workdir), step=evaluated.step, target=evaluated.target,
+                 joint_workdir=joint_workdir)
   return results
 
 
+def _format_count(n: int) -> str:
+  """A parameter count in 6 characters: 850, 12.3k, 6.73M."""
+  if n < 1000:
+    return str(n)
+  value, unit = (n / 1e6, "M") if n >= 1e6 else (n / 1e3, "k")
+  return f"{value:.{max(0, 2 - int(np.log10(value)))}f}{unit}"
+
+
+def _format_ms(ms: float) -> str:
+  """Three significant digits without an exponent: 0.0412, 8.85, 10.4, 1234."""
+  return f"{ms:.{max(0, 2 - int(np.floor(np.log10(ms))))}f}"
+
+
 def format_table(results: dict[str, Any]) -> str:
-  """PCKh@0.5 in % in the layout of the papers, one row per setting."""
+  """PCKh@0.5 in % in the layout of the papers, one row per setting.
+
+  Each row ends with the parameters of the network(s) of the setting and
+  their inference ms per image, when the results have them.
+  """
   lines = [f"PCKh@0.5 (%) on {results.get('input', '?')}/{results['split']}, "
            f"{results['persons']} persons, flip test {'on' if results['flip_test'] else 'off'}"]
   width = max(len(SETTING_LABELS[k]) for k in results["settings"]) + 2
@@ -334,12 +307,22 @@ def format_table(results: dict[str, Any]) -> str:
     if not rows:
       continue
     names = [short for _, short in columns] + ["Mean", "@0.1", "AUC"]
-    lines += ["", title, " " * width + "".join(f"{n:>7}" for n in names)]
+    lines += ["", title, " " * width + "".join(f"{n:>7}" for n in names)
+              + f"{'Params':>9}{'ms/img':>9}"]
     for name, row in rows.items():
       values = [row["groups"][g] for g, _ in columns]
       values += [row["groups"]["Mean"], row["Mean@0.1"], row["AUC"]]
+      params, ms = row.get("params"), row.get("ms_per_image")
       lines.append(f"{SETTING_LABELS[name]:<{width}}"
-                   + "".join(f"{100 * v:>7.1f}" for v in values))
+                   + "".join(f"{100 * v:>7.1f}" for v in values)
+                   + f"{_format_count(params) if params else '-':>9}"
+                   + f"{_format_ms(ms) if ms else '-':>9}")
+  timing = results.get("timing")
+  if timing:
+    lines += ["", "Params: parameters of the network(s) the setting runs.",
+              f"ms/img: inference time per image, median of {timing['timed_batches']} "
+              f"jitted batches of {timing['batch_size']} after warm-up, flip test "
+              f"{'on' if results['flip_test'] else 'off'}, on {timing['device']}."]
   return "\n".join(lines)
 
 
@@ -389,7 +372,7 @@ def training_eval_summary(config: ml_collections.ConfigDict, heatmaps_batch,
     raise ValueError(f"keypoints must be 'joints' or 'contour', got {key!r}")
   valid = batch["valid"].astype(bool)
   size = batch["image"].shape[1]
-  coords, _ = decode_to_input_pixels(jnp.asarray(maps), size)
+  coords, _ = inference.decode_to_input_pixels(jnp.asarray(maps), size)
   coords = np.asarray(coords)
   affine = batch["crop_to_original"][valid]
   pred, gt = to_original(coords[valid], affine), to_original(batch[key][valid], affine)

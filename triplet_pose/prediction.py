@@ -4,8 +4,9 @@
   white), CMYK, EXIF-rotated JPEG -> (H, W, 3) uint8 as a viewer shows it.
 * `crop`: the square model input around a box (default the whole frame),
   with the affine mapping crop pixels back to the original image.
-* `Predictor`: the jitted, batched joint (+ triplet) model with flip test;
-  keypoints come back in original pixels with heatmap-peak confidences.
+* `Predictor`: the jitted, batched joint (+ triplet) model, or one combined
+  model, with flip test; keypoints come back in original pixels with
+  heatmap-peak confidences.
 * `PhospheneRenderer`: the pose drawn as an activation mask and run through
   the phosphene simulator; for video the simulator state is carried from
   frame to frame (temporal dynamics).
@@ -29,6 +30,7 @@ from PIL import Image
 from PIL import ImageOps
 
 from triplet_pose import evaluation
+from triplet_pose import inference
 from triplet_pose import keypoints as kp
 from triplet_pose import transforms
 from triplet_pose import viz
@@ -166,20 +168,34 @@ class Prediction:
 
 
 class Predictor:
-  """The joint model and, optionally, the triplet model, batched and jitted."""
+  """The joint model and, optionally, the triplet model, batched and jitted.
+
+  `joint_workdir` may also hold a combined model (`model.target='combined'`),
+  which predicts the joints and the contour points itself.
+
+  Raises:
+    ValueError: a workdir of the wrong kind, or a triplet workdir next to a
+      combined model.
+  """
 
   def __init__(self, joint_workdir: str, triplet_workdir: str | None = None, *,
                batch_size: int = 8, flip_test: bool = True):
-    joint = evaluation.load_model(joint_workdir, expect="joints")
-    triplet = (evaluation.load_model(triplet_workdir, expect="contour")
-               if triplet_workdir else None)
-    self.models = evaluation.PoseModels(joint=joint, triplet=triplet)
+    first = inference.load_model(joint_workdir, expect=("joints", "combined"))
+    if first.target == "combined":
+      if triplet_workdir:
+        raise ValueError(f"{joint_workdir} holds a combined model, which predicts the "
+                         "contour points itself: drop the triplet workdir")
+      self.models = inference.PoseModels(combined=first)
+    else:
+      triplet = (inference.load_model(triplet_workdir, expect="contour")
+                 if triplet_workdir else None)
+      self.models = inference.PoseModels(joint=first, triplet=triplet)
     self.image_size = self.models.image_size
     self.batch_size = batch_size
     self._variables = self.models.variables()
-    self._infer = evaluation.make_inference_fn(self.models, flip_test=flip_test)
+    self._infer = inference.make_inference_fn(self.models, flip_test=flip_test)
     # The thesis datasets pad crops with white, the others with black.
-    self.fill = (255, 255, 255) if "thesis" in joint.config.input.name else (0, 0, 0)
+    self.fill = (255, 255, 255) if "thesis" in self.models.input_name else (0, 0, 0)
 
   def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
     """Runs (N, S, S, 3) uint8 crops in padded batches of `batch_size`."""
