@@ -71,6 +71,12 @@ def test_examples_are_deterministic_and_complete():
     assert points.min() >= 0 and points.max() <= 255
 
 
+def test_clutter_knob_keeps_the_figure():
+  full, plain = figures.make_example(0, 2), figures.make_example(0, 2, clutter=0.0)
+  np.testing.assert_array_equal(full["joints"], plain["joints"])
+  assert not np.array_equal(full["image"], plain["image"])
+
+
 def test_figures_are_large_varied_and_drawn_where_the_keypoints_are():
   spans, angles = [], []
   for i in range(24):
@@ -122,6 +128,6 @@ def test_process_pool_gives_the_same_examples(monkeypatch):
 
 
 def test_registered_configs():
-  assert {c.name for c in sfb.Builder.BUILDER_CONFIGS} == {"default", "small", "tiny"}
+  assert {c.name for c in sfb.Builder.BUILDER_CONFIGS} == {"default", "easy", "small", "tiny"}
   default = tfds.builder("synthetic_figures", data_dir="/nonexistent-not-written").builder_config
   assert default.num_train >= 2000 and default.num_validation >= 200

@@ -51,7 +51,7 @@ def _builder(input_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
   name = input_config.name
   family = name.split("/")[0].split(":")[0]
   if family not in ("synthetic_figures", "mpii_trb"):
-    raise ValueError(f"input.name {name!r}: expected 'synthetic_figures[/default|small|tiny|"
+    raise ValueError(f"input.name {name!r}: expected 'synthetic_figures[/default|easy|small|tiny|"
                      "n<train>_<validation>_s<seed>]' or "
                      "'mpii_trb/<joints|triplets|thesis_joints|thesis_triplets>'")
   custom = (synthetic_figures_dataset_builder.config_from_name(name.split("/", 1)[1])

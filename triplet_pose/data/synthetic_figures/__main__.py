@@ -1,6 +1,6 @@
 r"""Builds `synthetic_figures` (what `tfds build` does, without its CLI).
 
-  python -m triplet_pose.data.synthetic_figures [--config=default|small|tiny] [--data_dir=...]
+  python -m triplet_pose.data.synthetic_figures [--config=default|easy|small|tiny] [--data_dir=...]
   python -m triplet_pose.data.synthetic_figures --num_train=20000 --num_validation=1000 --seed=1
 
 With --num_train the sizes (and seed) define the config named
@@ -13,7 +13,7 @@ from absl import flags
 
 from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder as sfb
 
-_CONFIG = flags.DEFINE_string("config", "default", "default, small or tiny")
+_CONFIG = flags.DEFINE_string("config", "default", "default, easy, small or tiny")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir (default ~/tensorflow_datasets)")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "custom size instead of --config")
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 200, "with --num_train")

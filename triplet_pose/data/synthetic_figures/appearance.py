@@ -88,15 +88,18 @@ def add_noise(rng, image: Image.Image) -> Image.Image:
   return ImageChops.add(image, noise, scale=1.0, offset=-128)
 
 
-def background(rng, *, size=SIZE) -> Image.Image:
-  """A textured background with clutter (shapes, lines, distractor limbs)."""
+def background(rng, *, size=SIZE, clutter: float = 1.0) -> Image.Image:
+  """A textured background with clutter (shapes, lines, distractor limbs).
+
+  `clutter` in [0, 1] scales the number of shapes and distractors (0: none).
+  """
   image = texture(rng, random_colour(rng))
   # Low-frequency shading so flat backgrounds are not uniform.
   shade = np.asarray(Image.fromarray(rng.integers(150, 256, size=(3, 3), dtype=np.uint8)).resize(
       (size, size), Image.Resampling.BILINEAR))
   image = ImageChops.multiply(image, Image.fromarray(shade).convert("RGB"))
   draw = ImageDraw.Draw(image)
-  for _ in range(rng.integers(2, 9)):
+  for _ in range(int(round(rng.integers(2, 9) * clutter))):
     x0, y0 = rng.uniform(-0.2, 1.0, size=2) * size
     w, h = rng.uniform(0.05, 0.5, size=2) * size
     kind = rng.integers(0, 4)
@@ -110,7 +113,7 @@ def background(rng, *, size=SIZE) -> Image.Image:
       draw.polygon([tuple(p) for p in pts], fill=fill)
     else:
       draw.line([(x0, y0), (x0 + w, y0 + h)], fill=fill, width=int(rng.integers(2, 8)))
-  for _ in range(rng.integers(0, 3)):  # limb-like distractors
+  for _ in range(int(round(rng.integers(0, 3) * clutter))):  # limb-like distractors
     p = rng.uniform(0, 1, size=2) * size
     q = p + rng.normal(0, 0.2, size=2) * size
     width = int(rng.uniform(0.04, 0.1) * size)

@@ -180,8 +180,12 @@ class _Canvas:
                    width=width)
 
 
-def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) -> dict:
+def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE,
+                 clutter: float = 1.0) -> dict:
   """Example `index` of the dataset drawn from `seed` (and `stream`: one per split).
+
+  `clutter` in [0, 1] scales background shapes, distractor limbs and
+  occluding objects (1: the default dataset, 0: a plain textured background).
 
   Returns:
     dict of numpy arrays with the dataset's features (`image` as an
@@ -220,7 +224,7 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   offset = rng.uniform(0.15, 0.85, size=2) * slack - scale * lo
   to_px = lambda p: p * scale + offset
 
-  canvas = _Canvas(appearance.background(rng), to_px)
+  canvas = _Canvas(appearance.background(rng, clutter=clutter), to_px)
   skin = (appearance.random_skin(rng), None)
   top_colour, bottom_colour = appearance.random_colour(rng), appearance.random_colour(rng, 0, 200)
   top = (top_colour, appearance.texture(rng, top_colour) if rng.uniform() < 0.5 else None)
@@ -302,7 +306,7 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   for i in order:
     parts[i][1]()
 
-  if rng.uniform() < 0.2:  # an object in front of part of the figure
+  if rng.uniform() < 0.2 * clutter:  # an object in front of part of the figure
     c = to_px(joints[rng.integers(kp.NUM_JOINTS)]) + rng.normal(0, 0.05 * size, 2)
     r = rng.uniform(0.05, 0.12, size=2) * size
     canvas.draw.rectangle([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]],
@@ -328,12 +332,12 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE) ->
   }
 
 
-def encoded_example(args: tuple[int, int, int]) -> tuple[int, dict]:
+def encoded_example(args: tuple[int, int, int] | tuple[int, int, int, float]) -> tuple[int, dict]:
   """(seed, stream, index) -> (index, example with a JPEG-encoded image).
 
   Top level and light to import, so that a process pool can run it.
   """
-  seed, stream, index = args
-  example = make_example(seed, index, stream=stream)
+  seed, stream, index, *rest = args
+  example = make_example(seed, index, stream=stream, clutter=rest[0] if rest else 1.0)
   example["image"] = features.encode_jpeg(example["image"])
   return index, example
