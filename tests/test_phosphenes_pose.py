@@ -7,6 +7,7 @@ import pytest
 
 from triplet_pose import keypoints as kp
 from triplet_pose import phosphenes
+from triplet_pose.phosphenes import readability
 
 OUT = (48, 48)
 
@@ -142,3 +143,191 @@ def test_pose_to_phosphenes_end_to_end():
   # Phosphenes appear where the mask is, not elsewhere.
   on, off = np.asarray(mask) > 0.5, np.asarray(mask) == 0
   assert np.asarray(image)[on].mean() > 3 * np.asarray(image)[off].mean()
+
+
+# --------------------------------------------------------------------------
+# Overlapping limbs (`overlap`) and `readability`.
+
+C = kp.CONTOUR_INDEX
+# A 64 x 64 torso whose left arm hangs beside it, then crosses it as a
+# horizontal forearm band y in [34, 42] from x = 58 to x = 8.
+_CROSSING = {
+    "right_neck": (26, 4), "left_neck": (38, 4),
+    "lateral_right_shoulder": (12, 10), "medial_right_shoulder": (16, 16),
+    "lateral_right_hip": (18, 50), "medial_right_hip": (30, 52),
+    "medial_left_hip": (34, 52), "lateral_left_hip": (46, 50),
+    "medial_left_shoulder": (48, 16), "lateral_left_shoulder": (56, 14),
+    "medial_left_elbow": (50, 34), "lateral_left_elbow": (58, 42),
+    "medial_left_wrist": (8, 34), "lateral_left_wrist": (8, 42),
+}
+SIZE = (64, 64)
+
+
+def _crossing():
+  contour = np.zeros((kp.NUM_CONTOUR, 2), np.float32)
+  vis = np.zeros(kp.NUM_CONTOUR, np.float32)
+  for name, xy in _CROSSING.items():
+    contour[C[name]] = xy
+    vis[C[name]] = 1
+  return contour, vis
+
+
+def _render_crossing(**kwargs):
+  contour, vis = _crossing()
+  return np.asarray(phosphenes.render_pose(
+      contour=contour, contour_visible=vis, image_size=SIZE, output_size=SIZE,
+      **kwargs))
+
+
+def test_default_rendering_unchanged():
+  # Sums of the renderings before `overlap` existed (commit 88d487a).
+  rng = np.random.default_rng(7)
+  joints, contour = rng.uniform(8, 56, (16, 2)), rng.uniform(8, 56, (26, 2))
+  rows = np.arange(64)[:, None]
+  for kwargs, total, moment in ((dict(), 1209.1491006016731, 40792.291491508484),
+                                (dict(fill_limbs=True, line_width=3.0),
+                                 1698.6993094682693, 55861.68166613579)):
+    mask = np.asarray(phosphenes.render_pose(joints, contour, image_size=SIZE,
+                                             output_size=SIZE, **kwargs), np.float64)
+    assert mask.sum() == pytest.approx(total, rel=1e-6)
+    assert (mask * rows).sum() == pytest.approx(moment, rel=1e-6)
+    explicit = phosphenes.render_pose(joints, contour, image_size=SIZE, output_size=SIZE,
+                                      overlap="none", **kwargs)
+    np.testing.assert_array_equal(mask, np.asarray(explicit, np.float64))
+
+
+def test_nearest_hides_the_torso_outline_under_the_arm():
+  plain = _render_crossing()
+  near = _render_crossing(overlap="nearest")
+  inside = np.s_[37:40, 11:56]  # Inside the forearm band, 3 px from its edges.
+  # Plain: both armpit-hip lines of the torso run under the forearm.
+  assert plain[38, 17] == 1.0 and plain[38, 47] == 1.0
+  assert near[inside].max() == 0.0
+  # The forearm's own outline is intact, and so is the torso away from it.
+  np.testing.assert_array_equal(near[34, 10:50], 1.0)
+  np.testing.assert_array_equal(near[42, 10:57], 1.0)
+  np.testing.assert_array_equal(near[:30, :32], plain[:30, :32])
+  np.testing.assert_array_equal(near[44:, :40], plain[44:, :40])
+  # A gap cuts the torso lines back further (rows 31-33 are within 3 px).
+  gap = _render_crossing(overlap="nearest", overlap_gap=3.0)
+  assert near[32, 17] == 1.0 and gap[32, 17] == 0.0
+  np.testing.assert_array_equal(gap[34, 10:50], 1.0)
+  # The upper arm meets the torso at the shoulder: no gap cut between them.
+  assert gap[17, 48] == near[17, 48] > 0.5
+
+
+def test_nearest_with_fills_suppresses_the_fill_behind():
+  fill = dict(draw_contour=False, fill_limbs=True, fill_torso=True)
+  near = _render_crossing(overlap="nearest", overlap_gap=3.0, **fill)
+  assert near[38, 30] == 1.0 and near[25, 30] == 1.0  # Forearm, torso.
+  assert near[32, 30] == 0.0  # Torso fill within the gap above the forearm.
+  plain = _render_crossing(**fill)
+  assert plain[32, 30] == 1.0
+
+
+def test_outline_leaves_crossings_unfilled():
+  plain = _render_crossing(fill_limbs=True, fill_torso=True)
+  out = _render_crossing(fill_limbs=True, fill_torso=True, overlap="outline")
+  assert plain[38, 30] == 1.0 and out[38, 30] == 0.0  # Forearm over the torso.
+  assert out[38, 12] == 1.0 and out[25, 30] == 1.0  # Forearm alone, torso alone.
+  np.testing.assert_array_equal(out[34, 10:50], 1.0)  # Outlines stay.
+  # The torso, unfilled, does not count: the forearm is filled over it.
+  out = _render_crossing(fill_limbs=True, overlap="outline")
+  assert out[38, 30] == 1.0 and out[25, 30] == 0.0
+  # Without fills 'outline' changes nothing.
+  np.testing.assert_array_equal(_render_crossing(overlap="outline"), _render_crossing())
+
+
+def test_overlap_batch_vmap_and_errors():
+  rng = np.random.default_rng(4)
+  contour = np.stack([_pose(rng)[1] for _ in range(2)])
+  kwargs = dict(image_size=OUT, output_size=OUT, fill_limbs=True, fill_torso=True,
+                overlap="nearest", overlap_gap=2.0)
+  batch = phosphenes.render_pose(contour=contour, **kwargs)
+  vmapped = jax.vmap(lambda c: phosphenes.render_pose(contour=c, **kwargs))(
+      jnp.asarray(contour))
+  np.testing.assert_allclose(vmapped, batch, atol=1e-6)
+  np.testing.assert_allclose(batch[1], phosphenes.render_pose(contour=contour[1], **kwargs),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="overlap must be one of"):
+    phosphenes.render_pose(contour=contour, image_size=OUT, output_size=OUT, overlap="x")
+  with pytest.raises(ValueError, match="overlap_gap"):
+    phosphenes.render_pose(contour=contour, image_size=OUT, output_size=OUT,
+                           overlap="outline", overlap_gap=1.0)
+
+
+@pytest.mark.parametrize("overlap", ["nearest", "outline"])
+def test_overlap_gradient_matches_finite_differences(overlap):
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(True):
+    joints, contour = (jnp.asarray(a, jnp.float64) for a in _pose(rng))
+    weights = jnp.asarray(rng.uniform(0, 1, OUT))
+    gap = 2.0 if overlap == "nearest" else 0.0
+
+    @jax.jit
+    def loss(c):
+      mask = phosphenes.render_pose(joints, c, image_size=OUT, output_size=OUT,
+                                    line_width=2.5, fill_limbs=True, fill_torso=True,
+                                    overlap=overlap, overlap_gap=gap)
+      return jnp.sum(mask * weights)
+
+    grad = jax.jit(jax.grad(loss))(contour)
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+    h = 1e-5
+    for idx in ((4, 0), (12, 1), (17, 1), (23, 0)):
+      e = jnp.zeros_like(contour).at[idx].set(h)
+      fd = (loss(contour + e) - loss(contour - e)) / (2 * h)
+      np.testing.assert_allclose(grad[idx], fd, rtol=1e-4, atol=1e-6)
+
+
+def test_occluded_contour_points():
+  contour, vis = _crossing()
+  weights = np.asarray(readability.occluded_contour_points(contour, vis))
+  np.testing.assert_array_equal(weights, vis)  # Nothing lies behind a nearer limb.
+  hip = C["lateral_right_hip"]  # Depth of the right thigh.
+  for xy, expected in (((30, 38), 0.0),   # Inside the (nearer) forearm.
+                       ((30, 34), 0.5),   # On its edge: half hidden.
+                       ((52, 25), 0.0),   # Inside the left upper arm.
+                       ((30, 25), 1.0)):  # Inside the torso: farther, not hidden.
+    moved = contour.copy()
+    moved[hip] = xy
+    w = np.asarray(readability.occluded_contour_points(moved, vis))
+    assert w[hip] == pytest.approx(expected, abs=1e-5), xy
+    np.testing.assert_array_equal(np.delete(w, hip), np.delete(vis, hip))
+  # A forearm point inside the torso stays: the forearm is in front.
+  moved = contour.copy()
+  moved[C["medial_left_wrist"]] = (30, 30)
+  assert readability.occluded_contour_points(moved, vis)[C["medial_left_wrist"]] == 1.0
+  # A hidden forearm corner: the forearm hides nothing; batches; gradients.
+  moved = contour.copy()
+  moved[hip] = (30, 38)
+  hidden = vis.copy()
+  hidden[C["lateral_left_wrist"]] = 0
+  w = readability.occluded_contour_points(np.stack([moved, moved]), np.stack([vis, hidden]))
+  assert w.shape == (2, kp.NUM_CONTOUR)
+  assert w[0, hip] == 0.0 and w[1, hip] == 1.0
+  grad = jax.grad(lambda c: readability.occluded_contour_points(c, vis, softness=4.0)[hip])(
+      jnp.asarray(moved).at[hip].set((30.0, 35.0)))
+  assert np.isfinite(grad).all() and grad[hip, 1] < 0  # Deeper inside: more hidden.
+  with pytest.raises(ValueError, match="contour must be"):
+    readability.occluded_contour_points(contour[:5])
+
+
+def test_compare_overlap_modes():
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 64]
+  params["thresholding"]["use_threshold"] = False
+  x, y = phosphenes.phosphenes_by_magnification(params, 300, key=jax.random.PRNGKey(0))
+  sim = phosphenes.Simulator.create(params, x, y)
+  contour, vis = _crossing()
+  result = readability.compare_overlap_modes(
+      sim, contour, vis, image_size=SIZE, line_width=2.0, fill_torso=True,
+      overlap_gap=3.0, frames=3)
+  assert list(result) == ["none", "nearest", "outline"]
+  np.testing.assert_allclose(result["nearest"][0], _render_crossing(
+      overlap="nearest", overlap_gap=3.0, fill_limbs=True, fill_torso=True), atol=1e-5)
+  for mask, image in result.values():
+    assert mask.shape == image.shape == (64, 64)
+    assert image.max() > 0.05
+  fig = readability.overlap_figure({"crossing": result})
+  assert len(fig.axes) == 6
