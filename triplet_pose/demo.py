@@ -23,6 +23,7 @@ from configs import demo as demo_configs
 from triplet_pose import data
 from triplet_pose import evaluation
 from triplet_pose import metric_writer
+from triplet_pose.phosphenes import readability
 from triplet_pose import prediction
 from triplet_pose import report as report_lib
 from triplet_pose import train
@@ -109,23 +110,27 @@ def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
   progress.end("evaluate")
 
   progress.begin("panels")
-  panels = _panels(workdir, joint_config, num_panels)
+  panels, overlap = _panels(workdir, joint_config, num_panels)
   (workdir / "panels").mkdir(exist_ok=True)
   for i, picture in enumerate(panels):
     Image.fromarray(picture).save(workdir / "panels" / f"validation_{i}.png")
+  Image.fromarray(overlap).save(workdir / "panels" / "readability.png")
   progress.end("panels")
 
   progress.begin("report")
   summary = _summary(results, size=size)
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-  _write_report(workdir, results, table, paths["curve"], panels, summary)
+  _write_report(workdir, results, table, paths["curve"], panels, overlap, summary)
   progress.end("report")
   logging.info("report: %s", workdir / "report.html")
   return summary
 
 
-def _panels(workdir: pathlib.Path, config, count: int) -> list[np.ndarray]:
-  """Pose + heatmap + phosphene panels of the first validation examples."""
+def _panels(workdir: pathlib.Path, config, count: int
+            ) -> tuple[list[np.ndarray], np.ndarray]:
+  """Pose + heatmap + phosphene panels of the first validation examples, and
+  the readability comparison (plain / nearest limb in front / outline) of the
+  predicted triplets of the first two."""
   predictor = prediction.Predictor(str(workdir / "joint"), str(workdir / "triplet"),
                                    batch_size=count)
   renderer = prediction.PhospheneRenderer()
@@ -138,7 +143,15 @@ def _panels(workdir: pathlib.Path, config, count: int) -> list[np.ndarray]:
     pred = prediction.Prediction(batch["image"][i], batch["crop_to_original"][i],
                                  {k: v[i] for k, v in out.items()})
     panels.append(prediction.panel(pred, renderer, title=f"validation example {i}"))
-  return panels
+  size = tuple(batch["image"].shape[1:3])
+  rows = {}
+  for i in range(min(2, count)):
+    rows[f"example {i}"] = readability.compare_overlap_modes(
+        renderer.sim, out["contour"][i], None, image_size=size,
+        line_width=renderer.line_width, fill_limbs=renderer.fill_limbs,
+        overlap_gap=renderer.line_width, frames=renderer.frames_per_image)
+  overlap = viz.figure_to_array(readability.overlap_figure(rows))
+  return panels, overlap
 
 
 def _summary(results: dict[str, Any], *, size: str) -> dict[str, Any]:
@@ -151,7 +164,8 @@ def _summary(results: dict[str, Any], *, size: str) -> dict[str, Any]:
 
 
 def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
-                  panels: list[np.ndarray], summary: dict[str, Any]) -> None:
+                  panels: list[np.ndarray], overlap: np.ndarray,
+                  summary: dict[str, Any]) -> None:
   page = report_lib.Report("triplet_pose demo")
   page.paragraph(
       "A small joint model (image -> 16 joint heatmaps) and a small triplet model "
@@ -173,4 +187,12 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
   page.heading("Validation examples")
   for i, picture in enumerate(panels):
     page.image(picture, f"Validation example {i}: prediction, heatmaps and phosphenes.")
+  page.heading("Readability of the triplet phosphenes")
+  page.paragraph(
+      "The thesis's open problem: in the plain triplet rendering, arms in front of "
+      "the body blend into it. 'nearest' keeps only the outline of the limb in front "
+      "where limbs overlap (with a dark gap one line wide around it); 'outline' draws "
+      "outlines but no fill where filled limbs cross.")
+  page.image(overlap, "Predicted triplets of two validation examples: activation masks "
+             "and phosphenes for each overlap mode.")
   page.write(workdir / "report.html")
