@@ -30,7 +30,8 @@ def test_demo_writes_report_and_checkpoints_then_resumes(tmp_path):
     assert math.isfinite(summary[setting]["PCKh@0.5"])
     assert 0.0 <= summary[setting]["PCKh@0.5"] <= 1.0
   assert (tmp_path / "eval" / "metrics.json").exists()
-  assert len(list((tmp_path / "panels").glob("*.png"))) == 2
+  assert len(list((tmp_path / "panels").glob("validation_*.png"))) == 2
+  assert (tmp_path / "panels" / "readability.png").exists()
   for model in ("joint", "triplet"):
     steps = checkpointing.Checkpointer(tmp_path / model, read_only=True).all_steps()
     assert steps and max(steps) == summary["joint_model"]["step"]
