@@ -1,0 +1,83 @@
+"""The CPU-friendly convolution VJP and max pool give XLA's values and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from triplet_pose.models import StackedHourglass
+from triplet_pose.models import cpu_conv
+from triplet_pose.models import hourglass
+
+
+def _rel(a, b):
+  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+@pytest.mark.parametrize("k,c_in,c_out,stride", [(1, 8, 6, 1), (3, 5, 7, 1), (7, 3, 4, 2)])
+def test_conv2d_values_and_gradients_match_xla(k, c_in, c_out, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 12, 12, c_in)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)), jnp.float32)
+  r = jnp.asarray(rng.normal(size=(2, 12 // stride, 12 // stride, c_out)), jnp.float32)
+
+  def loss(impl):
+    return lambda x, w: jnp.sum(cpu_conv.conv2d(x, w, stride=stride, impl=impl) * r)
+
+  y_xla = cpu_conv.conv2d(x, w, stride=stride, impl="xla")
+  y_cpu = cpu_conv.conv2d(x, w, stride=stride, impl="cpu_vjp")
+  assert y_cpu.shape == (2, 12 // stride, 12 // stride, c_out)
+  assert _rel(y_cpu, y_xla) < 1e-6
+  g_xla = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
+  g_cpu = jax.jit(jax.grad(loss("cpu_vjp"), argnums=(0, 1)))(x, w)
+  for got, want in zip(g_cpu, g_xla):
+    assert got.shape == want.shape
+    assert _rel(got, want) < 1e-5
+
+
+def test_impl_choice_and_errors(monkeypatch):
+  x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+  with pytest.raises(ValueError, match="impl must be one of"):
+    cpu_conv.conv2d(x, w, impl="cudnn")
+  monkeypatch.setenv(cpu_conv.ENV_VAR, "fast")
+  with pytest.raises(ValueError, match="TRIPLET_POSE_CONV_IMPL"):
+    cpu_conv.conv2d(x, w)
+  monkeypatch.setenv(cpu_conv.ENV_VAR, "xla")
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w).sum()))(w))
+  assert "dot_general" not in jaxpr  # XLA's weight gradient: a convolution.
+  monkeypatch.setenv(cpu_conv.ENV_VAR, "cpu_vjp")
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w).sum()))(w))
+  assert "dot_general" in jaxpr  # the weight gradient by taps.
+
+
+def test_max_pool_matches_flax():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 6, 3)), jnp.float32)
+  r = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 3, 3)), jnp.float32)
+  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))  # pylint: disable=unnecessary-lambda-assignment
+  np.testing.assert_array_equal(hourglass._max_pool(x), reference(x))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(
+      jax.grad(lambda x: jnp.sum(hourglass._max_pool(x) * r))(x),  # pylint: disable=protected-access
+      jax.grad(lambda x: jnp.sum(reference(x) * r))(x))
+
+
+def test_model_gradients_do_not_depend_on_conv_impl(monkeypatch):
+  model = StackedHourglass(num_stacks=2, num_features=16, num_keypoints=4,
+                           hourglass_depth=2)
+  images = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 32, 32, 3)), jnp.float32)
+  variables = model.init(jax.random.key(0), images)
+
+  def grads():
+    def loss(params):
+      out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                           images, train=True, mutable=["batch_stats"])
+      return jnp.sum(out ** 2)
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  monkeypatch.setenv(cpu_conv.ENV_VAR, "xla")
+  want = grads()
+  monkeypatch.setenv(cpu_conv.ENV_VAR, "cpu_vjp")
+  got = grads()
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(want))
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert float(jnp.max(jnp.abs(g - w))) < 1e-4 * scale
