@@ -31,12 +31,12 @@ def input_config() -> ml_collections.ConfigDict:
   c.fake_num_examples = 64  # size of the 'fake' dataset.
   # The input convention the model was trained with, recorded in every
   # workdir so that prediction reproduces it. normalization 'unit': RGB / 255
-  # in [0, 1]. crop 'dataset': the dataset's own crop; 'center_scale': the
-  # box of side crop_scale_pixels * scale around the annotated person centre,
-  # zero padded (the PyTorch reference, see launch/import_torch.py).
+  # in [0, 1]. crop 'dataset': whatever `name` does; 'mpii': the standard
+  # box of side 200 * 1.25 * scale around the person centre, black padding
+  # (also the PyTorch reference's, see launch/import_torch.py); 'thesis': the
+  # keypoint box (triplet_pose/data/mpii_trb/crops.py).
   c.normalization = "unit"
   c.crop = "dataset"
-  c.crop_scale_pixels = 200.0
   return c
 
 

@@ -6,10 +6,14 @@ r"""Converts a PyTorch stacked-hourglass checkpoint (princeton-vl) into a workdi
 
 The workdir then holds `config.json` and an orbax checkpoint (step 0) that
 `triplet_pose.train.load_trained_model` (and so launch.evaluate and
-launch.predict) load like any trained model. The config records the
+launch.predict) load like any trained model; `python -m launch.evaluate
+--workdir=/tmp/hg8_pretrained` then evaluates it on the MPII validation split
+(pass --data_dir / --manual_dir here, where mpii_trb lives). The config records the
 reference's input convention: RGB in [0, 1] (`input.normalization='unit'`),
-NHWC, 256x256 crops of side 200 * scale around the annotated person centre
-(`input.crop='center_scale'`), 64x64 heatmaps.
+NHWC, 256x256 standard MPII crops (`input.crop='mpii'`: side 200 * scale of
+the reference's annotation files, which hold the MPII scale * 1.25 and the
+centre moved down by 15 * scale; black padding), 64x64 heatmaps, and the
+dataset that makes such crops (`input.name='mpii_trb/joints'`).
 
 Sizes (stacks, features, keypoints, depth, input channels) are read from the
 checkpoint; --num_stacks, when given, must agree. torch is needed only here,
@@ -30,6 +34,10 @@ _CHECKPOINT = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string("workdir", None, "The workdir to create.")
 _NUM_STACKS = flags.DEFINE_integer(
     "num_stacks", None, "Stacks of the checkpoint (default: read from it).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "", "Recorded as config.input.data_dir (TFDS data_dir of mpii_trb).")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", "", "Recorded as config.input.manual_dir (the MPII files).")
 
 
 def load_torch_checkpoint(path: str | pathlib.Path) -> Any:
@@ -56,13 +64,17 @@ def load_torch_checkpoint(path: str | pathlib.Path) -> Any:
 
 
 def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Path,
-                      *, num_stacks: int | None = None):
+                      *, num_stacks: int | None = None, data_dir: str = "",
+                      manual_dir: str = ""):
   """Writes `workdir` (config.json + orbax checkpoint) from a torch checkpoint.
 
   Args:
     checkpoint: path of the PyTorch checkpoint.
     workdir: directory to create; must not hold checkpoints yet.
     num_stacks: expected number of stacks (None: as in the checkpoint).
+    data_dir: recorded as `config.input.data_dir`, so that launch.evaluate
+      finds the `mpii_trb` dataset.
+    manual_dir: recorded as `config.input.manual_dir`.
 
   Returns:
     The config written to the workdir.
@@ -107,9 +119,11 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
   config.model.pretrained = str(pathlib.Path(checkpoint).absolute())
   config.input.image_size = 256
   config.input.heatmap_size = 64
+  config.input.name = "mpii_trb/joints"  # the standard MPII crops.
+  config.input.data_dir = data_dir
+  config.input.manual_dir = manual_dir
   config.input.normalization = "unit"
-  config.input.crop = "center_scale"
-  config.input.crop_scale_pixels = 200.0
+  config.input.crop = "mpii"
   # The published models: Adam at 1e-3, batch 16 (for fine-tuning from here).
   config.optimizer.learning_rate = 1e-3
   config.input.batch_size = 16
@@ -136,7 +150,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
   metric_writer.quiet_library_logs()
-  import_checkpoint(_CHECKPOINT.value, _WORKDIR.value, num_stacks=_NUM_STACKS.value)
+  import_checkpoint(_CHECKPOINT.value, _WORKDIR.value, num_stacks=_NUM_STACKS.value,
+                    data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
 
 
 if __name__ == "__main__":

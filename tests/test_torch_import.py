@@ -116,7 +116,7 @@ def test_launch_import_writes_a_loadable_workdir(tmp_path):
 
   config, model, variables = train.load_trained_model(workdir)
   assert (config.model.num_stacks, config.model.num_features) == (2, 32)
-  assert config.input.crop == "center_scale"
+  assert config.input.crop == "mpii" and config.input.name == "mpii_trb/joints"
   assert config.input.normalization == "unit"
   assert config.input.image_size == 256 and config.input.heatmap_size == 64
   _assert_same(net, model, jax.tree.map(np.asarray, variables), _images())
