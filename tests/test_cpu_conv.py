@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from triplet_pose.models import StackedHourglass
 from triplet_pose.models import cpu_conv
 from triplet_pose.models import hourglass
 
@@ -61,23 +60,27 @@ def test_max_pool_matches_flax():
       jax.grad(lambda x: jnp.sum(reference(x) * r))(x))
 
 
-def test_model_gradients_do_not_depend_on_conv_impl(monkeypatch):
-  model = StackedHourglass(num_stacks=2, num_features=16, num_keypoints=4,
-                           hourglass_depth=2)
-  images = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 32, 32, 3)), jnp.float32)
-  variables = model.init(jax.random.key(0), images)
+def test_hourglass_gradients_do_not_depend_on_conv_impl(monkeypatch):
+  # Residual blocks (1x1, 3x3 and skip convolutions, batch norm), max pool and
+  # upsampling; the image stem's strided 7x7 always uses XLA's gradient.
+  block = hourglass.Hourglass(depth=1, features=8)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 6)), jnp.float32)
+  variables = jax.jit(block.init, static_argnums=2)(jax.random.key(0), x, False)
 
   def grads():
-    def loss(params):
-      out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                           images, train=True, mutable=["batch_stats"])
+    def loss(params, x):
+      out, _ = block.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                           x, True, mutable=["batch_stats"])
       return jnp.sum(out ** 2)
-    return jax.jit(jax.grad(loss))(variables["params"])
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
 
   monkeypatch.setenv(cpu_conv.ENV_VAR, "xla")
   want = grads()
   monkeypatch.setenv(cpu_conv.ENV_VAR, "cpu_vjp")
   got = grads()
-  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(want))
+  # Relative to the largest gradient: biases followed by batch norm have
+  # gradients that are rounding noise around 0.
+  scale = max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want))
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert float(jnp.max(jnp.abs(g - w))) < 1e-4 * scale
+    assert g.shape == w.shape
+    assert float(jnp.max(jnp.abs(g - w))) <= 1e-5 * scale
