@@ -77,6 +77,9 @@ def heatmap_config() -> ml_collections.ConfigDict:
   c.sigma = 1.0  # gaussian, in heatmap cells.
   c.radius = 5.0  # pyramid, in heatmap cells.
   c.target_peak = ml_collections.config_dict.placeholder(float)  # None: kernel default.
+  # Loss weight of a pixel: 1 + foreground_weight * target (0: plain MSE, the
+  # thesis; see train.squared_error).
+  c.foreground_weight = 0.0
   c.input_kernel = "gaussian"  # joint heatmaps given to the triplet model.
   c.input_peak = 1.0
   return c

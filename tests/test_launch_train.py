@@ -104,3 +104,13 @@ def test_checkpointer_keeps_newest_and_best(tmp_path):
     restored, input_state = ckpt.restore(state, step=best)
     assert int(restored.step) == best and input_state == {"position": best}
     ckpt.close()
+
+
+def test_load_config_fills_fields_added_after_the_run(tmp_path):
+  old = tiny.get_config().to_dict()
+  del old["heatmap"]["foreground_weight"]  # a workdir written before the field existed
+  old["model"]["num_features"] = 24
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(old))
+  config = checkpointing.load_config(tmp_path)
+  assert config.heatmap.foreground_weight == 0.0
+  assert config.model.num_features == 24  # what the run wrote wins

@@ -70,6 +70,20 @@ def test_heatmap_loss_is_mse_per_stack():
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
+def test_foreground_weight_weighs_pixels_by_their_target():
+  target = np.zeros((1, 4, 4, 2), np.float32)
+  target[0, 1, 2, 0] = 0.5
+  pred = np.full((1, 1, 4, 4, 2), 0.1, np.float32)
+  weight = np.ones((1, 2), np.float32)
+  plain = train.heatmap_loss(pred, target, weight)
+  weighted = train.heatmap_loss(pred, target, weight, foreground_weight=20.0)
+  squared = (pred[0, 0] - target[0]) ** 2
+  # Only the one foreground pixel changes: (1 + 20 * 0.5) times its error.
+  expected = (squared.sum() + 10.0 * squared[1, 2, 0]) / squared.size
+  np.testing.assert_allclose(weighted, [expected], rtol=1e-6)
+  assert weighted[0] > 4 * plain[0]
+
+
 def test_schedules():
   c = tiny.get_config().optimizer
   c.learning_rate, c.warmup_steps = 1.0, 10

@@ -138,6 +138,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """Reads the config a training run wrote into `workdir`.
 
+  Fields added to `configs/common.py` after the run get their defaults, so
+  older workdirs stay loadable.
+
   Raises:
     FileNotFoundError: when `workdir` holds no config.json.
   """
@@ -145,4 +148,15 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(
         f"{path} not found: {workdir} is not a triplet_pose training workdir")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  from configs import common  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(
+      _fill_missing(json.loads(path.read_text()), common.base_config().to_dict()))
+
+
+def _fill_missing(loaded: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+  for key, default in defaults.items():
+    if key not in loaded:
+      loaded[key] = default
+    elif isinstance(default, dict) and isinstance(loaded[key], dict):
+      _fill_missing(loaded[key], default)
+  return loaded
