@@ -1,6 +1,6 @@
 r"""The demo's small joint and triplet models on the synthetic figures.
 
-  python -m launch.demo --workdir=/tmp/demo            # ~13 min on 2 CPU cores
+  python -m launch.demo --workdir=/tmp/demo            # ~14 min on 2 CPU cores
   python -m launch.demo --workdir=/tmp/demo --quick    # ~3 min
 
 or one model on its own:
