@@ -43,7 +43,7 @@ def get_config(arg: str | None = None):
   c.optimizer.warmup_steps = 10 if quick else 50
   c.optimizer.end_learning_rate_factor = 0.05
   if quick:
-    c.num_train_steps = 60
+    c.num_train_steps = 45
   else:  # the triplet model's step costs more (it runs the joint model too)
     c.num_train_steps = 400 if "triplet" in args else 500
   c.log_every_steps = 25
