@@ -13,8 +13,10 @@ with ground-truth joints. For a combined model (model.target='combined'),
 its joints and its contour points. Every row also gives the parameters of
 the network(s) it runs and their inference ms per image (jitted, after
 warm-up, flip test as set, median of --timing_batches batches of the eval
-batch size), so runs on different workdirs compare side by side from their
-metrics.json. --config (optional) picks the data through its
+batch size) and the phosphene-space error of its predictions (NMSE and
+SSIM between the simulator's renderings of the predicted and the true
+poses; --nophosphene_error skips it), so runs on different workdirs compare
+side by side from their metrics.json. --config (optional) picks the data through its
 `input` section (default: the workdir's own config.json); the models always
 come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
 pckh_curve.png,table.txt}.
@@ -42,6 +44,9 @@ _FLIP_TEST = flags.DEFINE_bool("flip_test", True,
                                "Average heatmaps with those of the mirrored image.")
 _TIMING_BATCHES = flags.DEFINE_integer(
     "timing_batches", 5, "Timed batches per setting for ms per image (0: no timing).")
+_PHOSPHENE_ERROR = flags.DEFINE_bool(
+    "phosphene_error", True, "Also report the phosphene-space error (NMSE, SSIM) "
+    "between the renderings of the predicted and the true poses.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where to write (default: WORKDIR/eval/<step>).")
 flags.mark_flags_as_required(["workdir"])
@@ -61,7 +66,8 @@ def main(argv):
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
       step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,
       batch_size=_BATCH_SIZE.value or None, num_batches=_NUM_BATCHES.value or None,
-      flip_test=_FLIP_TEST.value, timing_batches=_TIMING_BATCHES.value, progress=True)
+      flip_test=_FLIP_TEST.value, timing_batches=_TIMING_BATCHES.value,
+      phosphene_error=_PHOSPHENE_ERROR.value, progress=True)
   out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
   paths = evaluation.write_results(results, out_dir)
   print(evaluation.format_table(results))

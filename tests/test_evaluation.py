@@ -107,7 +107,10 @@ def test_triplet_evaluation_has_three_settings(workdirs):
                                                   + params[evaluation.TRIPLET_GT])
   assert all(v["ms_per_image"] > 0 for v in settings.values())
   assert results["timing"]["batch_size"] == 4 and results["timing"]["device"]
+  for row in settings.values():  # barely trained models: far from the true pose
+    assert 0.0 < row["phosphene_nmse"] and row["phosphene_ssim"] < 1.0
   table = evaluation.format_table(results)
+  assert "Phosphene-space error" in table and "triplet, ground-truth joints (contour)" in table
   assert "triplet, predicted joints" in table and "Sho." in table and "Neck" in table
   assert "Params" in table and "ms/img" in table
   row = next(line for line in table.splitlines() if line.startswith("joint model"))
@@ -174,4 +177,6 @@ def test_launch_evaluate_combined_workdir(combined_workdir):
   assert settings[evaluation.COMBINED_JOINTS]["ms_per_image"] == settings[
       evaluation.COMBINED_CONTOUR]["ms_per_image"]
   assert "Joints" in result.stdout and "Contour points" in result.stdout
-  assert result.stdout.count("combined model") == 2
+  # A PCKh row per table, and a phosphene-space row per kind of keypoint.
+  assert result.stdout.count("combined model") == 4
+  assert "combined model (joints)" in result.stdout and "combined model (contour)" in result.stdout

@@ -8,7 +8,10 @@
   model fed with ground-truth joints (the thesis setting); or the combined
   model's joints and contour points. Each setting also carries the parameters
   of the network(s) it runs and their inference time per image, so a
-  combined model and the two-model pipeline can be compared on all three.
+  combined model and the two-model pipeline can be compared on all three,
+  and the phosphene-space error of its predictions
+  (`phosphene_loss.phosphene_errors`: what the user would see of the
+  predicted pose against the true one).
 * `format_table` (paper layout), `write_results` (metrics.json, PCKh curve).
 * `training_eval_summary`: PCKh scalars and a panel during training.
 """
@@ -26,9 +29,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from configs import common
 from triplet_pose import data
 from triplet_pose import inference
 from triplet_pose import metrics
+from triplet_pose import phosphene_loss
 from triplet_pose import transforms
 from triplet_pose import viz
 
@@ -153,6 +158,8 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
                     *, split: str | None = None, batch_size: int | None = None,
                     num_batches: int | None = None, flip_test: bool = True,
                     timing_batches: int = 5, seed: int = 0,
+                    phosphene_error: bool = True,
+                    phosphene_config: ml_collections.ConfigDict | None = None,
                     progress: bool = False) -> dict[str, Any]:
   """PCKh, parameters and speed of every available setting over one pass of `split`.
 
@@ -165,13 +172,18 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
     flip_test: average with the mirrored input's heatmaps.
     timing_batches: timed batches per setting (median; 0: no timing).
     seed: the iterator's seed.
+    phosphene_error: also compare the phosphene images of the predicted and
+      the true poses (adds 'phosphene_nmse' and 'phosphene_ssim').
+    phosphene_config: its simulator (a `config.phosphene` section; default
+      `configs.common.phosphene_config()`, the phosphene loss's default).
     progress: show a tqdm progress bar.
 
   Returns:
     {'split', 'input', 'flip_test', 'persons', 'timing': {'device',
     'batch_size', 'timed_batches'} or None, 'settings': {setting:
     {'keypoints': 'joints'|'contour', 'workdir', 'step', 'params': int,
-    'ms_per_image': float or None, **metrics.pckh_report(...)}}}.
+    'ms_per_image': float or None, **metrics.pckh_report(...),
+    **phosphene_loss.phosphene_errors(...)}}}.
 
   Raises:
     ValueError: when the data's image size differs from the models', or the
@@ -194,7 +206,8 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
     import tqdm  # pylint: disable=g-import-not-at-top
     iterator = tqdm.tqdm(iterator, desc=f"evaluating {split}", unit="batch",
                          total=num_batches)
-  collected = {name: {"pred": [], "gt": [], "visible": []} for name in settings}
+  collected = {name: {"pred": [], "gt": [], "visible": [], "pred_crop": [], "gt_crop": []}
+               for name in settings}
   head_sizes, first_batch = [], None
   for i, batch in enumerate(iterator):
     if num_batches is not None and i >= num_batches:
@@ -210,6 +223,8 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
       collected[name]["pred"].append(to_original(out[setting.prediction][valid], affine))
       collected[name]["gt"].append(to_original(batch[gt_key][valid], affine))
       collected[name]["visible"].append(np.asarray(batch[f"{gt_key}_visible"])[valid])
+      collected[name]["pred_crop"].append(np.asarray(out[setting.prediction])[valid])
+      collected[name]["gt_crop"].append(np.asarray(batch[gt_key])[valid])
   if not head_sizes or not sum(len(h) for h in head_sizes):
     raise ValueError(f"split {split!r} of input {input_config.name!r} yielded no examples")
   speed, timing = {}, None
@@ -223,9 +238,18 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
   head_size = np.concatenate(head_sizes)
   results = {"split": split, "input": input_config.name, "flip_test": flip_test,
              "persons": int(head_size.size), "timing": timing, "settings": {}}
+  if phosphene_error:
+    phosphene_config = phosphene_config or common.phosphene_config()
+    simulator = phosphene_loss.create_simulator(phosphene_config)
+    results["phosphenes"] = phosphene_config.to_dict()
   for name, setting in settings.items():
     arrays = {k: np.concatenate(v) for k, v in collected[name].items()}
     report = metrics.pckh_report(arrays["pred"], arrays["gt"], arrays["visible"], head_size)
+    if phosphene_error:
+      report.update(phosphene_loss.phosphene_errors(
+          simulator, arrays["pred_crop"], arrays["gt_crop"], arrays["visible"],
+          keypoints=setting.keypoints, image_size=size,
+          line_width=phosphene_config.line_width))
     results["settings"][name] = {
         "keypoints": setting.keypoints, "workdir": setting.model.workdir,
         "step": setting.model.step, "params": setting.models.num_parameters(),
@@ -317,6 +341,16 @@ def format_table(results: dict[str, Any]) -> str:
                    + "".join(f"{100 * v:>7.1f}" for v in values)
                    + f"{_format_count(params) if params else '-':>9}"
                    + f"{_format_ms(ms) if ms else '-':>9}")
+  with_phosphenes = {f"{SETTING_LABELS[k]} ({v['keypoints']})": v
+                     for k, v in results["settings"].items() if "phosphene_nmse" in v}
+  if with_phosphenes:
+    sim = results.get("phosphenes", {})
+    label_width = max(map(len, with_phosphenes)) + 2
+    lines += ["", f"Phosphene-space error, predicted vs true pose "
+              f"({sim.get('num_phosphenes', '?')} phosphenes, {sim.get('resolution', '?')} px)",
+              " " * label_width + f"{'NMSE':>7}{'SSIM':>7}"]
+    lines += [f"{label:<{label_width}}{row['phosphene_nmse']:>7.3f}{row['phosphene_ssim']:>7.3f}"
+              for label, row in with_phosphenes.items()]
   timing = results.get("timing")
   if timing:
     lines += ["", "Params: parameters of the network(s) the setting runs.",

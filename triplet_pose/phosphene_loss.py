@@ -13,6 +13,8 @@ gradients never meet the threshold's step.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -64,3 +66,60 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0) -> jax.Array:
   s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
       (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
   return jnp.mean(s, axis=(-2, -1))
+
+
+@functools.partial(jax.jit, static_argnames=("keypoints", "image_size", "line_width"))
+def _errors_batch(sim, predicted, truth, visible, *, keypoints, image_size, line_width):
+  render = functools.partial(phosphene_images, sim, image_size=image_size,
+                             line_width=line_width)
+  key = "joints" if keypoints == "joints" else "contour"
+  seen = render(**{key: predicted, f"{key}_visible": visible})
+  wanted = render(**{key: truth, f"{key}_visible": visible})
+  nmse = (jnp.mean(jnp.square(seen - wanted), axis=(-2, -1))
+          / (jnp.mean(jnp.square(wanted), axis=(-2, -1)) + 1e-6))
+  return nmse, ssim(seen, wanted, data_range=1.0)
+
+
+def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,
+                     keypoints: str, image_size: int, line_width: float = 2.0,
+                     batch_size: int = 64) -> dict[str, float]:
+  """How different the predicted pose looks from the true one through the implant.
+
+  Both poses (the visible points of the ground truth) are drawn and rendered
+  as in the training loss; the joints as points and skeleton, contour points
+  as their outline.
+
+  Args:
+    sim: from `create_simulator`.
+    predicted, truth: (P, K, 2) points in pixels of the (square) model input.
+    visible: (P, K) ground-truth visibility.
+    keypoints: 'joints' (K = 16) or 'contour' (K = 26).
+    image_size: side of the model input in pixels.
+    line_width: in simulator pixels.
+    batch_size: persons rendered at once.
+
+  Returns:
+    {'phosphene_nmse': mean over persons of the squared difference of the two
+    phosphene images over the ground truth's energy (0 = identical, about 1
+    or more = nothing in common), 'phosphene_ssim': mean SSIM (1 = identical)}.
+
+  Raises:
+    ValueError: for an unknown `keypoints` or shapes that disagree.
+  """
+  if keypoints not in ("joints", "contour"):
+    raise ValueError(f"keypoints must be 'joints' or 'contour', got {keypoints!r}")
+  predicted, truth = np.asarray(predicted, np.float32), np.asarray(truth, np.float32)
+  visible = np.asarray(visible, np.float32)
+  if predicted.shape != truth.shape or truth.shape[:-1] != visible.shape:
+    raise ValueError(f"predicted {predicted.shape}, truth {truth.shape} and visible "
+                     f"{visible.shape} must be (P, K, 2), (P, K, 2), (P, K)")
+  nmse, similarity = [], []
+  for start in range(0, len(truth), batch_size):
+    part = slice(start, start + batch_size)
+    a, b = _errors_batch(sim, predicted[part], truth[part], visible[part],
+                         keypoints=keypoints, image_size=int(image_size),
+                         line_width=float(line_width))
+    nmse.append(np.asarray(a))
+    similarity.append(np.asarray(b))
+  return {"phosphene_nmse": float(np.mean(np.concatenate(nmse))),
+          "phosphene_ssim": float(np.mean(np.concatenate(similarity)))}
