@@ -5,7 +5,8 @@ flow into the heatmaps) and the ground-truth pose are drawn as activation masks
 (`phosphenes.render_pose`), sampled by the electrodes and rendered by the
 simulator; the loss is the mean squared difference of the two phosphene
 images. Pose errors that change what the user sees cost more than those that
-do not (e.g. an error along a limb's own line).
+do not (e.g. an error along a limb's own line). `phosphene_errors` measures
+the same difference (and SSIM) for evaluation.
 
 Phosphene thresholds are zero here, so every stimulated phosphene appears and
 gradients never meet the threshold's step.
@@ -72,9 +73,8 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0) -> jax.Array:
 def _errors_batch(sim, predicted, truth, visible, *, keypoints, image_size, line_width):
   render = functools.partial(phosphene_images, sim, image_size=image_size,
                              line_width=line_width)
-  key = "joints" if keypoints == "joints" else "contour"
-  seen = render(**{key: predicted, f"{key}_visible": visible})
-  wanted = render(**{key: truth, f"{key}_visible": visible})
+  seen = render(**{keypoints: predicted, f"{keypoints}_visible": visible})
+  wanted = render(**{keypoints: truth, f"{keypoints}_visible": visible})
   nmse = (jnp.mean(jnp.square(seen - wanted), axis=(-2, -1))
           / (jnp.mean(jnp.square(wanted), axis=(-2, -1)) + 1e-6))
   return nmse, ssim(seen, wanted, data_range=1.0)
