@@ -53,6 +53,18 @@ def phosphene_images(sim: phosphenes.Simulator, *, image_size: int,
   return images
 
 
+def normalised_mse(seen: jax.Array, wanted: jax.Array, *, axis=None) -> jax.Array:
+  """Squared difference of phosphene images over the wanted image's energy.
+
+  Scale-free: 0 when identical, about 1 or more for a pose drawn in the wrong
+  place, so a loss weight reads like a heatmap-loss factor. `axis` picks what
+  is averaged (None: everything, the training loss; the image axes: one value
+  per person, the evaluation).
+  """
+  return (jnp.mean(jnp.square(seen - wanted), axis=axis)
+          / (jnp.mean(jnp.square(wanted), axis=axis) + 1e-6))
+
+
 def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0) -> jax.Array:
   """Mean structural similarity of (..., H, W) images (7x7 uniform windows)."""
   def blur(x):
@@ -75,9 +87,8 @@ def _errors_batch(sim, predicted, truth, visible, *, keypoints, image_size, line
                              line_width=line_width)
   seen = render(**{keypoints: predicted, f"{keypoints}_visible": visible})
   wanted = render(**{keypoints: truth, f"{keypoints}_visible": visible})
-  nmse = (jnp.mean(jnp.square(seen - wanted), axis=(-2, -1))
-          / (jnp.mean(jnp.square(wanted), axis=(-2, -1)) + 1e-6))
-  return nmse, ssim(seen, wanted, data_range=1.0)
+  return (normalised_mse(seen, wanted, axis=(-2, -1)),
+          ssim(seen, wanted, data_range=1.0))
 
 
 def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,

@@ -144,10 +144,7 @@ def losses(config: ml_collections.ConfigDict, outputs: Any,
     render = functools.partial(phosphene_loss.phosphene_images, simulator,
                                image_size=batch["image"].shape[1],
                                line_width=config.phosphene.line_width)
-    seen, wanted = render(**predicted), render(**truth)
-    # Normalised by the ground truth's energy: scale-free, about 1 for a pose
-    # drawn in the wrong place, so the weight reads like a heatmap-loss factor.
-    error = jnp.mean(jnp.square(seen - wanted)) / (jnp.mean(jnp.square(wanted)) + 1e-6)
+    error = phosphene_loss.normalised_mse(render(**predicted), render(**truth))
     parts["phosphene_loss"] = error
     total = total + config.phosphene_loss_weight * error
   return total, parts
