@@ -30,8 +30,9 @@ def _hourglass(depth, f):
   return 3 * _residual(f, f) + inner
 
 
-def reference_used_parameters(stacks, cin, k, f=256, depth=4):
-  pre = _conv(cin, 64, 7) + _bn(64) + _residual(64, 128) + _residual(128, 128) + _residual(128, f)
+def reference_used_parameters(stacks, cin, k, f=256, depth=4, stem=128):
+  pre = (_conv(cin, stem // 2, 7) + _bn(stem // 2) + _residual(stem // 2, stem)
+         + _residual(stem, stem) + _residual(stem, f))
   per_stack = _hourglass(depth, f) + _residual(f, f) + _conv(f, f, 1) + _bn(f) + _conv(f, k, 1)
   merges = (stacks - 1) * (_conv(k, f, 1) + _conv(f, f, 1))
   return pre + stacks * per_stack + merges
@@ -54,6 +55,20 @@ def test_thesis_models_shapes_and_parameter_counts(stacks, cin, k):
   assert _count(variables["batch_stats"]) == sum(
       int(np.prod(v.shape)) for p, v in jax.tree_util.tree_leaves_with_path(variables["params"])
       if "bn" in jax.tree_util.keystr(p))
+
+
+@pytest.mark.parametrize("stem", [32, 256])
+def test_stem_width_changes_only_the_stem(stem):
+  model = StackedHourglass(num_stacks=2, num_features=64, num_keypoints=16,
+                           hourglass_depth=3, stem_features=stem)
+  images = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert out.shape == (2, 2, 32, 32, 16)
+  assert variables["params"]["pre_conv"]["kernel"].shape == (7, 7, 3, stem // 2)
+  assert _count(variables["params"]) == reference_used_parameters(
+      2, 3, 16, f=64, depth=3, stem=stem)
+  assert _count(variables["params"]) != reference_used_parameters(2, 3, 16, f=64, depth=3)
 
 
 def test_thesis_joint_model_is_about_25_million_parameters():

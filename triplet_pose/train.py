@@ -52,12 +52,12 @@ def create_model(config: ml_collections.ConfigDict
     return CombinedHourglass(
         joint_stacks=m.num_stacks, triplet_stacks=m.triplet_stacks,
         num_features=m.num_features, hourglass_depth=m.hourglass_depth,
-        dtype=jnp.dtype(m.dtype), remat=m.remat)
+        dtype=jnp.dtype(m.dtype), remat=m.remat, stem_features=m.stem_features)
   return StackedHourglass(
       num_stacks=m.num_stacks, num_features=m.num_features,
       num_keypoints=inputs.num_keypoints(config),
       hourglass_depth=m.hourglass_depth, dtype=jnp.dtype(m.dtype),
-      remat=m.remat)
+      remat=m.remat, stem_features=m.stem_features)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,

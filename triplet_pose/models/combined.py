@@ -33,12 +33,14 @@ class CombinedHourglass(nn.Module):
   hourglass_depth: int = 4
   dtype: Any = jnp.float32
   remat: bool = False
+  stem_features: int = 128
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False
                ) -> tuple[jax.Array, jax.Array]:
     common = dict(num_features=self.num_features, hourglass_depth=self.hourglass_depth,
-                  dtype=self.dtype, remat=self.remat)
+                  dtype=self.dtype, remat=self.remat,
+                  stem_features=self.stem_features)
     joint_maps = StackedHourglass(self.joint_stacks, num_keypoints=kp.NUM_JOINTS,
                                   name="joint", **common)(images, train)
     b, h, w = images.shape[:3]

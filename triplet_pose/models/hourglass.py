@@ -7,7 +7,9 @@ The graph is exactly that of the public PyTorch stacked hourglass
 * Residual(in -> out): BN-ReLU-Conv1x1(out/2) -> BN-ReLU-Conv3x3(out/2) ->
   BN-ReLU-Conv1x1(out), plus the identity, or a Conv1x1 when in != out.
 * Pre: Conv7x7/2(64)-BN-ReLU -> Residual(128) -> MaxPool2 -> Residual(128) ->
-  Residual(F): an (H/4, W/4, F) map.
+  Residual(F): an (H/4, W/4, F) map. (Widths S/2 and S with `stem_features`
+  S; 128 is the reference's. The block at H/2 costs most of a narrow model's
+  time, so small CPU models narrow it.)
 * Hourglass(n): Residual up branch + [MaxPool, Residual, Hourglass(n-1) or
   Residual, Residual, nearest 2x upsample].
 * Per stack: hourglass -> features (Residual, Conv1x1-BN-ReLU) -> Conv1x1 to K
@@ -137,6 +139,8 @@ class StackedHourglass(nn.Module):
     hourglass_depth: downsampling levels per hourglass (4: 64 -> 4 cells).
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
     remat: recompute each hourglass in the backward pass to save memory.
+    stem_features: width S of the stem's residual blocks (its first
+      convolution has S/2); 128 in the reference and its checkpoints.
 
   Called as `model.apply(variables, images, train=False)` with images
   (batch, H, W, C) float in [0, 1], any C; H and W divisible by
@@ -150,16 +154,17 @@ class StackedHourglass(nn.Module):
   hourglass_depth: int = 4
   dtype: Any = jnp.float32
   remat: bool = False
+  stem_features: int = 128
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     self._check_input(images)
-    d, f = self.dtype, self.num_features
-    x = _conv(64, 7, stride=2, dtype=d, name="pre_conv")(images.astype(d))
+    d, f, stem = self.dtype, self.num_features, self.stem_features
+    x = _conv(stem // 2, 7, stride=2, dtype=d, name="pre_conv")(images.astype(d))
     x = nn.relu(_norm(train, dtype=d, name="pre_bn")(x))
-    x = Residual(128, dtype=d, name="pre_res1")(x, train)
+    x = Residual(stem, dtype=d, name="pre_res1")(x, train)
     x = _max_pool(x)
-    x = Residual(128, dtype=d, name="pre_res2")(x, train)
+    x = Residual(stem, dtype=d, name="pre_res2")(x, train)
     x = Residual(f, dtype=d, name="pre_res3")(x, train)
 
     hourglass_cls = nn.remat(Hourglass, static_argnums=(2,)) if self.remat else Hourglass
