@@ -31,13 +31,13 @@ from triplet_pose import viz
 
 SIZES = ("full", "quick", "smoke")
 
-# Relative cost of each stage, for the overall ETA.
-_STAGES = (("data", "Building the synthetic dataset", 1.0),
-           ("joint", "Training the joint model", 6.0),
-           ("triplet", "Training the triplet model on predicted joints", 6.0),
-           ("evaluate", "Evaluating both models (PCKh, flip test)", 1.0),
-           ("panels", "Rendering poses and phosphenes", 1.0),
-           ("report", "Writing the report", 0.3))
+# Seconds each stage of the full demo takes on 2 CPU cores, for the overall ETA.
+_STAGES = (("data", "Building the synthetic dataset", 12.0),
+           ("joint", "Training the joint model", 540.0),
+           ("triplet", "Training the triplet model on predicted joints", 110.0),
+           ("evaluate", "Evaluating both models (PCKh, flip test)", 30.0),
+           ("panels", "Rendering poses and phosphenes", 9.0),
+           ("report", "Writing the report", 1.0))
 
 
 class _StageProgress:
@@ -77,7 +77,7 @@ def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
 
   Args:
     workdir: where data, checkpoints, evaluation and report.html go.
-    size: 'full' (~14 min on 2 CPU cores), 'quick' (~3 min) or 'smoke'
+    size: 'full' (~12 min on 2 CPU cores), 'quick' (~3 min) or 'smoke'
       (seconds of training: checks the pipeline, not the models).
     num_panels: validation examples drawn in the report.
   """
