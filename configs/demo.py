@@ -1,7 +1,7 @@
 r"""The demo's small joint and triplet models on the synthetic figures.
 
-  python -m launch.demo --workdir=/tmp/demo            # ~12 min on 2 CPU cores
-  python -m launch.demo --workdir=/tmp/demo --quick    # ~3 min
+  python -m launch.demo --workdir=/tmp/demo            # ~11 min on 2 CPU cores
+  python -m launch.demo --workdir=/tmp/demo --quick    # ~2 min
 
 or one model on its own:
 

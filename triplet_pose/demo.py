@@ -77,7 +77,7 @@ def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
 
   Args:
     workdir: where data, checkpoints, evaluation and report.html go.
-    size: 'full' (~12 min on 2 CPU cores), 'quick' (~3 min) or 'smoke'
+    size: 'full' (~11 min on 2 CPU cores), 'quick' (~2 min) or 'smoke'
       (seconds of training: checks the pipeline, not the models).
     num_panels: validation examples drawn in the report.
   """
