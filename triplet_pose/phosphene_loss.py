@@ -3,8 +3,8 @@
 The predicted pose (`heatmaps.local_mean` of the last stack, so gradients
 flow into the heatmaps) and the ground-truth pose are drawn as activation masks
 (`phosphenes.render_pose`), sampled by the electrodes and rendered by the
-simulator; the loss is the mean squared difference of the two phosphene
-images. Pose errors that change what the user sees cost more than those that
+simulator; the loss is the squared difference of the two phosphene images
+over the true one's energy (`normalised_mse`). Pose errors that change what the user sees cost more than those that
 do not (e.g. an error along a limb's own line). `phosphene_errors` measures
 the same difference (and SSIM) for evaluation.
 

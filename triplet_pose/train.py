@@ -48,16 +48,14 @@ def create_model(config: ml_collections.ConfigDict
                  ) -> StackedHourglass | CombinedHourglass:
   """The network that `config.model` describes."""
   m = config.model
+  common = dict(num_features=m.num_features, hourglass_depth=m.hourglass_depth,
+                stem_features=m.stem_features, dtype=jnp.dtype(m.dtype),
+                remat=m.remat)
   if m.target == "combined":
-    return CombinedHourglass(
-        joint_stacks=m.num_stacks, triplet_stacks=m.triplet_stacks,
-        num_features=m.num_features, hourglass_depth=m.hourglass_depth,
-        dtype=jnp.dtype(m.dtype), remat=m.remat, stem_features=m.stem_features)
-  return StackedHourglass(
-      num_stacks=m.num_stacks, num_features=m.num_features,
-      num_keypoints=inputs.num_keypoints(config),
-      hourglass_depth=m.hourglass_depth, dtype=jnp.dtype(m.dtype),
-      remat=m.remat, stem_features=m.stem_features)
+    return CombinedHourglass(joint_stacks=m.num_stacks,
+                             triplet_stacks=m.triplet_stacks, **common)
+  return StackedHourglass(num_stacks=m.num_stacks,
+                          num_keypoints=inputs.num_keypoints(config), **common)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
