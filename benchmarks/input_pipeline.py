@@ -56,7 +56,7 @@ def _parse(argv=None) -> argparse.Namespace:
 def host_pipeline_rate(args) -> float:
   from configs import common  # pylint: disable=g-import-not-at-top
   from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
-  config = common.input_config()
+  config = config_lib.input_config()
   config.name, config.data_dir, config.manual_dir = args.dataset, args.data_dir, args.manual_dir
   config.num_threads = args.threads
   iterator = pipeline.create_tfds_iterator(config, split="train", batch_size=args.batch, seed=0,
@@ -77,7 +77,7 @@ def augmentation_rate(args) -> float:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import common  # pylint: disable=g-import-not-at-top
   from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
-  config = common.augment_config()
+  config = config_lib.augment_config()
   config.enabled = True
   rng = np.random.default_rng(0)
   b = args.batch

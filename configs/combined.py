@@ -15,20 +15,17 @@ pipeline of the demo.
 
 from configs import common
 from configs import demo
+from triplet_pose import config as config_lib
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg)
-  unknown = set(args) - {"stacks", "triplet_stacks", "demo", "quick"}
-  if unknown:
-    raise ValueError(f"unknown config arguments {sorted(unknown)} in {arg!r}")
-  if "demo" in args:
-    c = demo.get_config("combined" + (",quick" if "quick" in args else ""))
+  # stacks / triplet_stacks 0: the variant's own (8 + 5, or the demo's 1 + 1).
+  args = config_lib.parse_arg(arg, stacks=0, triplet_stacks=0, demo=False, quick=False)
+  if args.demo:
+    c = demo.get_config("combined" + (",quick" if args.quick else ""))
   else:
-    c = common.thesis_config(target="combined", num_stacks=8, arg=None)
+    c = common.thesis_config(target="combined", num_stacks=8)
     c.model.triplet_stacks = 5
-  if "stacks" in args:
-    c.model.num_stacks = int(args["stacks"])
-  if "triplet_stacks" in args:
-    c.model.triplet_stacks = int(args["triplet_stacks"])
+  c.model.num_stacks = args.stacks or c.model.num_stacks
+  c.model.triplet_stacks = args.triplet_stacks or c.model.triplet_stacks
   return c

@@ -1,168 +1,20 @@
-"""Config sections shared by every experiment (input, augmentation, model, optimiser...).
+"""The thesis setting shared by `configs/joint.py`, `triplet.py` and `combined.py`.
 
-Experiment configs (`configs/joint.py`, `configs/triplet.py`, ...) start from
-`base_config()` and override what differs.
+Every config section and its defaults live in the library
+(`triplet_pose/config.py`); experiment files only compose and override them.
 """
 
 import ml_collections
 
-
-def input_config() -> ml_collections.ConfigDict:
-  """Where examples come from and how they are batched."""
-  c = ml_collections.ConfigDict()
-  # 'fake' (random arrays of the right shapes), 'synthetic_figures',
-  # 'mpii_trb/joints', 'mpii_trb/triplets', 'mpii_trb/thesis_joints', ...
-  c.name = "fake"
-  c.data_dir = ""  # tfds data_dir; '' = tfds default (~/tensorflow_datasets).
-  c.manual_dir = ""  # where the user put MPII / MPII-TRB files.
-  c.train_split = "train"
-  c.eval_split = "validation"
-  c.image_size = 256
-  c.heatmap_size = 64
-  c.batch_size = 4  # global, over all devices and hosts.
-  c.eval_batch_size = 8
-  c.shuffle_buffer = 1000  # unused by the TFDS pipeline: it shuffles by full permutation.
-  c.num_threads = 2  # JPEG-decoding threads of the TFDS pipeline.
-  c.prefetch_batches = 2  # batches the TFDS pipeline prepares ahead.
-  # The thesis: 500 random training and 50 random test images per epoch.
-  c.thesis_sampling = False
-  c.thesis_train_examples = 500
-  c.thesis_eval_examples = 50
-  c.fake_num_examples = 64  # size of the 'fake' dataset.
-  # The input convention the model was trained with, recorded in every
-  # workdir so that prediction reproduces it. normalization 'unit': RGB / 255
-  # in [0, 1]. crop 'dataset': whatever `name` does; 'mpii': the standard
-  # box of side 200 * 1.25 * scale around the person centre, black padding
-  # (also the PyTorch reference's, see launch/import_torch.py); 'thesis': the
-  # keypoint box (triplet_pose/data/mpii_trb/crops.py).
-  c.normalization = "unit"
-  c.crop = "dataset"
-  return c
+from triplet_pose import config as config_lib
 
 
-def augment_config() -> ml_collections.ConfigDict:
-  """On-device augmentation, run inside the jitted train step."""
-  c = ml_collections.ConfigDict()
-  c.enabled = False
-  c.rotation_degrees = 30.0
-  c.scale_range = (0.75, 1.25)
-  c.translation_fraction = 0.1
-  c.flip_probability = 0.5
-  c.color_jitter = 0.2
-  c.fill_value = 0.0  # image value (in [0, 1]) where the warp leaves the frame.
-  return c
-
-
-def model_config() -> ml_collections.ConfigDict:
-  """The StackedHourglass and what it predicts."""
-  c = ml_collections.ConfigDict()
-  c.num_stacks = 8
-  c.num_features = 256
-  c.hourglass_depth = 4
-  c.stem_features = 128  # the reference's; narrower is much faster on a CPU.
-  # What the model predicts: 'joints' (16 heatmaps), 'contour' (26), or
-  # 'combined': num_stacks joint stacks, then triplet_stacks contour stacks
-  # fed with the image and the network's own joint heatmaps.
-  c.target = "joints"
-  c.triplet_stacks = 2
-  c.dtype = "float32"  # computation dtype; 'bfloat16' on accelerators.
-  c.remat = False
-  c.pretrained = ""  # the checkpoint launch.import_torch converted, if any.
-  return c
-
-
-def heatmap_config() -> ml_collections.ConfigDict:
-  """Target heatmaps (64x64) and the joint heatmaps fed to the triplet model."""
-  c = ml_collections.ConfigDict()
-  c.target_kernel = "gaussian"  # or 'pyramid' (the thesis).
-  c.sigma = 1.0  # gaussian, in heatmap cells.
-  c.radius = 5.0  # pyramid, in heatmap cells.
-  c.target_peak = ml_collections.config_dict.placeholder(float)  # None: kernel default.
-  # Loss weight of a pixel: 1 + foreground_weight * target (0: plain MSE, the
-  # thesis; see train.squared_error).
-  c.foreground_weight = 0.0
-  c.input_kernel = "gaussian"  # joint heatmaps given to the triplet model.
-  c.input_peak = 1.0
-  return c
-
-
-def optimizer_config() -> ml_collections.ConfigDict:
-  """Adam with a learning-rate schedule and optional gradient clipping."""
-  c = ml_collections.ConfigDict()
-  c.learning_rate = 2.5e-4
-  c.schedule = "constant"  # 'constant', 'step' or 'warmup_cosine'.
-  c.warmup_steps = 0
-  c.decay_steps = ()  # 'step': multiply by decay_factor at each of these steps.
-  c.decay_factor = 0.1
-  c.end_learning_rate_factor = 0.0  # 'warmup_cosine': final lr / peak lr.
-  c.b1 = 0.9
-  c.b2 = 0.999
-  c.grad_clip_norm = 0.0  # 0 disables clipping.
-  return c
-
-
-def phosphene_config() -> ml_collections.ConfigDict:
-  """The simulator of the phosphene-space loss (`phosphene_loss_weight` > 0)."""
-  c = ml_collections.ConfigDict()
-  c.num_phosphenes = 1000
-  c.resolution = 96  # simulator pixels (square).
-  c.local_mean_radius = 2  # window of the differentiable keypoint decoder.
-  c.line_width = 2.0  # skeleton / contour lines, simulator pixels.
-  c.seed = 0
-  return c
-
-
-def base_config() -> ml_collections.ConfigDict:
-  """Every field a training run reads, with the thesis joint model's values."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.model = model_config()
-  c.heatmap = heatmap_config()
-  c.optimizer = optimizer_config()
-  c.input = input_config()
-  c.augment = augment_config()
-  # Input of the triplet model (model.target == 'contour'): the image plus joint
-  # heatmaps from 'ground_truth', 'noisy_ground_truth' or 'predicted' (by the
-  # joint model in `joint_workdir`).
-  c.triplet_input = "ground_truth"
-  c.triplet_noise_std = 4.0  # pixels of the input image, for noisy_ground_truth.
-  c.joint_workdir = ""
-  # Weight of the MSE between the phosphene images of the predicted and the
-  # ground-truth pose, added to the heatmap loss (0 disables it).
-  c.phosphene_loss_weight = 0.0
-  c.phosphene = phosphene_config()
-  c.num_train_steps = 100_000
-  c.log_every_steps = 50
-  c.eval_every_steps = 1000
-  c.eval_batches = 8  # validation batches per evaluation during training.
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3  # newest N.
-  c.keep_best_checkpoints = 1  # best N by `best_metric`.
-  c.best_metric = "eval_loss"  # or e.g. 'pckh_Mean' with best_mode 'max'.
-  c.best_mode = "min"
-  c.distributed = False  # call jax.distributed.initialize() (multi-host).
-  return c
-
-
-def thesis_config(*, target: str, num_stacks: int, arg: str | None):
+def thesis_config(*, target: str, num_stacks: int) -> ml_collections.ConfigDict:
   """The thesis setting (batch 4, Adam, synthetic data unless overridden) for
-  `target`; the config argument 'stacks=N' changes the number of stacks."""
-  c = base_config()
+  `target` with `num_stacks` stacks."""
+  c = config_lib.base_config()
   c.model.num_stacks = num_stacks
   c.model.target = target
   c.input.batch_size = 4
   c.input.name = "synthetic_figures"
-  for key, value in parse_arg(arg).items():
-    if key == "stacks":
-      c.model.num_stacks = int(value)
-    else:
-      raise ValueError(f"unknown config argument {key!r} in {arg!r}")
   return c
-
-
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """Parses the config argument 'a=1,b' (after the ':' in --config) to a dict."""
-  if not arg:
-    return {}
-  return dict(item.split("=", 1) if "=" in item else (item, "")
-              for item in arg.split(","))

@@ -7,7 +7,9 @@ Variants: `--config=configs/joint.py:stacks=2` picks the number of stacks.
 """
 
 from configs import common
+from triplet_pose import config as config_lib
 
 
 def get_config(arg: str | None = None):
-  return common.thesis_config(target="joints", num_stacks=8, arg=arg)
+  args = config_lib.parse_arg(arg, stacks=8)
+  return common.thesis_config(target="joints", num_stacks=args.stacks)

@@ -5,12 +5,14 @@
 `--config=configs/tiny.py:target=contour` gives the tiny triplet model.
 """
 
-from configs import common
+from triplet_pose import config as config_lib
 
 
 def get_config(arg: str | None = None):
-  c = common.base_config()
-  c.model.num_stacks = 2
+  args = config_lib.parse_arg(arg, target="joints", stacks=2)
+  c = config_lib.base_config()
+  c.model.num_stacks = args.stacks
+  c.model.target = args.target
   c.model.num_features = 32
   c.model.hourglass_depth = 2
   c.input.name = "fake"
@@ -25,11 +27,4 @@ def get_config(arg: str | None = None):
   c.eval_every_steps = 10
   c.eval_batches = 2
   c.checkpoint_every_steps = 10
-  for key, value in common.parse_arg(arg).items():
-    if key == "target":
-      c.model.target = value
-    elif key == "stacks":
-      c.model.num_stacks = int(value)
-    else:
-      raise ValueError(f"unknown config argument {key!r} in {arg!r}")
   return c

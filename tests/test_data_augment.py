@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+from triplet_pose import config as config_lib
 from triplet_pose import heatmaps
 from triplet_pose import keypoints as kp
 from triplet_pose import transforms
@@ -14,7 +14,7 @@ SIZE = 96
 
 
 def _config(**overrides):
-  c = common.augment_config()
+  c = config_lib.augment_config()
   c.enabled = True
   for k, v in overrides.items():
     setattr(c, k, v)

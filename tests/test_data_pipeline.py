@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from configs import common
+from triplet_pose import config as config_lib
 from triplet_pose.data import pipeline
 
 NUM_TRAIN, NUM_VALID = 32, 16  # synthetic_figures/tiny
@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, **overrides):
-  c = common.input_config()
+  c = config_lib.input_config()
   c.name = "synthetic_figures/tiny"
   c.data_dir = data_dir
   for k, v in overrides.items():
@@ -30,7 +30,7 @@ def _config(data_dir, **overrides):
 
 
 def _iterator(data_dir, *, split="train", batch_size=5, seed=0, shuffle=True, repeat=True, **kw):
-  config = _config(data_dir, **{k: kw.pop(k) for k in list(kw) if k in common.input_config()})
+  config = _config(data_dir, **{k: kw.pop(k) for k in list(kw) if k in config_lib.input_config()})
   return pipeline.create_tfds_iterator(config, split=split, batch_size=batch_size, seed=seed,
                                        shuffle=shuffle, repeat=repeat, **kw)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import common
+from triplet_pose import config as config_lib
 from configs import tiny
 from triplet_pose import data
 from triplet_pose import phosphene_loss
@@ -10,7 +10,7 @@ from triplet_pose import phosphene_loss
 
 @pytest.fixture(scope="module")
 def setup():
-  config = common.phosphene_config()
+  config = config_lib.phosphene_config()
   config.resolution, config.num_phosphenes = 48, 400
   sim = phosphene_loss.create_simulator(config)
   batch = next(data.create_iterator(tiny.get_config().input, split="validation",

@@ -23,6 +23,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from triplet_pose import config as config_lib
+
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 
@@ -138,7 +140,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """Reads the config a training run wrote into `workdir`.
 
-  Fields added to `configs/common.py` after the run get their defaults, so
+  Fields added to `triplet_pose/config.py` after the run get their defaults, so
   older workdirs stay loadable.
 
   Raises:
@@ -148,9 +150,8 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(
         f"{path} not found: {workdir} is not a triplet_pose training workdir")
-  from configs import common  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(
-      _fill_missing(json.loads(path.read_text()), common.base_config().to_dict()))
+      _fill_missing(json.loads(path.read_text()), config_lib.base_config().to_dict()))
 
 
 def _fill_missing(loaded: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

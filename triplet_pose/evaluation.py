@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from configs import common
+from triplet_pose import config as config_lib
 from triplet_pose import data
 from triplet_pose import inference
 from triplet_pose import metrics
@@ -175,7 +175,7 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
     phosphene_error: also compare the phosphene images of the predicted and
       the true poses (adds 'phosphene_nmse' and 'phosphene_ssim').
     phosphene_config: its simulator (a `config.phosphene` section; default
-      `configs.common.phosphene_config()`, the phosphene loss's default).
+      `config.phosphene_config()`, the phosphene loss's default).
     progress: show a tqdm progress bar.
 
   Returns:
@@ -239,7 +239,7 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
   results = {"split": split, "input": input_config.name, "flip_test": flip_test,
              "persons": int(head_size.size), "timing": timing, "settings": {}}
   if phosphene_error:
-    phosphene_config = phosphene_config or common.phosphene_config()
+    phosphene_config = phosphene_config or config_lib.phosphene_config()
     simulator = phosphene_loss.create_simulator(phosphene_config)
     results["phosphenes"] = phosphene_config.to_dict()
   for name, setting in settings.items():

@@ -25,7 +25,7 @@ from triplet_pose import phosphenes
 
 
 def create_simulator(config: ml_collections.ConfigDict) -> phosphenes.Simulator:
-  """The (fixed, seeded) simulator of `config.phosphene` (configs/common.py)."""
+  """The (fixed, seeded) simulator of `config.phosphene` (triplet_pose/config.py)."""
   params = phosphenes.default_params()
   params["run"]["resolution"] = [int(config.resolution)] * 2
   x, y = phosphenes.phosphenes_by_magnification(

@@ -21,7 +21,7 @@ def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
   """Creates the batch iterator named by `input_config.name` for this process.
 
   Args:
-    input_config: the `config.input` section (configs/common.py).
+    input_config: the `config.input` section (triplet_pose/config.py).
     split: dataset split, e.g. 'train' or 'validation'.
     batch_size: the GLOBAL batch size; each process gets its share.
     seed: shuffling seed (the same on every process).

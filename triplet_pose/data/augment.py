@@ -114,7 +114,7 @@ def augment_batch(batch: dict[str, jax.Array], rng: jax.Array,
       `contour_visible` (B, 26), `head_size` (B,), `crop_to_original`
       (B, 2, 3). Other keys pass through unchanged.
     rng: a PRNG key (fold in the step number outside).
-    config: `config.augment` (configs/common.py). With `enabled` False only
+    config: `config.augment` (triplet_pose/config.py). With `enabled` False only
       the image is converted to float.
 
   Returns:

@@ -86,7 +86,7 @@ def create_tfds_iterator(input_config: ml_collections.ConfigDict, *, split: str,
   """Batches of this process's share of a TFDS split.
 
   Args:
-    input_config: `config.input` (configs/common.py): name, data_dir,
+    input_config: `config.input` (triplet_pose/config.py): name, data_dir,
       manual_dir, image_size, thesis_sampling...
     split: 'train' or 'validation' (or any split of the dataset).
     batch_size: examples per batch for THIS process.
