@@ -116,7 +116,6 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
   config.model.num_stacks = sizes["num_stacks"]
   config.model.num_features = sizes["num_features"]
   config.model.hourglass_depth = sizes["hourglass_depth"]
-  config.model.pretrained = str(pathlib.Path(checkpoint).absolute())
   config.input.image_size = 256
   config.input.heatmap_size = 64
   config.input.name = "mpii_trb/joints"  # the standard MPII crops.
