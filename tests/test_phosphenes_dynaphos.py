@@ -57,7 +57,7 @@ def _compare(p, *, seed=0, theta=None):
     ref = dsim.GaussianSimulator(p, dut.Map(x.copy(), y.copy()), rng, theta=theta)
   thresholds = ref.threshold.get().numpy().reshape(-1, ref.num_phosphenes)[0]
   sim = phosphenes.Simulator.create(p, x, y, thresholds=thresholds, theta=theta,
-                                    dynaphos_compatible=True)
+                                    options=phosphenes.Options.dynaphos_compatible())
   assert sim.num_phosphenes == ref.num_phosphenes > 50
   np.testing.assert_array_equal(np.asarray(sim.kept), kept)
 

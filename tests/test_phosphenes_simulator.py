@@ -10,6 +10,8 @@ import pytest
 from triplet_pose import phosphenes
 
 RES = 64
+DYNAPHOS = phosphenes.Options.dynaphos_compatible()
+AMPLITUDE = phosphenes.Options(size_follows="amplitude")
 
 
 def _params(**overrides):
@@ -38,7 +40,7 @@ def test_single_phosphene_matches_closed_form():
   p = _params(size__current_spread=675e-6 / 150)
   gx, gy = _grid(p)
   x0, y0 = gx[40], gy[12]  # Exactly on a pixel centre, y < 0.
-  sim = phosphenes.Simulator.create(p, [x0], [y0], dynaphos_compatible=True)
+  sim = phosphenes.Simulator.create(p, [x0], [y0], options=DYNAPHOS)
   amp = 150e-6
   state, image = sim.step(sim.init_state(), jnp.array([amp]))
   frame = sim.frame(sim.init_state(), jnp.array([amp]))
@@ -69,7 +71,7 @@ def test_single_phosphene_matches_closed_form():
 @pytest.mark.parametrize("amp", [40e-6, 80e-6, 160e-6])
 def test_sigma_grows_with_sqrt_of_current(amp):
   p = _params()
-  sim = phosphenes.Simulator.create(p, [1.0, -4.0], [2.0, 0.5], size_follows="amplitude")
+  sim = phosphenes.Simulator.create(p, [1.0, -4.0], [2.0, 0.5], options=AMPLITUDE)
   frame = sim.frame(sim.init_state(), jnp.full((2,), amp))
   r = np.hypot([1.0, -4.0], [2.0, 0.5])
   expected = np.sqrt(amp / 675e-6) * 0.5 / _magnification(p, r)
@@ -135,7 +137,7 @@ def test_simulator_is_a_pytree_through_jit():
 def test_thresholds_gate_phosphenes():
   p = _params(thresholding__use_threshold=True, size__current_spread=675e-6 / 150)
   sim = phosphenes.Simulator.create(p, [-3.0, 3.0], [0.0, 0.0], thresholds=[1e-9, 1.0],
-                                    size_follows="amplitude")
+                                    options=AMPLITUDE)
   state, frame = sim.update(sim.init_state(), jnp.full((2,), 1e-4))
   image = np.asarray(sim.render(frame))
   assert float(frame.intensity[0]) > 0.3 and float(frame.intensity[1]) == 0.0
@@ -188,10 +190,11 @@ def test_zero_amplitude_gradient_is_finite_only_when_corrected():
   amps = jnp.array([[100e-6], [0.0]])
   weights = jnp.ones((RES, RES))
   for compat, finite in ((True, False), (False, True)):
-    sim = phosphenes.Simulator.create(p, [2.0], [1.0], dynaphos_compatible=compat)
+    sim = phosphenes.Simulator.create(
+        p, [2.0], [1.0], options=DYNAPHOS if compat else phosphenes.Options())
     grad = jax.grad(_loss_after, argnums=1)(sim, amps, weights)
     assert bool(np.all(np.isfinite(grad))) == finite
-  sim = phosphenes.Simulator.create(p, [2.0], [1.0], size_follows="amplitude")
+  sim = phosphenes.Simulator.create(p, [2.0], [1.0], options=AMPLITUDE)
   grad = jax.grad(_loss_after, argnums=1)(sim, amps, weights)
   assert np.all(np.isfinite(grad))
 
@@ -199,7 +202,7 @@ def test_zero_amplitude_gradient_is_finite_only_when_corrected():
 def test_size_follows_activation_keeps_phosphene_after_stimulation():
   p = _params(size__current_spread=675e-6 / 150)
   amps = jnp.array([[150e-6], [150e-6], [0.0]])
-  old = phosphenes.Simulator.create(p, [2.0], [1.0], dynaphos_compatible=True)
+  old = phosphenes.Simulator.create(p, [2.0], [1.0], options=DYNAPHOS)
   new = phosphenes.Simulator.create(p, [2.0], [1.0])
   old_images, old_state = old.run(amps, return_state=True)
   new_images = new.run(amps)
@@ -221,8 +224,9 @@ def test_sigmoid_size_unit_fix():
   amps = [20e-6, 40e-6, 80e-6, 160e-6]
   sigmas = {}
   for compat in (True, False):
-    sim = phosphenes.Simulator.create(p, np.ones(4), np.ones(4), dynaphos_compatible=compat,
-                                      size_follows="amplitude")
+    sim = phosphenes.Simulator.create(
+        p, np.ones(4), np.ones(4),
+        options=DYNAPHOS if compat else AMPLITUDE)
     sigmas[compat] = np.asarray(sim.frame(sim.init_state(), jnp.asarray(amps)).sigma)
   assert np.ptp(sigmas[True]) / sigmas[True].mean() < 1e-3  # Flat: the bug.
   assert sigmas[False][-1] / sigmas[False][0] > 5
@@ -238,8 +242,9 @@ def test_surrogate_threshold_gradient():
   weights = jnp.ones((RES, RES))
   exact = phosphenes.Simulator.create(p, [1.0], [1.0], thresholds=thr)
   surrogate = phosphenes.Simulator.create(p, [1.0], [1.0], thresholds=thr,
-                                          threshold_gradient="sigmoid",
-                                          surrogate_width=1e-7)
+                                          options=phosphenes.Options(
+                                              threshold_gradient="sigmoid",
+                                              surrogate_width=1e-7))
   np.testing.assert_array_equal(exact.run(amps), surrogate.run(amps))
   assert float(jnp.abs(jax.grad(_loss_after, argnums=1)(exact, amps, weights)).max()) == 0
   assert float(jax.grad(_loss_after, argnums=1)(surrogate, amps, weights)[0, 0]) > 0
@@ -281,7 +286,7 @@ def test_gabor_phosphenes_render_elongated():
               size__current_spread=675e-6 / 150)
   gx, gy = _grid(p)
   sim = phosphenes.Simulator.create(p, [gx[52]], [gy[32]], theta=[0.0],
-                                    size_follows="amplitude")
+                                    options=AMPLITUDE)
   _, image = sim.step(sim.init_state(), jnp.array([150e-6]))
   image = np.asarray(image)
   assert np.unravel_index(np.argmax(image), image.shape) == (32, 52)
@@ -290,3 +295,19 @@ def test_gabor_phosphenes_render_elongated():
   assert image[32, 55] > 2 * image[35, 52] > 0
   with pytest.raises(ValueError, match="theta"):
     phosphenes.Simulator.create(_params(), [0.0], [0.0], theta=[0.0])
+
+
+def test_options_is_one_frozen_hashable_value():
+  compat = phosphenes.Options.dynaphos_compatible()
+  assert (compat.size_follows, compat.safe_size_gradient, compat.sigmoid_size_microamps,
+          compat.min_one_substep) == ("amplitude", False, False, False)
+  assert phosphenes.Options.dynaphos_compatible(safe_size_gradient=True).safe_size_gradient
+  assert hash(compat) == hash(phosphenes.Options.dynaphos_compatible())
+  with pytest.raises(ValueError, match="size_follows"):
+    phosphenes.Options(size_follows="current")
+  with pytest.raises(ValueError, match="surrogate_width"):
+    phosphenes.Options(surrogate_width=0.0)
+  # The surrogate width defaults to the threshold spread of the parameters.
+  p = _params(thresholding__use_threshold=True)
+  sim = phosphenes.Simulator.create(p, [1.0], [1.0])
+  assert sim.config.options.surrogate_width == p["thresholding"]["activation_threshold_sd"]

@@ -15,12 +15,14 @@ gradients never meet the threshold's step.
 from __future__ import annotations
 
 import functools
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from triplet_pose import keypoints as kp
 from triplet_pose import phosphenes
 
 
@@ -35,17 +37,27 @@ def create_simulator(config: ml_collections.ConfigDict) -> phosphenes.Simulator:
   # activation it would start from zero); the gradient stays NaN-safe.
   return phosphenes.Simulator.create(params, x, y, thresholds=np.zeros(n, np.float32),
                                      key=jax.random.key(config.seed + 1),
-                                     size_follows="amplitude")
+                                     options=phosphenes.Options(size_follows="amplitude"))
 
 
-def phosphene_images(sim: phosphenes.Simulator, *, image_size: int,
-                     line_width: float, joints=None, joints_visible=None,
-                     contour=None, contour_visible=None) -> jax.Array:
-  """(B, R, R) phosphene images of poses given in input-image pixels."""
+def phosphene_images(sim: phosphenes.Simulator, points: Mapping[str, jax.Array],
+                     visible: Mapping[str, jax.Array], *, image_size: int,
+                     line_width: float) -> jax.Array:
+  """(B, R, R) phosphene images of poses given in input-image pixels.
+
+  Args:
+    sim: the simulator.
+    points: {keypoint set name: (B, K, 2)}: joints are drawn as points and
+      skeleton, contour points as their outline.
+    visible: {keypoint set name: (B, K)} which points exist.
+    image_size: side of the (square) image the points are in.
+    line_width: in simulator pixels.
+  """
+  joints, contour = points.get(kp.JOINTS.name), points.get(kp.CONTOUR.name)
   mask = phosphenes.render_pose(
       joints, contour, image_size=(image_size, image_size),
-      output_size=sim.resolution, joints_visible=joints_visible,
-      contour_visible=contour_visible, line_width=line_width,
+      output_size=sim.resolution, joints_visible=visible.get(kp.JOINTS.name),
+      contour_visible=visible.get(kp.CONTOUR.name), line_width=line_width,
       draw_joints=joints is not None, draw_skeleton=joints is not None,
       draw_contour=contour is not None)
   amplitude = sim.sample_stimulus(mask, rescale=True)
@@ -81,18 +93,18 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0) -> jax.Array:
   return jnp.mean(s, axis=(-2, -1))
 
 
-@functools.partial(jax.jit, static_argnames=("keypoints", "image_size", "line_width"))
-def _errors_batch(sim, predicted, truth, visible, *, keypoints, image_size, line_width):
-  render = functools.partial(phosphene_images, sim, image_size=image_size,
-                             line_width=line_width)
-  seen = render(**{keypoints: predicted, f"{keypoints}_visible": visible})
-  wanted = render(**{keypoints: truth, f"{keypoints}_visible": visible})
+@functools.partial(jax.jit, static_argnames=("name", "image_size", "line_width"))
+def _errors_batch(sim, predicted, truth, visible, *, name, image_size, line_width):
+  render = functools.partial(phosphene_images, sim, visible={name: visible},
+                             image_size=image_size, line_width=line_width)
+  seen, wanted = render({name: predicted}), render({name: truth})
   return (normalised_mse(seen, wanted, axis=(-2, -1)),
           ssim(seen, wanted, data_range=1.0))
 
 
 def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,
-                     keypoints: str, image_size: int, line_width: float = 2.0,
+                     keypoint_set: kp.KeypointSet, image_size: int,
+                     line_width: float = 2.0,
                      batch_size: int = 64) -> dict[str, float]:
   """How different the predicted pose looks from the true one through the implant.
 
@@ -104,7 +116,7 @@ def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,
     sim: from `create_simulator`.
     predicted, truth: (P, K, 2) points in pixels of the (square) model input.
     visible: (P, K) ground-truth visibility.
-    keypoints: 'joints' (K = 16) or 'contour' (K = 26).
+    keypoint_set: `keypoints.JOINTS` or `CONTOUR`.
     image_size: side of the model input in pixels.
     line_width: in simulator pixels.
     batch_size: persons rendered at once.
@@ -115,10 +127,8 @@ def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,
     or more = nothing in common), 'phosphene_ssim': mean SSIM (1 = identical)}.
 
   Raises:
-    ValueError: for an unknown `keypoints` or shapes that disagree.
+    ValueError: for shapes that disagree.
   """
-  if keypoints not in ("joints", "contour"):
-    raise ValueError(f"keypoints must be 'joints' or 'contour', got {keypoints!r}")
   predicted, truth = np.asarray(predicted, np.float32), np.asarray(truth, np.float32)
   visible = np.asarray(visible, np.float32)
   if predicted.shape != truth.shape or truth.shape[:-1] != visible.shape:
@@ -128,7 +138,7 @@ def phosphene_errors(sim: phosphenes.Simulator, predicted, truth, visible, *,
   for start in range(0, len(truth), batch_size):
     part = slice(start, start + batch_size)
     a, b = _errors_batch(sim, predicted[part], truth[part], visible[part],
-                         keypoints=keypoints, image_size=int(image_size),
+                         name=keypoint_set.name, image_size=int(image_size),
                          line_width=float(line_width))
     nmse.append(np.asarray(a))
     similarity.append(np.asarray(b))

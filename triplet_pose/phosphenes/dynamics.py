@@ -22,13 +22,61 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """Behaviour switches (see the docstring of simulator.py)."""
-  dynaphos_compatible: bool = False
+  """The simulator's corrections of dynaphos and its gradient options (hashable).
+
+  The defaults are the corrected behaviour; `Options.dynaphos_compatible()`
+  reproduces dynaphos exactly (see the docstring of simulator.py). Pass one
+  value to `Simulator.create(..., options=...)`.
+
+  Attributes:
+    size_follows: 'activation' (a phosphene keeps its size while the tissue
+      stays active) or 'amplitude' (dynaphos: the instantaneous amplitude).
+    safe_size_gradient: finite (zero) gradients at zero phosphene size.
+    sigmoid_size_microamps: feed the 'sigmoid' size equation microamperes,
+      the unit of its constants (dynaphos feeds amperes).
+    min_one_substep: run the leaky integrators at least one sub-step per
+      frame (dynaphos never updates a trace that does not decay).
+    threshold_gradient: 'none' (the exact, almost everywhere zero gradient
+      of the hard threshold) or 'sigmoid' (a surrogate gradient).
+    surrogate_width: width of the surrogate sigmoid in activation units;
+      None: `activation_threshold_sd` of the parameters (or half the
+      threshold, or 1e-8), filled in by `Simulator.create`.
+
+  Raises:
+    ValueError: for an unknown `size_follows` or `threshold_gradient`, or a
+      `surrogate_width` that is not positive.
+  """
   size_follows: str = "activation"
   safe_size_gradient: bool = True
   sigmoid_size_microamps: bool = True
+  min_one_substep: bool = True
   threshold_gradient: str = "none"
-  surrogate_width: float = 1e-8
+  surrogate_width: float | None = None
+
+  def __post_init__(self):
+    if self.size_follows not in ("amplitude", "activation"):
+      raise ValueError(f"size_follows must be 'amplitude' or 'activation', "
+                       f"got {self.size_follows!r}")
+    if self.threshold_gradient not in ("none", "sigmoid"):
+      raise ValueError(f"threshold_gradient must be 'none' or 'sigmoid', "
+                       f"got {self.threshold_gradient!r}")
+    if self.surrogate_width is not None and not self.surrogate_width > 0:
+      raise ValueError(f"surrogate_width must be > 0, got {self.surrogate_width}")
+
+  @classmethod
+  def dynaphos_compatible(cls, **overrides) -> "Options":
+    """dynaphos' behaviour exactly; `overrides` change single fields of it."""
+    return cls(**{**dict(size_follows="amplitude", safe_size_gradient=False,
+                         sigmoid_size_microamps=False, min_one_substep=False),
+                  **overrides})
+
+  def with_surrogate_width(self, params: Mapping[str, Any]) -> "Options":
+    """These options with `surrogate_width` filled in from `params` when None."""
+    if self.surrogate_width is not None:
+      return self
+    th = params["thresholding"]
+    width = th["activation_threshold_sd"] or 0.5 * th["activation_threshold"] or 1e-8
+    return dataclasses.replace(self, surrogate_width=float(width))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +150,7 @@ def make_config(p: Mapping[str, Any], options: Options) -> Config:
   trace_decay = -math.log(td["trace_decay_per_second"])
   act_steps = math.ceil(act_decay / fps)
   trace_steps = math.ceil(trace_decay / fps)
-  if not options.dynaphos_compatible:
+  if options.min_one_substep:
     # dynaphos never updates the trace when it does not decay (0 sub-steps).
     act_steps, trace_steps = max(1, act_steps), max(1, trace_steps)
   steps = max(1, trace_steps)

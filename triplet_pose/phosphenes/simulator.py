@@ -16,8 +16,9 @@ through time (`run` is a `lax.scan`), and the image is a separable matrix
 product rather than an N x H x W tensor (see rendering.py). `Simulator` is a
 pytree: pass it through `jax.jit`, `vmap` or `grad` like any array.
 
-Corrections of dynaphos, each an option whose default is the corrected
-behaviour (`dynaphos_compatible=True` restores dynaphos exactly):
+Corrections of dynaphos, each a field of `Options` whose default is the
+corrected behaviour (`Options.dynaphos_compatible()` restores dynaphos
+exactly):
   * safe_size_gradient: sqrt(0) in the size equation and sigma = 0 in the
     Gaussian give NaN gradients; a zero-size phosphene now renders nothing
     and has finite (zero) gradients.
@@ -29,11 +30,13 @@ behaviour (`dynaphos_compatible=True` restores dynaphos exactly):
   * sigmoid_size_microamps: the 'sigmoid' size equation's constants are in
     microamperes but dynaphos feeds it amperes (a flat sigma); the current
     is converted to microamperes.
+  * min_one_substep: dynaphos takes ceil(decay / fps) integrator sub-steps,
+    0 for a trace that does not decay, which then never grows; at least one.
   * No global side effects in either mode: no global seeding or
     determinism switches (randomness comes from an explicit key, else from
     `run.seed`), and the caller's coordinates are never modified.
 The hard activation threshold has zero gradient almost everywhere;
-`threshold_gradient='sigmoid'` keeps the hard forward pass but
+`Options(threshold_gradient='sigmoid')` keeps the hard forward pass but
 back-propagates the derivative of sigmoid((activation - threshold) /
 surrogate_width) (a surrogate gradient, as in spiking networks).
 """
@@ -86,12 +89,8 @@ class Simulator:
   @classmethod
   def create(cls, params: Mapping[str, Any], x_deg, y_deg, thresholds=None,
              key: jax.Array | None = None, *, theta=None,
-             remove_out_of_view: bool = True, dynaphos_compatible: bool = False,
-             size_follows: str | None = None,
-             safe_size_gradient: bool | None = None,
-             sigmoid_size_microamps: bool | None = None,
-             threshold_gradient: str = "none",
-             surrogate_width: float | None = None) -> "Simulator":
+             remove_out_of_view: bool = True,
+             options: Options = Options()) -> "Simulator":
     """Builds a simulator for phosphenes at (x_deg, y_deg).
 
     Args:
@@ -106,42 +105,18 @@ class Simulator:
         `PRNGKey(run.seed)`.
       theta: Gabor orientations (radians), (n,) or (N,); default uniform.
       remove_out_of_view: drop phosphenes outside the view (as dynaphos).
-      dynaphos_compatible: reproduce dynaphos exactly; sets the defaults
-        of the three corrections below to dynaphos' behaviour.
-      size_follows: 'activation' (default) or 'amplitude' (dynaphos).
-      safe_size_gradient: finite gradients at zero size (default True).
-      sigmoid_size_microamps: fix the sigmoid size unit error (default True).
-      threshold_gradient: 'none' (exact gradient) or 'sigmoid' (surrogate).
-      surrogate_width: width of the surrogate sigmoid in activation units;
-        default `activation_threshold_sd` (or half the threshold, or 1e-8).
+      options: the corrections of dynaphos and gradient options (`Options`;
+        `Options.dynaphos_compatible()` reproduces dynaphos exactly).
 
     Returns:
       The simulator.
 
     Raises:
-      ValueError: for bad coordinates, thresholds, theta or options.
+      ValueError: for bad coordinates, thresholds or theta.
     """
     p = params_lib.load_params(params)
-    compat = bool(dynaphos_compatible)
-    size_follows = size_follows or ("amplitude" if compat else "activation")
-    if size_follows not in ("amplitude", "activation"):
-      raise ValueError(f"size_follows must be 'amplitude' or 'activation', got {size_follows!r}")
-    if threshold_gradient not in ("none", "sigmoid"):
-      raise ValueError(f"threshold_gradient must be 'none' or 'sigmoid', got {threshold_gradient!r}")
+    options = options.with_surrogate_width(p)
     th = p["thresholding"]
-    if surrogate_width is None:
-      surrogate_width = (th["activation_threshold_sd"] or
-                         0.5 * th["activation_threshold"] or 1e-8)
-    if not surrogate_width > 0:
-      raise ValueError(f"surrogate_width must be > 0, got {surrogate_width}")
-    options = Options(
-        dynaphos_compatible=compat, size_follows=size_follows,
-        safe_size_gradient=(not compat if safe_size_gradient is None
-                            else bool(safe_size_gradient)),
-        sigmoid_size_microamps=(not compat if sigmoid_size_microamps is None
-                                else bool(sigmoid_size_microamps)),
-        threshold_gradient=threshold_gradient,
-        surrogate_width=float(surrogate_width))
 
     x64 = np.array(x_deg, np.float64)  # Copies: the caller's arrays stay intact.
     y64 = np.array(y_deg, np.float64)
