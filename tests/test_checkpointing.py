@@ -1,0 +1,194 @@
+"""Checkpointer faults: damaged, half-written and missing checkpoints, lost config, full disk."""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from triplet_pose import checkpointing
+
+
+def _state(step):
+  return {"params": {"w": jnp.full((32, 32), float(step))}, "step": jnp.int32(step)}
+
+
+def _workdir(path, steps=(1, 2), **kwargs):
+  """A workdir with config.json and a checkpoint at each of `steps`."""
+  checkpointing.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), path)
+  ckpt = checkpointing.Checkpointer(path, keep=5, **kwargs)
+  for step in steps:
+    ckpt.save(step, _state(step), {"position": step})
+  ckpt.wait_until_finished()
+  ckpt.close()
+  return path
+
+
+def _damage(path, step):
+  """Overwrites every file of the checkpoint's state, as a failing disk might."""
+  for f in (path / checkpointing.CHECKPOINT_DIR / str(step) / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+
+
+def test_damaged_newest_checkpoint_is_moved_aside_and_the_previous_restored(tmp_path, caplog):
+  _workdir(tmp_path)
+  _damage(tmp_path, 2)
+  ckpt = checkpointing.Checkpointer(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    state, input_state = ckpt.restore(_state(0))
+  assert int(state["step"]) == 1 and input_state == {"position": 1}
+  np.testing.assert_array_equal(state["params"]["w"], 1.0)
+  aside = tmp_path / "checkpoints" / "2.corrupt"
+  assert aside.is_dir() and not (tmp_path / "checkpoints" / "2").exists()
+  assert ckpt.all_steps() == [1]
+  warning, = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  assert str(aside) in warning and "\n" not in warning
+  ckpt.close()
+  # The set-aside directory is not taken for a step by a later manager.
+  assert checkpointing.Checkpointer(tmp_path, read_only=True).all_steps() == [1]
+
+
+def test_raw_restore_also_skips_a_damaged_checkpoint(tmp_path):
+  _workdir(tmp_path)
+  _damage(tmp_path, 2)
+  raw = checkpointing.Checkpointer(tmp_path, read_only=True).restore_raw_state()
+  assert int(raw["step"]) == 1
+  assert (tmp_path / "checkpoints" / "2.corrupt").is_dir()
+
+
+def test_half_written_checkpoints_are_skipped(tmp_path):
+  _workdir(tmp_path, steps=(1, 2, 3))
+  ckpt_dir = tmp_path / "checkpoints"
+  # A save killed before orbax's final rename: a temporary directory.
+  shutil.copytree(ckpt_dir / "3", ckpt_dir / "4.orbax-checkpoint-tmp-123")
+  # A step directory whose items never arrived (e.g. a copy cut short).
+  shutil.rmtree(ckpt_dir / "3" / "state")
+  state, _ = checkpointing.Checkpointer(tmp_path).restore(_state(0))
+  assert int(state["step"]) == 2
+  assert (ckpt_dir / "3.corrupt").is_dir()
+
+
+def test_no_intact_checkpoint_lists_every_step_tried(tmp_path):
+  _workdir(tmp_path)
+  _damage(tmp_path, 1)
+  _damage(tmp_path, 2)
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    checkpointing.Checkpointer(tmp_path).restore(_state(0))
+  message = str(e.value)
+  assert "no intact checkpoint in " + str(tmp_path / "checkpoints") in message
+  assert "step 2" in message and "step 1" in message and "2.corrupt" in message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+      "1.corrupt", "2.corrupt"]
+
+
+def test_a_requested_damaged_step_is_not_replaced_by_another(tmp_path):
+  _workdir(tmp_path)
+  _damage(tmp_path, 1)
+  with pytest.raises(checkpointing.CheckpointError, match="step 1"):
+    checkpointing.Checkpointer(tmp_path).restore(_state(0), step=1)
+
+
+def test_a_checkpoint_of_another_model_is_reported_not_moved(tmp_path):
+  _workdir(tmp_path)
+  other = {"params": {"w": jnp.zeros((32, 32)), "extra": jnp.zeros(3)}, "step": jnp.int32(0)}
+  with pytest.raises(checkpointing.CheckpointError, match="does not fit"):
+    checkpointing.Checkpointer(tmp_path).restore(other)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "unreadable"])
+def test_lost_config_json_is_recovered_from_the_checkpoint(tmp_path, damage):
+  _workdir(tmp_path)
+  path = tmp_path / checkpointing.CONFIG_FILE
+  if damage == "missing":
+    path.unlink()
+  else:
+    path.write_text('{"model": {"tar')
+  config = checkpointing.load_config(tmp_path)
+  assert config.model.target == "joints"
+  assert "optimizer" in config  # defaults filled in as for config.json
+
+
+def test_no_config_anywhere_names_the_file(tmp_path):
+  (tmp_path / checkpointing.CONFIG_FILE).write_text("not json")
+  with pytest.raises(FileNotFoundError, match=str(tmp_path / "config.json")):
+    checkpointing.load_config(tmp_path)
+
+
+def test_too_little_space_stops_before_writing(tmp_path, monkeypatch):
+  _workdir(tmp_path, steps=(1,))
+  ckpt = checkpointing.Checkpointer(tmp_path)
+  usage = shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+                      lambda _: usage._replace(free=1000))
+  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+    ckpt.save(2, _state(2), {"position": 2})
+  message = str(e.value)
+  assert str(tmp_path / "checkpoints") in message and "needs about" in message
+  assert "step 1) is intact" in message
+  monkeypatch.undo()
+  ckpt.close()
+  state, _ = checkpointing.Checkpointer(tmp_path).restore(_state(0))
+  assert int(state["step"]) == 1
+
+
+def test_unwritable_directory_is_named(tmp_path, monkeypatch):
+  _workdir(tmp_path, steps=(1,))
+  ckpt = checkpointing.Checkpointer(tmp_path)
+  monkeypatch.setattr(checkpointing.os, "access", lambda *_: False)
+  with pytest.raises(checkpointing.CheckpointSaveError, match="is not writable"):
+    ckpt.save(2, _state(2), {"position": 2})
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """A 2 MB tmpfs (needs root in a container that allows mounts; else skip)."""
+  mount = tmp_path / "small"
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+      capture_output=True).returncode:
+    pytest.skip("cannot mount a small tmpfs here")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monkeypatch):
+  # The space check is bypassed so that the write itself hits ENOSPC, as
+  # when another process fills the disk after the check.
+  monkeypatch.setattr(checkpointing.Checkpointer, "_check_space", lambda *_: None)
+  workdir = small_tmpfs / "w"
+  ckpt = checkpointing.Checkpointer(workdir, keep=100)
+  big = lambda s: {"w": jnp.asarray(np.random.default_rng(s).normal(size=(256, 256)),
+                                    jnp.float32), "step": jnp.int32(s)}
+  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+    for step in range(1, 20):
+      ckpt.save(step, big(step), {"position": step})
+      ckpt.wait_until_finished()
+  message = str(e.value)
+  assert str(workdir / "checkpoints") in message and "needs about" in message
+  last = ckpt.latest_step()
+  assert last is not None and f"step {last}) is intact" in message
+  restored = checkpointing.Checkpointer(workdir, read_only=True).restore_raw_state()
+  assert int(restored["step"]) == last
+
+
+def test_check_writable_names_the_directory(tmp_path, monkeypatch):
+  checkpointing.check_writable(tmp_path / "new" / "dir", needed_bytes=10)
+  usage = shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: usage._replace(free=5))
+  with pytest.raises(OSError, match=f"in {tmp_path / 'out'}: needs about"):
+    checkpointing.check_writable(tmp_path / "out", needed_bytes=10 << 20, what="predictions")
+
+
+def test_config_json_is_written_whole(tmp_path):
+  checkpointing.save_config(ml_collections.ConfigDict({"a": 1}), tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
+  assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
