@@ -12,6 +12,8 @@ import json
 from absl import app
 from absl import flags
 
+from launch import common
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and the report.")
 _QUICK = flags.DEFINE_bool("quick", False, "A short run (a few minutes on a CPU).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Seconds of training: checks the pipeline only.")
@@ -23,12 +25,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from triplet_pose import demo  # pylint: disable=g-import-not-at-top
-  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
-  metric_writer.quiet_library_logs()
   size = "smoke" if _SMOKE.value else "quick" if _QUICK.value else "full"
   summary = demo.run_demo(_WORKDIR.value, size=size, num_panels=_PANELS.value)
   print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

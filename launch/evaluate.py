@@ -26,6 +26,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import common
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose `input` section picks the evaluation data "
     "(default: the workdir's config.json).", lock_config=True)
@@ -56,12 +58,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import pathlib  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
   from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
-  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
-  metric_writer.quiet_library_logs()
-  evaluation.quiet_read_only_warnings()
   results = evaluation.evaluate_checkpoints(
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
       step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,
@@ -75,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

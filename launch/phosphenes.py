@@ -11,10 +11,10 @@ the tissue state carries over between frames (a progress bar shows the
 frames), a still image is stimulated for `--frames_per_image` frames.
 """
 
-import sys
-
 from absl import app
 from absl import flags
+
+from launch import common
 
 _PARAMS = flags.DEFINE_string("params", None, "params.yaml (dynaphos schema); default built-in.")
 _INPUT = flags.DEFINE_string("input", None, "Image or video to render.")
@@ -42,21 +42,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from triplet_pose.phosphenes import media  # pylint: disable=g-import-not-at-top
-  try:
-    media.check_paths(_INPUT.value, _OUTPUT.value)  # Fail fast, before the build.
-    sim = media.build_simulator(_PARAMS.value, layout=_LAYOUT.value,
-                                num_phosphenes=_NUM_PHOSPHENES.value,
-                                cortex_grid=_CORTEX_GRID.value,
-                                coordinates=_COORDINATES.value, seed=_SEED.value)
-    summary = media.render_file(
-        sim, _INPUT.value, _OUTPUT.value, frames_per_image=_FRAMES_PER_IMAGE.value,
-        max_frames=_MAX_FRAMES.value, kind=_MASK.value, invert=_INVERT.value,
-        edge_gain=_EDGE_GAIN.value)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"launch.phosphenes: error: {e}")
+  media.check_paths(_INPUT.value, _OUTPUT.value)  # Fail fast, before the build.
+  sim = media.build_simulator(_PARAMS.value, layout=_LAYOUT.value,
+                              num_phosphenes=_NUM_PHOSPHENES.value,
+                              cortex_grid=_CORTEX_GRID.value,
+                              coordinates=_COORDINATES.value, seed=_SEED.value)
+  summary = media.render_file(
+      sim, _INPUT.value, _OUTPUT.value, frames_per_image=_FRAMES_PER_IMAGE.value,
+      max_frames=_MAX_FRAMES.value, kind=_MASK.value, invert=_INVERT.value,
+      edge_gain=_EDGE_GAIN.value)
   print(f"{sim.num_phosphenes} phosphenes, {summary['frames']} frame(s) "
         f"{summary['resolution'][1]}x{summary['resolution'][0]} -> {summary['output']}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main, uses_tensorflow=False)

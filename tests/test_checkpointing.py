@@ -128,7 +128,7 @@ def test_too_little_space_stops_before_writing(tmp_path, monkeypatch):
   usage = shutil.disk_usage(tmp_path)
   monkeypatch.setattr(checkpointing.shutil, "disk_usage",
                       lambda _: usage._replace(free=1000))
-  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+  with pytest.raises(checkpointing.SaveError) as e:
     ckpt.save(2, _state(2), {"position": 2})
   message = str(e.value)
   assert str(tmp_path / "checkpoints") in message and "needs about" in message
@@ -143,7 +143,7 @@ def test_unwritable_directory_is_named(tmp_path, monkeypatch):
   _workdir(tmp_path, steps=(1,))
   ckpt = checkpointing.Checkpointer(tmp_path)
   monkeypatch.setattr(checkpointing.os, "access", lambda *_: False)
-  with pytest.raises(checkpointing.CheckpointSaveError, match="is not writable"):
+  with pytest.raises(checkpointing.SaveError, match="is not writable"):
     ckpt.save(2, _state(2), {"position": 2})
 
 
@@ -168,7 +168,7 @@ def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monk
   ckpt = checkpointing.Checkpointer(workdir, keep=100)
   big = lambda s: {"w": jnp.asarray(np.random.default_rng(s).normal(size=(256, 256)),
                                     jnp.float32), "step": jnp.int32(s)}
-  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+  with pytest.raises(checkpointing.SaveError) as e:
     for step in range(1, 20):
       ckpt.save(step, big(step), {"position": step})
       ckpt.wait_until_finished()

@@ -20,7 +20,7 @@ Faults are recovered, not just reported:
   warning with the reason and continues from the newest intact checkpoint;
   when none is left, `CheckpointError` lists every step tried.
 * A full disk or an unwritable directory: `save` checks the free space
-  first and turns a failed write into `CheckpointSaveError`, naming the
+  first and turns a failed write into `SaveError`, naming the
   directory and the space needed; the previous checkpoint stays intact.
 * A missing or unreadable config.json: `load_config` falls back to the copy
   saved in the newest checkpoint holding one.
@@ -33,7 +33,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import ml_collections
@@ -62,8 +62,8 @@ class CheckpointError(ValueError):
   """No intact checkpoint, or one that does not fit the model asked for."""
 
 
-class CheckpointSaveError(OSError):
-  """A checkpoint could not be written (disk full, directory unwritable)."""
+class SaveError(OSError):
+  """A checkpoint or an output could not be written (disk full, unwritable)."""
 
 
 class Checkpointer:
@@ -106,7 +106,7 @@ class Checkpointer:
     """Saves asynchronously; the previous checkpoint stays valid until done.
 
     Raises:
-      CheckpointSaveError: too little free space for the checkpoint, or a
+      SaveError: too little free space for the checkpoint, or a
         write (of this or of the previous asynchronous save) failed.
     """
     if metrics is not None:
@@ -166,7 +166,7 @@ class Checkpointer:
     return None
 
   def wait_until_finished(self) -> None:
-    """Waits for the pending save; raises CheckpointSaveError if it failed."""
+    """Waits for the pending save; raises SaveError if it failed."""
     with self._save_errors():
       self._manager.wait_until_finished()
     self._pending = None
@@ -231,23 +231,23 @@ class Checkpointer:
     return target
 
   def _check_space(self, step: int, needed: int) -> None:
-    """Raises CheckpointSaveError when `needed` bytes will not fit."""
+    """Raises SaveError when `needed` bytes will not fit."""
     if not os.access(self.directory, os.W_OK):
-      raise CheckpointSaveError(
+      raise SaveError(
           f"cannot save checkpoint {step}: {self.directory} is not writable"
           f"{self._previous_note()}")
     free = shutil.disk_usage(self.directory).free
     if free < needed:
-      raise CheckpointSaveError(
+      raise SaveError(
           f"not enough space to save checkpoint {step} in {self.directory}: needs "
           f"about {_mb(needed)}, {_mb(free)} free{self._previous_note()}")
 
   @contextlib.contextmanager
   def _save_errors(self):
-    """Turns a failed write into a CheckpointSaveError naming the directory."""
+    """Turns a failed write into a SaveError naming the directory."""
     try:
       yield
-    except CheckpointSaveError:
+    except SaveError:
       raise
     except OSError as e:  # ENOSPC, EACCES, EROFS... from orbax's writer threads
       raise self._save_failed(e) from e
@@ -256,12 +256,12 @@ class Checkpointer:
         raise
       raise self._save_failed(e) from e
 
-  def _save_failed(self, e: Exception) -> CheckpointSaveError:
+  def _save_failed(self, e: Exception) -> SaveError:
     step, needed = self._pending or (None, 0)
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
     free = _mb(shutil.disk_usage(self.directory).free) if self.directory.exists() else "?"
     self._pending = None
-    return CheckpointSaveError(
+    return SaveError(
         f"cannot save {what} in {self.directory} ({_write_failure(e)}): needs "
         f"about {_mb(needed)}, {free} free{self._previous_note()}")
 
@@ -274,7 +274,7 @@ class Checkpointer:
 
 def check_writable(directory: str | pathlib.Path, *, needed_bytes: int = 0,
                    what: str = "outputs") -> None:
-  """Raises CheckpointSaveError unless `directory` takes `needed_bytes` more.
+  """Raises SaveError unless `directory` takes `needed_bytes` more.
 
   For writers of other outputs (e.g. launch.predict): a check before
   writing, so a full disk stops the job with a message naming the directory
@@ -285,11 +285,29 @@ def check_writable(directory: str | pathlib.Path, *, needed_bytes: int = 0,
   while not existing.exists() and existing != existing.parent:
     existing = existing.parent
   if not os.access(existing, os.W_OK):
-    raise CheckpointSaveError(f"cannot write {what}: {existing} is not writable")
+    raise SaveError(f"cannot write {what}: {existing} is not writable")
   free = shutil.disk_usage(existing).free
   if free < needed_bytes:
-    raise CheckpointSaveError(f"not enough space to write {what} in {directory}: needs "
+    raise SaveError(f"not enough space to write {what} in {directory}: needs "
                               f"about {_mb(needed_bytes)}, {_mb(free)} free")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path`, renamed onto it when the block ends.
+
+  For writers of outputs (JSON, images, videos): a write cut short by a full
+  disk or a kill leaves no truncated file under the final name, so every
+  file already there stays valid. On an error the temporary file is removed.
+  """
+  path = pathlib.Path(path)
+  # The same extension: image and video writers pick the format by it.
+  tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+  try:
+    yield tmp
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
@@ -302,9 +320,8 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) 
     return
   path = pathlib.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-  tmp.replace(path)
+  with atomic_write(path) as tmp:
+    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

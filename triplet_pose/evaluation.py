@@ -55,18 +55,6 @@ JOINT_COLUMNS = (("Head", "Head"), ("Shoulder", "Sho."), ("Elbow", "Elb."),
 CONTOUR_COLUMNS = (("Neck", "Neck"),) + JOINT_COLUMNS[1:]
 
 
-def quiet_read_only_warnings() -> None:
-  """Drops orbax's warnings that a checkpoint directory is opened read-only.
-
-  Evaluation and prediction open checkpoints read-only on purpose; the
-  warnings would bury the table in the log.
-  """
-  import logging as py_logging  # pylint: disable=g-import-not-at-top
-  py_logging.getLogger("absl").addFilter(
-      lambda record: not any(s in record.getMessage()
-                             for s in ("read only", "read_only=True")))
-
-
 def crop_scale(crop_to_original: np.ndarray) -> np.ndarray:
   """Original pixels per crop pixel (B,) of (B, 2, 3) similarity affines."""
   return np.sqrt(np.abs(np.linalg.det(np.asarray(crop_to_original, np.float64)[..., :2])))

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import resource
+import sys
 import time
 from typing import Mapping
 
@@ -30,8 +33,10 @@ class MetricWriter:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    # TensorFlow only for its summary writer, imported when a writer is made
+    # (start-up time). Keeping it off the GPUs is the entry point's job
+    # (launch/common.py).
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], "GPU")
     self._tf = tf
     self._tb = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
@@ -65,7 +70,11 @@ class MetricWriter:
 
 
 class Progress:
-  """Steps/s and ETA over the last logging interval."""
+  """Steps/s and ETA over the last logging interval, and the memory in use.
+
+  `rss_mb` (the process's resident memory) goes into metrics.jsonl with
+  every training log line, so a leak shows as a rising `train/rss_mb`.
+  """
 
   def __init__(self, first_step: int, last_step: int):
     self._last_step = last_step
@@ -77,23 +86,19 @@ class Progress:
     rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
     self._mark_step, self._mark_time = step, now
     eta = (self._last_step - step) / rate if rate > 0 else math.inf
-    return {"steps_per_sec": rate, "eta_sec": eta}
+    return {"steps_per_sec": rate, "eta_sec": eta, "rss_mb": resident_memory_mb()}
 
 
-class _QuietLibraries:
-  """Drops orbax's INFO records (it logs every save) and its warning that a
-  checkpoint saved between evaluations has no metrics (expected here)."""
-
-  def filter(self, record) -> bool:
-    if "/orbax/" not in record.pathname:
-      return True
-    return record.levelno >= 30 and "did not provide metrics" not in record.getMessage()
-
-
-def quiet_library_logs() -> None:
-  """Keeps the absl log readable: library INFO lines are dropped."""
-  import logging as py_logging  # pylint: disable=g-import-not-at-top
-  py_logging.getLogger("absl").addFilter(_QuietLibraries())
+def resident_memory_mb() -> float:
+  """This process's resident set size in MB (now; the peak where /proc is absent)."""
+  try:
+    with open("/proc/self/statm", encoding="ascii") as f:
+      pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+  except (OSError, ValueError, IndexError):
+    # macOS: ru_maxrss is in bytes (Linux: KB), and it is the peak, not now.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def format_duration(seconds: float) -> str:
