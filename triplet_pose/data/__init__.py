@@ -1,5 +1,8 @@
 """Input data: the 'fake' input and the TFDS datasets behind one constructor.
 
+Importing this package registers the TFDS datasets `mpii_trb` and
+`synthetic_figures` (docs/data.md).
+
 Every iterator yields dicts of numpy arrays for this process's share of the
 global batch (keys: image uint8 (B,H,W,3), joints (B,16,2), joints_visible
 (B,16), contour (B,26,2), contour_visible (B,26), head_size (B,),
@@ -12,7 +15,13 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from triplet_pose.data import pipeline
 from triplet_pose.data.fake import FakeIterator
+# Imported for TFDS's registration: after `import triplet_pose.data`,
+# tfds.builder('mpii_trb/joints') and tfds.data_source('synthetic_figures')
+# find these builders, as for TFDS community datasets.
+from triplet_pose.data.mpii_trb import mpii_trb_dataset_builder  # pylint: disable=unused-import
+from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder  # pylint: disable=unused-import
 
 
 def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
@@ -44,7 +53,6 @@ def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
                         seed=seed if split == "train" else seed + 1,
                         repeat=repeat, process_index=jax.process_index(),
                         process_count=process_count)
-  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.create_tfds_iterator(
       input_config, split=split, batch_size=local_batch, seed=seed,
       shuffle=shuffle, repeat=repeat, process_index=jax.process_index(),

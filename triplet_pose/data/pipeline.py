@@ -28,6 +28,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from triplet_pose import transforms
+from triplet_pose.data.mpii_trb import layout
+from triplet_pose.data.mpii_trb import mpii_trb_dataset_builder  # pylint: disable=unused-import
+from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder
 
 DTYPES = {"image": np.uint8, "joints": np.float32, "joints_visible": np.float32,
           "contour": np.float32, "contour_visible": np.float32, "head_size": np.float32,
@@ -44,10 +47,6 @@ def _builder(input_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilde
     FileNotFoundError: `mpii_trb` is not built and its manual directory is
       missing (the message says what to put where).
   """
-  # pylint: disable=g-import-not-at-top  (importing them registers the builders)
-  from triplet_pose.data.mpii_trb import layout
-  from triplet_pose.data.mpii_trb import mpii_trb_dataset_builder
-  from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder
   name = input_config.name
   family = name.split("/")[0].split(":")[0]
   if family not in ("synthetic_figures", "mpii_trb"):

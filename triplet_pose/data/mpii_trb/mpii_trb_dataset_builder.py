@@ -27,9 +27,9 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 from PIL import Image
 
+from triplet_pose.data import array_record_builder
 from triplet_pose.data.mpii_trb import annotations
 from triplet_pose.data.mpii_trb import crops
 from triplet_pose.data.mpii_trb import features
@@ -72,7 +72,7 @@ class SkipLog:
             + (f" ({parts})" if parts else ""))
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(array_record_builder.ArrayRecordBuilder):
   """MPII Human Pose persons with MPII-TRB contour points."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -90,17 +90,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     description="Persons of `thesis_joints` matched to an MPII-TRB person."),
   ]
   DEFAULT_CONFIG_NAME = "joints"
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 finds this through `importlib_resources`, a package that
-    # Python >= 3.9 does not install; the file is right here.
-    return epath.Path(__file__)
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record gives the input pipeline random access (exact resume).
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

@@ -21,8 +21,8 @@ import re
 from typing import Iterator
 
 import tensorflow_datasets as tfds
-from etils import epath
 
+from triplet_pose.data import array_record_builder
 from triplet_pose.data.mpii_trb import features
 from triplet_pose.data.synthetic_figures import figures
 
@@ -55,7 +55,7 @@ def config_from_name(name: str) -> SyntheticFiguresConfig | None:
   return SyntheticFiguresConfig(name=name, num_train=train, num_validation=validation, seed=seed)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(array_record_builder.ArrayRecordBuilder):
   """Procedural figures with exact joints and contour points."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -68,17 +68,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       SyntheticFiguresConfig(name="tiny", num_train=32, num_validation=16),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 finds this through `importlib_resources`, a package that
-    # Python >= 3.9 does not install; the file is right here.
-    return epath.Path(__file__)
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record gives the input pipeline random access (exact resume).
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=features.feature_dict(), supervised_keys=None)

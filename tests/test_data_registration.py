@@ -1,0 +1,52 @@
+"""The TFDS datasets register on `import triplet_pose.data`, as community datasets do."""
+
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+import triplet_pose.data  # pylint: disable=unused-import  (registers the builders)
+from conftest import REPO
+
+
+def test_builders_register_on_importing_the_data_package_alone():
+  # A fresh process: nothing else of the project imported before.
+  code = ("import tensorflow_datasets as tfds, triplet_pose.data; "
+          "b = tfds.builder('mpii_trb/joints', data_dir='/nonexistent'); "
+          "s = tfds.builder('synthetic_figures/tiny', data_dir='/nonexistent'); "
+          "print(b.name, b.builder_config.name, s.name, b.info.file_format.value)")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["mpii_trb", "joints", "synthetic_figures", "array_record"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  tfds.builder("synthetic_figures/tiny", data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+def test_data_source_reads_a_registered_dataset(tiny_data_dir):
+  source = tfds.data_source("synthetic_figures/tiny", data_dir=tiny_data_dir, split="train")
+  assert len(source) == 32
+  example = source[3]
+  assert example["image"].ndim == 3 and example["contour"].shape == (26, 2)
+
+
+def test_as_dataset_says_to_use_as_data_source(tiny_data_dir):
+  builder = tfds.builder("synthetic_figures/tiny", data_dir=tiny_data_dir)
+  with pytest.raises(NotImplementedError, match=r"as_data_source\(") as e:
+    builder.as_dataset(split="train")
+  assert "tfds.data_source('synthetic_figures/tiny')" in str(e.value)
+  with pytest.raises(NotImplementedError, match="array_record"):
+    tfds.load("synthetic_figures/tiny", data_dir=tiny_data_dir, split="train")
+
+
+def test_tfrecord_build_reads_with_as_dataset(tmp_path):
+  builder = tfds.builder("synthetic_figures/tiny", data_dir=tmp_path, file_format="tfrecord")
+  builder.download_and_prepare()
+  example = next(iter(builder.as_dataset(split="validation").take(1)))
+  assert tuple(example["joints"].shape) == (16, 2)

@@ -1,0 +1,52 @@
+"""The base of this package's TFDS builders: array_record files, random access.
+
+Both datasets (`mpii_trb`, `synthetic_figures`) are written as array_record
+by default, which gives the input pipeline random access (an exact resume
+position) through `builder.as_data_source()` / `tfds.data_source(...)`.
+tf.data cannot read array_record, so `as_dataset()` / `tfds.load(...)` say
+so and name the two ways out: the data source, or a build with
+`file_format='tfrecord'` (then `as_dataset()` works as usual).
+
+Also here, once for both builders: tfds 4.9.10 finds a builder's source
+file through `importlib_resources`, a package Python >= 3.9 does not
+install; `code_path` answers it directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
+
+
+class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A GeneratorBasedBuilder writing array_record unless told otherwise.
+
+  Subclasses are registered with TFDS as usual (by their module's name);
+  this base class is not a dataset.
+  """
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(inspect.getfile(cls))
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format or ARRAY_RECORD, **kwargs)
+
+  def _as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+    requested = read_config.file_format if read_config is not None else None
+    file_format = tfds.core.file_adapters.FileFormat.from_value(
+        requested or self.info.file_format or ARRAY_RECORD)
+    if file_format == ARRAY_RECORD:
+      config = f"/{self.builder_config.name}" if self.builder_config else ""
+      raise NotImplementedError(
+          f"{self.name}{config} is stored as array_record, which tf.data cannot read: "
+          f"use tfds.data_source('{self.name}{config}') or builder.as_data_source("
+          "split=...) (random access; what triplet_pose's input pipeline uses), or "
+          "build it with file_format='tfrecord' to use as_dataset() / tfds.load().")
+    return super()._as_dataset(split, decoders=decoders, read_config=read_config,
+                               shuffle_files=shuffle_files)
