@@ -147,3 +147,73 @@ def test_real_validation_shifted_by_0_4_head_sizes(mpii_valid):
   assert all(v == 0.0 for v in at_03.values())
   curve = metrics.pckh_curve(shifted, part, annotated, head, thresholds=[0.39, 0.41])
   np.testing.assert_array_equal(curve["Mean"], [0.0, 1.0])
+
+
+# --------------------------------------------------------------------------
+# metrics.pckh (through the library's HDF5 reader) against an independent
+# implementation of the MPII definition on the real validation annotations.
+
+MPII_VALID_ANNOTATED_JOINTS = 44_240  # part != (0, 0) in mpii_valid_annotations.h5
+# MPII's groups (0-based MPII joint order), written out here rather than
+# taken from keypoints: Mean pools the 14 joints without pelvis (6) and thorax (7).
+MPII_GROUPS = {"Head": (8, 9), "Shoulder": (12, 13), "Elbow": (11, 14), "Wrist": (10, 15),
+               "Hip": (2, 3), "Knee": (1, 4), "Ankle": (0, 5)}
+
+
+def _mpii_pckh_by_definition(path, offsets):
+  """PCKh@0.5 from the MPII protocol, reading the HDF5 file directly.
+
+  A joint counts when it is annotated (the stacked-hourglass files store an
+  unannotated joint as (0, 0); their `visible` is the occlusion flag, and
+  occluded annotated joints count). It is correct when its distance is at
+  most 0.5 head sizes; the head size is 0.6 x the head-box diagonal, which
+  these files store as `normalize`.
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  with h5py.File(path, "r") as f:
+    part, head = f["part"][:], f["normalize"][:]
+  annotated = ~np.all(part == 0, axis=-1)
+  pred = part + offsets  # 1-based pixels; distances do not care.
+  dist = np.sqrt(((pred - part) ** 2).sum(-1))
+  correct = (dist <= 0.5 * head[:, None]) & annotated
+  per_joint = correct.sum(0) / annotated.sum(0)
+  result = {g: (per_joint[a] + per_joint[b]) / 2 for g, (a, b) in MPII_GROUPS.items()}
+  joints = [j for pair in MPII_GROUPS.values() for j in pair]
+  result["Mean"] = correct[:, joints].sum() / annotated[:, joints].sum()
+  return result, int(annotated.sum())
+
+
+def _mixed_offsets(head, shape, seed=0):
+  """Seeded errors of every kind, in pixels: (persons, 16, 2).
+
+  Per joint a distance in head sizes from a mixture (near 0, within 10% of
+  the 0.5 threshold, beyond it, and gross misses) along a random direction,
+  so a head size off by 10% or a different set of counted joints moves the
+  score.
+  """
+  rng = np.random.default_rng(seed)
+  kind = rng.choice(4, size=shape, p=[0.35, 0.3, 0.25, 0.1])
+  lo = np.array([0.0, 0.45, 0.55, 2.0])[kind]
+  hi = np.array([0.4, 0.55, 1.5, 10.0])[kind]
+  distance = rng.uniform(lo, hi) * head[:, None]
+  angle = rng.uniform(0, 2 * np.pi, size=shape)
+  return np.stack([np.cos(angle), np.sin(angle)], -1) * distance[..., None]
+
+
+def test_pckh_matches_the_mpii_definition_on_real_validation(mpii_sample):
+  from triplet_pose.data.mpii_trb import annotations  # pylint: disable=g-import-not-at-top
+  path = mpii_sample / "mpii_valid_annotations.h5"
+  people = annotations.read_hdf5(path, split="validation")
+  joints = np.stack([p.joints for p in people])
+  visible = np.stack([p.joints_visible for p in people])
+  head = np.array([p.head_size for p in people])
+  assert joints.shape == (2958, 16, 2)
+  offsets = _mixed_offsets(head, joints.shape[:2])
+
+  expected, annotated = _mpii_pckh_by_definition(path, offsets)
+  assert annotated == MPII_VALID_ANNOTATED_JOINTS
+  _, count = metrics.pckh_per_keypoint(joints + offsets, joints, visible, head)
+  assert int(count.sum()) == MPII_VALID_ANNOTATED_JOINTS
+  got = metrics.pckh(joints + offsets, joints, visible, head)
+  assert got == pytest.approx(expected, abs=1e-12)
+  assert 0.45 < got["Mean"] < 0.55  # 0.35 + 0.3 / 2 expected: room to move both ways.
