@@ -76,3 +76,20 @@ def test_trb_names_cover_the_real_trb_file(mpii_sample):
   mapped = set(kp.TRB_JOINT_NAMES) | set(kp.TRB_CONTOUR_NAMES)
   assert set(names) == mapped
   assert len(kp.TRB_CONTOUR_NAMES) == kp.NUM_CONTOUR
+
+
+def _mirror_name(name):
+  """The name of the keypoint on the other side: right <-> left, r_ <-> l_."""
+  swapped = name.replace("right", "\0").replace("left", "right").replace("\0", "left")
+  return {"r_": "l_", "l_": "r_"}.get(swapped[:2], swapped[:2]) + swapped[2:]
+
+
+@pytest.mark.parametrize("names,perm", [(kp.JOINT_NAMES, kp.JOINT_FLIP_PERMUTATION),
+                                        (kp.CONTOUR_NAMES, kp.CONTOUR_FLIP_PERMUTATION)])
+def test_flip_permutation_is_the_mirror_of_each_name(names, perm):
+  expected = tuple(names.index(_mirror_name(n)) for n in names)
+  assert tuple(perm) == expected
+  sided = sum(n != _mirror_name(n) for n in names)
+  assert sided == (12 if len(names) == kp.NUM_JOINTS else 26)  # Not an identity.
+  assert _mirror_name("r_wrist") == "l_wrist"
+  assert _mirror_name("medial_left_elbow") == "medial_right_elbow"

@@ -128,3 +128,38 @@ def test_load_coordinates(tmp_path):
     phosphenes.load_coordinates(path)
   with pytest.raises(ValueError, match="lists 'x' and 'y'"):
     phosphenes.load_coordinates({"x": [1]})
+
+
+# Hand-computed points of the published maps (Polimeni et al. 2006, as in
+# dynaphos; default k = 17.3, a = 0.75, b = 120, alpha = 0.95), z in degrees:
+#   monopole      w = k (log(z + a) - log a)
+#   dipole        w = k (log((z + a) / (z + b)) - log(a / b))
+#   wedge-dipole  the dipole of z' = |z| exp(i alpha arg z)
+# and the magnification k / (r + a), or k (1 / (r + a) - 1 / (r + b)) for
+# both dipoles (dynaphos uses the dipole's for the wedge too).
+HAND_Z = [1.0, 2j, 5 + 5j]
+HAND_W = {
+    "monopole": [14.658252984698622, 18.106481571975287 + 20.968043857870814j,
+                 40.109047996781406 + 12.382364101271627j],
+    "dipole": [14.514683696004388, 18.104079127854856 + 20.679737217619635j,
+               39.38899855178501 + 11.690732814038707j],
+    "wedge-dipole": [14.514683696004388, 18.516612371742703 + 19.502550373739126j,
+                     39.40640629559742 + 11.091222390853464j],
+}
+HAND_MAGNIFICATION = {  # At r = 1 and 10 degrees.
+    "monopole": [9.885714285714286, 1.6093023255813954],
+    "dipole": [9.742739079102716, 1.4762254025044723],
+    "wedge-dipole": [9.742739079102716, 1.4762254025044723],
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_maps_match_hand_computed_points(model):
+  p = dict(phosphenes.default_params()["cortex_model"], model=model)
+  assert (p["k"], p["a"], p["b"], p["alpha"]) == (17.3, 0.75, 120.0, 0.95)
+  np.testing.assert_allclose(phosphenes.visual_field_to_cortex(np.array(HAND_Z), p),
+                             HAND_W[model], atol=1e-9)
+  np.testing.assert_allclose(phosphenes.cortex_to_visual_field(np.array(HAND_W[model]), p),
+                             HAND_Z, atol=1e-9)
+  np.testing.assert_allclose(phosphenes.cortical_magnification(np.array([1.0, 10.0]), p),
+                             HAND_MAGNIFICATION[model], rtol=1e-12)

@@ -117,3 +117,34 @@ def test_warp_jax_fill_and_jit():
   out = warp(image, shift)
   np.testing.assert_allclose(out[:, :4], 0.25)
   np.testing.assert_allclose(out[:, 4:], 1.0)
+
+
+def _person(rng, height, width):
+  from triplet_pose.data.mpii_trb import annotations  # pylint: disable=g-import-not-at-top
+  joints = rng.uniform([0.2 * width, 0.1 * height], [0.6 * width, 0.9 * height], (16, 2))
+  return annotations.Person(
+      image="x.jpg", person_index=0, joints=joints, joints_visible=np.ones(16, np.float32),
+      center=joints.mean(0), scale=float(np.ptp(joints[:, 1])) / 200, head_size=60.0,
+      split="validation", source="test")
+
+
+@pytest.mark.parametrize("crop", ["mpii", "thesis"])
+def test_stored_crop_maps_back_to_the_original_within_1e2_px(crop):
+  """Keypoints of a stored example, through its float32 `crop_to_original`.
+
+  Both the keypoints and the affine are stored in float32; on a 1280-pixel
+  image the round trip is exact to ~1e-4 px, so 1e-2 px still passes and a
+  half-pixel convention slip between the crop and its stored inverse fails
+  (0.5 px, which a 0.5 px tolerance would let through).
+  """
+  from triplet_pose.data.mpii_trb import crops  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  height, width = 720, 1280
+  person = _person(rng, height, width)
+  example = crops.make_example(np.zeros((height, width, 3), np.uint8), person, None,
+                               crop=crop)
+  assert example["joints"].dtype == example["crop_to_original"].dtype == np.float32
+  back = T.to_original(example["joints"][None], example["crop_to_original"][None])[0]
+  error = np.abs(back - person.joints).max()
+  assert error < 1e-2, error
+  assert error > 0  # float32 storage does round: the tolerance is not idle.
