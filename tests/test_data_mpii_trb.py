@@ -201,7 +201,7 @@ def _check_example(example, *, expect_contour):
   np.testing.assert_array_equal(example["joints_visible"], annotated.astype(np.float32))
   back = transforms.apply_affine(example["crop_to_original"].astype(np.float64),
                                  example["joints"].astype(np.float64))
-  np.testing.assert_allclose(back[annotated], joints[annotated], atol=0.5)
+  np.testing.assert_allclose(back[annotated], joints[annotated], atol=1e-2)
   # The image moved with the keypoints: every marker is under its joint.
   for x, y in example["joints"][annotated]:
     if 1 <= x <= 254 and 1 <= y <= 254:
@@ -212,7 +212,7 @@ def _check_example(example, *, expect_contour):
     assert example["contour_visible"].all()
     back = transforms.apply_affine(example["crop_to_original"].astype(np.float64),
                                    example["contour"].astype(np.float64))
-    np.testing.assert_allclose(back, _contour(joints + 1) - 1, atol=0.5)
+    np.testing.assert_allclose(back, _contour(joints + 1) - 1, atol=1e-2)
   else:
     assert not example["contour_visible"].any()
 
@@ -354,11 +354,11 @@ def test_real_sample(mpii_sample, tmp_path):
     source = part[names.index(name)] - 1
     annotated = ex["joints_visible"] > 0
     back = transforms.apply_affine(ex["crop_to_original"].astype(np.float64), ex["joints"])
-    np.testing.assert_allclose(back[annotated], source[annotated], atol=0.5)
+    np.testing.assert_allclose(back[annotated], source[annotated], atol=1e-2)
     cv = ex["contour_visible"] > 0
     assert cv.sum() >= 20
     back = transforms.apply_affine(ex["crop_to_original"].astype(np.float64), ex["contour"])
-    np.testing.assert_allclose(back[cv], trb[name].contour[cv], atol=0.5)
+    np.testing.assert_allclose(back[cv], trb[name].contour[cv], atol=1e-2)
     # The toolbox JSON and the HDF5 describe the same crop.
     np.testing.assert_allclose(by_name[name]["crop_to_original"], ex["crop_to_original"], atol=1e-2)
     np.testing.assert_allclose(by_name[name]["head_size"], ex["head_size"], rtol=1e-3)
