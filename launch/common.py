@@ -150,12 +150,22 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     return flags.FLAGS(list(argv))
   except flags.Error as e:
-    fail(f"flags: {e}")
+    fail(_without_traceback(str(e)))
   except (AttributeError, KeyError) as e:  # ml_collections: an unknown field
     name = str(e.args[0] if e.args else e).strip("\"'")
     given = [a.split("=")[0] for a in argv[1:] if a.startswith("--") and "." in a]
     culprit = next((a for a in given if a.rsplit(".", 1)[-1] == name), name)
     fail(f"{culprit}: the config has no field {name!r}")
+
+
+def _without_traceback(message: str) -> str:
+  """ml_collections puts the config file's traceback into its flag error:
+  keep what precedes it and its last line (the exception itself)."""
+  head, marker, rest = message.partition("Traceback (most recent call last):")
+  if not marker:
+    return message
+  last = [line for line in rest.splitlines() if line.strip()][-1:]
+  return " ".join([head.strip(), *last])
 
 
 class _QuietLibraries(py_logging.Filter):

@@ -111,7 +111,7 @@ class Checkpointer:
     """
     if metrics is not None:
       metrics = {k: float(v) for k, v in metrics.items()}
-    needed = sum(x.nbytes for x in jax.tree.leaves(state)) + SPACE_MARGIN_BYTES
+    needed = _nbytes(state) + SPACE_MARGIN_BYTES
     if jax.process_index() == 0:
       self._check_space(step, needed)
     items = {"state": ocp.args.StandardSave(state),
@@ -372,6 +372,11 @@ def _fill_missing(loaded: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
     elif isinstance(default, dict) and isinstance(loaded[key], dict):
       _fill_missing(loaded[key], default)
   return loaded
+
+
+def _nbytes(tree: Any) -> int:
+  """Bytes of a pytree's arrays (Python scalars count 8): what a save writes."""
+  return sum(getattr(x, "nbytes", 8) for x in jax.tree.leaves(tree))
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
