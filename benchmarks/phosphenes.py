@@ -7,13 +7,23 @@ r"""Phosphene simulator speed and memory: ours (JAX) vs dynaphos (and pulse2perc
 For every (phosphenes, resolution, batch) it measures frames per second of a
 simulation step (state update + rendering of every phosphene; a batch of B
 counts as B frames) for our `Simulator.run` (jit, lax.scan; best of
-`--repeats` calls) and for dynaphos' `GaussianSimulator.__call__` (best of
-`--peer_frames` frames; and, where installed and batch is 1, pulse2percept's
-`DynaphosModel.predict_percept` over `--peer_frames` frames), on the same phosphene
-positions, in the same run, and prints the ratios. Each measurement runs in
-a fresh process so its peak memory (VmHWM above the process' resident size
-before building the simulator) is its own. Peer configurations whose
-estimated time or memory exceeds the budget flags are skipped and marked.
+`--repeats` calls), with the default options and with
+`Options.dynaphos_compatible()` (dynaphos' behaviour: the path the
+equivalence tests check), and for dynaphos' `GaussianSimulator.__call__`
+(best of `--peer_frames` frames; and, where installed and batch is 1,
+pulse2percept's `DynaphosModel.predict_percept` over `--peer_frames`
+frames), all on the same phosphene positions (pulse2percept's electrodes are
+placed where its own map sends them to those positions; the largest
+distance left is printed), in the same run, and prints the ratios. Each
+measurement runs in a fresh process so its peak memory (VmHWM above the
+process' resident size before building the simulator) is its own.
+
+Threads are pinned alike for every framework (`--threads`, default every
+core this process may use): each process is bound to that many cores
+(`sched_setaffinity`, which also sizes XLA's CPU thread pool), OpenMP/BLAS
+get as many threads and torch `set_num_threads`; each row prints what each
+framework reports. Peer configurations whose estimated time or memory
+exceeds the budget flags are skipped and marked.
 
 Timings on a shared CPU are disturbed by other jobs: the load average is
 printed at the start and the end.
@@ -45,6 +55,9 @@ _PEER_MAX_SECONDS = flags.DEFINE_float("peer_max_seconds", 90.0,
 _PEER_MAX_GB = flags.DEFINE_float("peer_max_gb", 6.0,
                                   "Skip a peer config estimated to need more memory.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+_THREADS = flags.DEFINE_integer("threads", None,
+                                "Cores (and threads) of every framework; default: all "
+                                "cores this process may use.")
 
 # Rough costs of the peers on a 2-core CPU, used only to skip configurations
 # that would not finish or fit (dynaphos keeps about 6 float32 N x H x W
@@ -71,6 +84,22 @@ def _reset_peak() -> int:
   return _rss_kb("VmRSS")
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin(threads: int) -> str:
+  """Binds this (fresh) process to `threads` cores, before any framework loads.
+
+  XLA sizes its CPU thread pool from the cores the process may use; OpenMP
+  and BLAS (numpy, pulse2percept, torch's kernels) read the variables.
+  """
+  cores = sorted(os.sched_getaffinity(0))[:threads]
+  os.sched_setaffinity(0, cores)
+  for name in _THREAD_VARIABLES:
+    os.environ[name] = str(threads)
+  return f"{len(cores)} cores"
+
+
 def _positions(n: int, res: int, seed: int):
   from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -81,13 +110,16 @@ def _positions(n: int, res: int, seed: int):
   return params, x[kept], y[kept]
 
 
-def _measure_ours(n, res, batch, frames, repeats, seed):
+def _measure_ours(n, res, batch, frames, repeats, seed, threads, compatible=False):
+  pinned = _pin(threads)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
   params, x, y = _positions(n, res, seed)
   base = _reset_peak()
-  sim = phosphenes.Simulator.create(params, x, y)
+  options = (phosphenes.Options.dynaphos_compatible() if compatible
+             else phosphenes.Options())
+  sim = phosphenes.Simulator.create(params, x, y, options=options)
   amps = jax.numpy.asarray(np.random.default_rng(seed).uniform(
       0, 150e-6, (frames, batch, sim.num_phosphenes)).astype(np.float32))
   run = jax.jit(lambda s, a: s.run(a))
@@ -98,15 +130,18 @@ def _measure_ours(n, res, batch, frames, repeats, seed):
     run(sim, amps).block_until_ready()
     times.append(time.perf_counter() - start)
   return {"n": sim.num_phosphenes, "fps": frames * batch / min(times),
-          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "device": str(jax.devices()[0])}
+          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "device": str(jax.devices()[0]),
+          "threads": f"jax: {pinned} ({jax.devices()[0].platform})"}
 
 
-def _measure_dynaphos(n, res, batch, frames, seed):
+def _measure_dynaphos(n, res, batch, frames, seed, threads):
+  pinned = _pin(threads)
   import warnings  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from dynaphos import simulator as dsim  # pylint: disable=g-import-not-at-top
   from dynaphos import utils as dut  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
   warnings.filterwarnings("ignore")
   params, x, y = _positions(n, res, seed)
   params["run"]["gpu"] = 0 if torch.cuda.is_available() else None
@@ -125,38 +160,45 @@ def _measure_dynaphos(n, res, batch, frames, seed):
     sync()
     times.append(time.perf_counter() - start)
   return {"n": sim.num_phosphenes, "fps": batch / min(times),
-          "peak_mb": (_rss_kb("VmHWM") - base) / 1024}
+          "peak_mb": (_rss_kb("VmHWM") - base) / 1024,
+          "threads": f"torch: {pinned}, {torch.get_num_threads()} intra-op threads"}
 
 
-def _measure_p2p(n, res, frames, seed):
+def _measure_p2p(n, res, frames, seed, threads):
+  pinned = _pin(threads)
   import warnings  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from pulse2percept.implants import DiskElectrode, ElectrodeArray, Implant  # pylint: disable=g-import-not-at-top
   from pulse2percept.models.cortex import DynaphosModel  # pylint: disable=g-import-not-at-top
   from pulse2percept.stimuli import BiphasicPulseTrain  # pylint: disable=g-import-not-at-top
+  from triplet_pose.phosphenes import layout  # pylint: disable=g-import-not-at-top
   warnings.filterwarnings("ignore")
-  # Electrodes on a cortical grid, keeping the first n whose phosphene
-  # lies in V1 and in the +-8 degree view.
-  xs, ys = np.meshgrid(np.linspace(2000, 40000, 60), np.linspace(-20000, 20000, 60))
-  xs, ys = xs.ravel(), ys.ravel()
+  # Our phosphene positions, and electrodes where pulse2percept's own V1 map
+  # (Polimeni et al. 2006 with dynaphos' parameters) sends them.
+  params, x, y = _positions(n, res, seed)
   probe = DynaphosModel(implant=Implant(ElectrodeArray([DiskElectrode(0, 0, 0, 100)])),
                         verbose=False)
-  xd, yd = probe.visual_field_map.to_dva()["v1"](xs, ys)
-  ok = np.isfinite(xd) & (np.abs(xd) < 8) & (np.abs(yd) < 8)
-  if ok.sum() < n:
-    raise ValueError(f"only {ok.sum()} electrodes in view")
-  electrodes = [DiskElectrode(a, b, 0, 100) for a, b in zip(xs[ok][:n], ys[ok][:n])]
+  cx, cy = probe.visual_field_map.from_dva()["v1"](np.asarray(x), np.asarray(y))
+  px, py = probe.visual_field_map.to_dva()["v1"](cx, cy)
+  ok = np.isfinite(px) & np.isfinite(py)
+  offset = float(np.max(np.hypot(px[ok] - x[ok], py[ok] - y[ok])))
+  x_min, x_max, y_min, y_max = layout.view_bounds(params["run"])
+  electrodes = [DiskElectrode(a, b, 0, 100) for a, b in zip(cx[ok], cy[ok])]
   base = _reset_peak()
-  model = DynaphosModel(implant=Implant(ElectrodeArray(electrodes)), xrange=(-8, 8),
-                        yrange=(-8, 8), step=16 / (res - 1), verbose=False).build()
-  amps = np.random.default_rng(seed).uniform(50, 150, n)
+  model = DynaphosModel(implant=Implant(ElectrodeArray(electrodes)), xrange=(x_min, x_max),
+                        yrange=(y_min, y_max), step=(x_max - x_min) / (res - 1),
+                        verbose=False).build()
+  amps = np.random.default_rng(seed).uniform(50, 150, len(electrodes))
   source = {name: BiphasicPulseTrain(freq=300, amp=float(a), phase_dur=0.17, stim_dur=1000)
             for name, a in zip(model.implant.electrode_names, amps)}
   start = time.perf_counter()
   percept = model.predict_percept(source, t_percept=np.arange(frames) * model.dt)
   elapsed = time.perf_counter() - start
   assert percept.data.shape[:2] == (res, res), percept.data.shape
-  return {"n": n, "fps": frames / elapsed, "peak_mb": (_rss_kb("VmHWM") - base) / 1024}
+  return {"n": len(electrodes), "fps": frames / elapsed,
+          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "position_error_deg": offset,
+          "threads": f"pulse2percept (numpy): {pinned}, "
+                     f"OMP/BLAS {os.environ['OMP_NUM_THREADS']} threads"}
 
 
 def _in_fresh_process(fn, *args):
@@ -189,19 +231,23 @@ def main(argv):
           [(int(n), int(r), int(b)) for b in _BATCHES.value for r in _RESOLUTIONS.value
            for n in _PHOSPHENES.value])
   peers = [p for p in _PEERS.value if _installed(p)]
+  threads = _THREADS.value or len(os.sched_getaffinity(0))
   import jax  # pylint: disable=g-import-not-at-top
   print(f"machine: {_machine()}")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; peers: {peers or 'none installed'}")
+  print(f"threads: every framework pinned to {threads} core(s) (--threads)")
   print(f"load average at start: {os.getloadavg()}")
-  header = (f"{'N':>5} {'px':>4} {'B':>3} | {'ours f/s':>9} {'MB':>6} | "
-            f"{'dynaphos f/s':>12} {'MB':>6} {'ratio':>7} | {'p2p f/s':>8} {'ratio':>7}")
+  header = (f"{'N':>5} {'px':>4} {'B':>3} | {'ours f/s':>9} {'MB':>6} {'compat f/s':>10} | "
+            f"{'dynaphos f/s':>12} {'MB':>6} {'ratio':>7} {'compat':>7} | "
+            f"{'p2p f/s':>8} {'ratio':>7}")
   print(header)
   print("-" * len(header))
   results = []
   for n, res, batch in grid:
     row = {"phosphenes": n, "resolution": res, "batch": batch}
-    row["ours"] = _in_fresh_process(_measure_ours, n, res, batch, _FRAMES.value,
-                                    _REPEATS.value, 0)
+    args = (n, res, batch, _FRAMES.value, _REPEATS.value, 0, threads)
+    row["ours"] = _in_fresh_process(_measure_ours, *args)
+    row["ours_compatible"] = _in_fresh_process(_measure_ours, *args, True)
     elements = n * res * res * batch
     if "dynaphos" in peers:
       est_s = _DYNAPHOS_S_PER_ELEMENT * elements * (_PEER_FRAMES.value + 3)
@@ -210,20 +256,38 @@ def main(argv):
         row["dynaphos"] = {"skipped": f"est. {est_s:.0f} s, {est_gb:.1f} GB"}
       else:
         row["dynaphos"] = _in_fresh_process(_measure_dynaphos, n, res, batch,
-                                            _PEER_FRAMES.value, 0)
+                                            _PEER_FRAMES.value, 0, threads)
     if "pulse2percept" in peers and batch == 1:
       est_s = _P2P_S_PER_ELEMENT * n * res * res * (_PEER_FRAMES.value + 1)
       row["pulse2percept"] = (
           {"skipped": f"est. {est_s:.0f} s"} if est_s > _PEER_MAX_SECONDS.value else
-          _in_fresh_process(_measure_p2p, n, res, _PEER_FRAMES.value, 0))
+          _in_fresh_process(_measure_p2p, n, res, _PEER_FRAMES.value, 0, threads))
     results.append(row)
     print(_format(row), flush=True)
   print(f"load average at end: {os.getloadavg()}")
   print("f/s: frames per second (a batch of B counts B frames); MB: peak resident "
-        "memory above the process before building; ratio: ours / peer.")
+        "memory above the process before building; ratio: ours / peer; compat: "
+        "ours with Options.dynaphos_compatible() / dynaphos.")
+  _print_threads_and_positions(results)
   if _JSON.value:
     with open(_JSON.value, "w") as f:
-      json.dump({"machine": _machine(), "results": results}, f, indent=1)
+      json.dump({"machine": _machine(), "threads": threads, "results": results}, f, indent=1)
+
+
+def _print_threads_and_positions(results):
+  """What each framework reported about its threads; pulse2percept's positions."""
+  seen = {}
+  for row in results:
+    for name in ("ours", "ours_compatible", "dynaphos", "pulse2percept"):
+      if "threads" in row.get(name, {}):
+        seen.setdefault(name, row[name]["threads"])
+  for name, threads in seen.items():
+    print(f"threads of {name}: {threads}")
+  errors = [r["pulse2percept"]["position_error_deg"] for r in results
+            if "position_error_deg" in r.get("pulse2percept", {})]
+  if errors:
+    print(f"pulse2percept: electrodes placed at our phosphene positions through its own "
+          f"map; largest distance of its phosphenes from ours {max(errors):.1e} deg")
 
 
 def _format(row) -> str:
@@ -231,21 +295,27 @@ def _format(row) -> str:
   lead = f"{row['phosphenes']:>5} {row['resolution']:>4} {row['batch']:>3} | "
   if "error" in ours:
     return lead + ours["error"]
+  compat = row.get("ours_compatible", {})
+  compat_fps = compat.get("fps")
 
   def peer(name, with_memory):
     r = row.get(name)
     width = 12 if with_memory else 8
-    blank = width + (7 if with_memory else 0) + 8
+    blank = width + (7 if with_memory else 0) + 8 + (8 if with_memory else 0)
     if r is None:
       return f"{'-':>{blank}}"
     if "fps" not in r:
       return f"{(r.get('skipped') or r.get('error', ''))[:blank]:>{blank}}"
     memory = f" {r['peak_mb']:>6.0f}" if with_memory else ""
-    return f"{r['fps']:>{width}.2f}{memory} {ours['fps'] / r['fps']:>6.0f}x"
+    ratio = f" {ours['fps'] / r['fps']:>6.0f}x"
+    if with_memory:
+      ratio += f" {compat_fps / r['fps']:>6.0f}x" if compat_fps else f" {'-':>7}"
+    return f"{r['fps']:>{width}.2f}{memory}{ratio}"
 
+  compat_text = f"{compat_fps:>10.1f}" if compat_fps else f"{compat.get('error', '-')[:10]:>10}"
   return (lead.replace(f"{row['phosphenes']:>5}", f"{ours['n']:>5}", 1)
-          + f"{ours['fps']:>9.1f} {ours['peak_mb']:>6.0f} | {peer('dynaphos', True)} | "
-          + peer("pulse2percept", False))
+          + f"{ours['fps']:>9.1f} {ours['peak_mb']:>6.0f} {compat_text} | "
+          + f"{peer('dynaphos', True)} | " + peer("pulse2percept", False))
 
 
 if __name__ == "__main__":
