@@ -12,7 +12,9 @@ import json
 from absl import app
 from absl import flags
 
+from configs import demo as demo_configs
 from launch import common
+from triplet_pose import demo
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and the report.")
 _QUICK = flags.DEFINE_bool("quick", False, "A short run (a few minutes on a CPU).")
@@ -24,9 +26,11 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from triplet_pose import demo  # pylint: disable=g-import-not-at-top
   size = "smoke" if _SMOKE.value else "quick" if _QUICK.value else "full"
-  summary = demo.run_demo(_WORKDIR.value, size=size, num_panels=_PANELS.value)
+  variant = "" if size == "full" else f",{size}"
+  summary = demo.run_demo(_WORKDIR.value, demo_configs.get_config("joint" + variant),
+                          demo_configs.get_config("triplet" + variant), size=size,
+                          num_panels=_PANELS.value)
   print(json.dumps(summary, indent=2))
 
 

@@ -22,11 +22,15 @@ come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
 pckh_curve.png,table.txt}.
 """
 
+import pathlib
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from launch import common
+from triplet_pose import evaluation
+from triplet_pose import results as results_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose `input` section picks the evaluation data "
@@ -57,17 +61,17 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  import pathlib  # pylint: disable=g-import-not-at-top
-  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
+  options = evaluation.EvalOptions(
+      split=_SPLIT.value, batch_size=_BATCH_SIZE.value or None,
+      num_batches=_NUM_BATCHES.value or None, flip_test=_FLIP_TEST.value,
+      timing_batches=_TIMING_BATCHES.value, phosphene_error=_PHOSPHENE_ERROR.value,
+      progress=True)
   results = evaluation.evaluate_checkpoints(
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
-      step=_STEP.value, joint_step=_JOINT_STEP.value, split=_SPLIT.value,
-      batch_size=_BATCH_SIZE.value or None, num_batches=_NUM_BATCHES.value or None,
-      flip_test=_FLIP_TEST.value, timing_batches=_TIMING_BATCHES.value,
-      phosphene_error=_PHOSPHENE_ERROR.value, progress=True)
+      step=_STEP.value, joint_step=_JOINT_STEP.value, options=options)
   out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
-  paths = evaluation.write_results(results, out_dir)
-  print(evaluation.format_table(results))
+  paths = results_lib.write_results(results, out_dir)
+  print(results_lib.format_table(results))
   print(f"\nwrote {paths['metrics']} and {paths['curve']}")
 
 

@@ -29,6 +29,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from configs import joint
+from launch import common
+from triplet_pose import checkpointing
+from triplet_pose import optim
+from triplet_pose import train
+from triplet_pose import workdir as workdir_lib
+from triplet_pose.models import torch_import
+
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "The PyTorch checkpoint (e.g. checkpoint.pth.tar).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The workdir to create.")
@@ -83,11 +91,6 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
     FileExistsError: when `workdir` already holds checkpoints.
     ValueError: for a checkpoint that is unreadable or does not match.
   """
-  from configs import joint  # pylint: disable=g-import-not-at-top
-  from triplet_pose import checkpointing  # pylint: disable=g-import-not-at-top
-  from triplet_pose import optim  # pylint: disable=g-import-not-at-top
-  from triplet_pose import train  # pylint: disable=g-import-not-at-top
-  from triplet_pose.models import torch_import  # pylint: disable=g-import-not-at-top
 
   workdir = pathlib.Path(workdir)
   existing = workdir / checkpointing.CHECKPOINT_DIR
@@ -131,7 +134,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
   # variables (no random init of the full model needed).
   tx = optim.create_optimizer(config.optimizer, config.num_train_steps)
   state = train.TrainState.create(
-      apply_fn=train.create_model(config).apply, params=variables["params"],
+      apply_fn=workdir_lib.create_model(config).apply, params=variables["params"],
       batch_stats=variables["batch_stats"], tx=tx)
   checkpointing.save_config(config, workdir)
   checkpointer = checkpointing.Checkpointer(workdir)
@@ -147,12 +150,10 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
-  metric_writer.quiet_library_logs()
   import_checkpoint(_CHECKPOINT.value, _WORKDIR.value, num_stacks=_NUM_STACKS.value,
                     data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["checkpoint", "workdir"])
-  app.run(main)
+  common.run(main, uses_tensorflow=False)

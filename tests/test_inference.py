@@ -12,19 +12,19 @@ from configs import tiny
 from triplet_pose import heatmaps as hm
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
-from triplet_pose import train
+from triplet_pose import workdir
 
 
 def test_unflip_heatmaps_matches_flip_keypoints():
   rng = np.random.default_rng(0)
   points = rng.uniform(0, 15, size=(2, kp.NUM_JOINTS, 2)).astype(np.float32)
   maps = hm.render(jnp.asarray(points), height=16)
-  flipped = hm.render(jnp.asarray(kp.flip_keypoints(points, 16)), height=16)
-  np.testing.assert_allclose(inference.unflip_heatmaps(maps), flipped, atol=1e-5)
+  flipped = hm.render(jnp.asarray(kp.JOINTS.flip(points, 16)), height=16)
+  np.testing.assert_allclose(inference.unflip_heatmaps(maps, kp.JOINTS), flipped, atol=1e-5)
   contour = rng.uniform(0, 15, size=(1, kp.NUM_CONTOUR, 2)).astype(np.float32)
   np.testing.assert_allclose(
-      inference.unflip_heatmaps(hm.render(jnp.asarray(contour), height=16)),
-      hm.render(jnp.asarray(kp.flip_keypoints(contour, 16, kind="contour")), height=16),
+      inference.unflip_heatmaps(hm.render(jnp.asarray(contour), height=16), kp.CONTOUR),
+      hm.render(jnp.asarray(kp.CONTOUR.flip(contour, 16)), height=16),
       atol=1e-5)
 
 
@@ -38,7 +38,7 @@ def test_flip_input_images_mirrors_image_and_permutes_joint_channels():
   x = jnp.concatenate([jnp.asarray(image), render(joints)], axis=-1)
   flipped = inference.flip_input_images(x)
   np.testing.assert_array_equal(flipped[..., :3], image[:, :, ::-1])
-  np.testing.assert_allclose(flipped[..., 3:], render(kp.flip_keypoints(joints, 64)),
+  np.testing.assert_allclose(flipped[..., 3:], render(kp.JOINTS.flip(joints, 64)),
                              atol=1e-5)
   # An RGB input (joint or combined model) is only mirrored.
   np.testing.assert_array_equal(inference.flip_input_images(jnp.asarray(image)),
@@ -51,15 +51,16 @@ def _symmetric_image(size, seed=0):
 
 
 def _assert_mirror_symmetric(maps, coords, width, kind):
-  np.testing.assert_allclose(inference.unflip_heatmaps(maps), maps, rtol=1e-5, atol=1e-6)
-  perm = np.asarray(kp.flip_permutation(kind))
+  np.testing.assert_allclose(inference.unflip_heatmaps(maps, kp.get(kind)), maps,
+                             rtol=1e-5, atol=1e-6)
+  perm = np.asarray(kp.get(kind).flip_permutation)
   paired = perm != np.arange(len(perm))  # left/right pairs (a centre joint may tie)
-  mirrored = np.asarray(kp.flip_keypoints(np.asarray(coords), width, kind=kind))
+  mirrored = np.asarray(kp.get(kind).flip(np.asarray(coords), width))
   np.testing.assert_allclose(mirrored[:, paired], np.asarray(coords)[:, paired], atol=1e-4)
 
 
 def _init(config, x):
-  model = train.create_model(config)
+  model = workdir.create_model(config)
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
   return functools.partial(model.apply, train=False), variables
 
@@ -70,12 +71,12 @@ _predict = jax.jit(inference.predict_heatmaps, static_argnums=0, static_argnames
 def test_flip_test_of_symmetric_input_is_symmetric():
   x = _symmetric_image(64)
   apply, variables = _init(tiny.get_config("stacks=1"), x)
-  maps = _predict(apply, variables, x, flip_test=True)
+  maps = _predict(apply, variables, x, flip_test=True)["joints"]
   coords, _ = inference.decode_to_input_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "joints")
   # Without the flip test the same input gives an asymmetric answer.
-  plain = _predict(apply, variables, x, flip_test=False)
-  assert not np.allclose(inference.unflip_heatmaps(plain), plain, atol=1e-4)
+  plain = _predict(apply, variables, x, flip_test=False)["joints"]
+  assert not np.allclose(inference.unflip_heatmaps(plain, kp.JOINTS), plain, atol=1e-4)
 
 
 def test_flip_test_of_triplet_model_permutes_joint_channels():
@@ -89,11 +90,11 @@ def test_flip_test_of_triplet_model_permutes_joint_channels():
     elif k < m or k in (10, 11, 12):  # one side, mirrored to the other below
       joints[m] = [63 - right[k, 0], right[k, 1]]
   joints = joints[None].astype(np.float32)
-  np.testing.assert_allclose(kp.flip_keypoints(joints, 64), joints, atol=1e-5)
+  np.testing.assert_allclose(kp.JOINTS.flip(joints, 64), joints, atol=1e-5)
   inputs_ = jnp.concatenate([x, inference.inputs.joint_input_heatmaps(
       config, jnp.asarray(joints), jnp.ones((1, 16)), image_size=64)], axis=-1)
   apply, variables = _init(config, inputs_)
-  maps = _predict(apply, variables, inputs_, flip_test=True)
+  maps = _predict(apply, variables, inputs_, flip_test=True)["contour"]
   coords, _ = inference.decode_to_input_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "contour")
 
@@ -103,23 +104,26 @@ def test_flip_test_of_combined_model_unflips_each_output_with_its_permutation():
   config.model.triplet_stacks = 1
   x = _symmetric_image(64)
   apply, variables = _init(config, x)
-  joint_maps, contour_maps = _predict(apply, variables, x, flip_test=True)
+  out = _predict(apply, variables, x, flip_test=True)
+  joint_maps, contour_maps = out["joints"], out["contour"]
   assert joint_maps.shape == (1, 16, 16, kp.NUM_JOINTS)
   assert contour_maps.shape == (1, 16, 16, kp.NUM_CONTOUR)
   for maps, kind in ((joint_maps, "joints"), (contour_maps, "contour")):
     coords, _ = inference.decode_to_input_pixels(maps, 64)
     _assert_mirror_symmetric(maps, coords, 64, kind)
-  plain_joints, plain_contour = _predict(apply, variables, x, flip_test=False)
-  assert not np.allclose(inference.unflip_heatmaps(plain_contour), plain_contour, atol=1e-4)
+  plain_contour = _predict(apply, variables, x, flip_test=False)["contour"]
+  assert not np.allclose(inference.unflip_heatmaps(plain_contour, kp.CONTOUR), plain_contour,
+                         atol=1e-4)
   # On any image: the average of the direct and the mirrored pass (same
   # shapes as above: no new compilation).
   y = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 64, 64, 3)), jnp.float32)
   both = _predict(apply, variables, y, flip_test=True)
   direct = _predict(apply, variables, y, flip_test=False)
   mirrored = _predict(apply, variables, y[:, :, ::-1], flip_test=False)
-  for avg, d, m in zip(both, direct, mirrored):
-    np.testing.assert_allclose(avg, 0.5 * (d + inference.unflip_heatmaps(m)),
-                               rtol=1e-4, atol=1e-5)
+  for name in ("joints", "contour"):
+    np.testing.assert_allclose(
+        both[name], 0.5 * (direct[name] + inference.unflip_heatmaps(mirrored[name], kp.get(name))),
+        rtol=1e-4, atol=1e-5)
 
 
 class _Loaded:

@@ -11,7 +11,7 @@ from triplet_pose import keypoints as kp
 @pytest.mark.parametrize("kind,names", [("joints", kp.JOINT_NAMES),
                                         ("contour", kp.CONTOUR_NAMES)])
 def test_flip_permutation_is_an_involution_that_swaps_sides(kind, names):
-  perm = kp.flip_permutation(kind)
+  perm = kp.get(kind).flip_permutation
   assert sorted(perm) == list(range(len(names)))
   assert [perm[p] for p in perm] == list(range(len(names)))
   for i, j in enumerate(perm):
@@ -32,8 +32,8 @@ def test_joint_flip_matches_mpii():
 def test_flip_keypoints_twice_is_identity_and_mirrors_x():
   rng = np.random.default_rng(0)
   pts = rng.uniform(0, 255, size=(3, kp.NUM_CONTOUR, 2))
-  once = kp.flip_keypoints(pts, 256, kind="contour")
-  np.testing.assert_allclose(kp.flip_keypoints(once, 256, kind="contour"), pts)
+  once = kp.CONTOUR.flip(pts, 256)
+  np.testing.assert_allclose(kp.CONTOUR.flip(once, 256), pts)
   perm = np.asarray(kp.CONTOUR_FLIP_PERMUTATION)
   np.testing.assert_allclose(once[..., 0], 255 - pts[:, perm, 0])
   np.testing.assert_allclose(once[..., 1], pts[:, perm, 1])

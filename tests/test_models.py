@@ -47,7 +47,7 @@ def test_thesis_models_shapes_and_parameter_counts(stacks, cin, k):
   model = StackedHourglass(num_stacks=stacks, num_features=256, num_keypoints=k)
   images = jax.ShapeDtypeStruct((4, 256, 256, cin), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
-  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)["joints"], variables, images)
   assert out.shape == (4, stacks, 64, 64, k)
   assert out.dtype == jnp.float32
   assert _count(variables["params"]) == reference_used_parameters(stacks, cin, k)
@@ -63,7 +63,7 @@ def test_stem_width_changes_only_the_stem(stem):
                            hourglass_depth=3, stem_features=stem)
   images = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
-  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)["joints"], variables, images)
   assert out.shape == (2, 2, 32, 32, 16)
   assert variables["params"]["pre_conv"]["kernel"].shape == (7, 7, 3, stem // 2)
   assert _count(variables["params"]) == reference_used_parameters(
@@ -82,7 +82,7 @@ def test_non_square_input_and_bfloat16_compute():
   x = jnp.ones((2, 32, 48, 7))
   variables = model.init(jax.random.key(0), x)
   assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
-  y = model.apply(variables, x)
+  y = model.apply(variables, x)["joints"]
   assert y.shape == (2, 2, 8, 12, 5) and y.dtype == jnp.float32
 
 
@@ -95,8 +95,8 @@ def test_train_mode_updates_batch_stats_and_eval_mode_is_deterministic():
   after = jax.tree.leaves(updates["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
   # Eval mode: one example's output does not depend on the rest of the batch.
-  full = model.apply(variables, x)
-  single = model.apply(variables, x[:1])
+  full = model.apply(variables, x)["joints"]
+  single = model.apply(variables, x[:1])["joints"]
   np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-6)
 
 

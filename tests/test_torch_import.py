@@ -19,7 +19,7 @@ torch = peers.require("torch", why="the PyTorch checkpoint import tests")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from launch import import_torch  # pylint: disable=g-import-not-at-top,wrong-import-position
-from triplet_pose import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from triplet_pose import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from triplet_pose.models import StackedHourglass  # pylint: disable=g-import-not-at-top,wrong-import-position
 from triplet_pose.models import torch_import  # pylint: disable=g-import-not-at-top,wrong-import-position
 from triplet_pose.models import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -53,7 +53,7 @@ def _images(size=64, batch=2):
 def _assert_same(net, model, variables, images):
   with torch.no_grad():
     expected = net(torch.from_numpy(images)).numpy()  # (B, S, K, h, w)
-  got = np.asarray(model.apply(variables, images, train=False)).transpose(0, 1, 4, 2, 3)
+  got = np.asarray(model.apply(variables, images, train=False)["joints"]).transpose(0, 1, 4, 2, 3)
   assert got.shape == expected.shape
   relative = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
   assert relative < 1e-4, relative
@@ -118,7 +118,8 @@ def test_launch_import_writes_a_loadable_workdir(tmp_path):
     import_torch.import_checkpoint(path, workdir, num_stacks=8)
   import_torch.import_checkpoint(path, workdir, num_stacks=2)
 
-  config, model, variables = train.load_trained_model(workdir)
+  loaded = workdir_lib.load_model(workdir)
+  config, model, variables = loaded.config, loaded.model, loaded.variables
   assert (config.model.num_stacks, config.model.num_features) == (2, 32)
   assert config.input.crop == "mpii" and config.input.name == "mpii_trb/joints"
   assert config.input.normalization == "unit"

@@ -12,8 +12,10 @@ from configs import tiny
 from triplet_pose import checkpointing
 from triplet_pose import data
 from triplet_pose import inputs
+from triplet_pose import keypoints as kp
 from triplet_pose import optim
 from triplet_pose import train
+from triplet_pose import transforms
 
 
 def _batch(config, seed=0):
@@ -46,10 +48,10 @@ def test_masked_keypoints_contribute_no_gradient():
   for b in (batch, moved):
     def loss(params, b=b):
       images = inputs.model_inputs(config, b, jax.random.key(0))
-      target, weight = inputs.targets(config, b)
+      target, weight = inputs.targets(config, b, kp.JOINTS)
       pred, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                images, train=True, mutable=["batch_stats"])
-      return train.heatmap_loss(pred, target, weight).sum()
+      return train.heatmap_loss(pred["joints"], target, weight).sum()
     grads.append(jax.grad(loss)(state.params))
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_array_equal(a, b)
@@ -137,7 +139,7 @@ def test_triplet_inputs_have_19_channels(mode):
     np.testing.assert_allclose(heat, gt)
   else:
     assert not np.allclose(heat, gt)
-  target, weight = inputs.targets(config, batch)
+  target, weight = inputs.targets(config, batch, kp.CONTOUR)
   assert target.shape == (4, 16, 16, 26) and weight.shape == (4, 26)
 
 
@@ -154,7 +156,7 @@ def test_predicted_triplet_input_uses_the_joint_model():
   x = inputs.model_inputs(config, batch, jax.random.key(0), joint_predictor=predictor,
                           joint_variables=variables)
   joints, _ = inputs.predict_joints(predictor, variables,
-                                    inputs.images_to_float(batch["image"]), image_size=64)
+                                    transforms.to_float_image(batch["image"]), image_size=64)
   expected = inputs.joint_input_heatmaps(config, joints, jnp.ones(joints.shape[:-1]),
                                          image_size=64)
   np.testing.assert_allclose(x[..., 3:], expected, rtol=1e-5, atol=1e-6)
@@ -177,7 +179,7 @@ def test_eval_step_ignores_padding():
   np.testing.assert_allclose(out_half["loss_sum"],
                              train.eval_step(state, first_two, config=config)["loss_sum"],
                              rtol=1e-5)
-  assert out["heatmaps"].shape == (4, 16, 16, 16)
+  assert out["heatmaps"]["joints"].shape == (4, 16, 16, 16)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
@@ -231,14 +233,16 @@ def test_combined_model_trains_joints_then_contour_end_to_end():
 
   def contour_loss(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    (_, contour), _ = state.apply_fn(variables, images, train=True, mutable=["batch_stats"])
-    target, weight = inputs.targets(config, batch, "contour")
-    return train.heatmap_loss(contour, target, weight).sum()
+    outputs, _ = state.apply_fn(variables, images, train=True, mutable=["batch_stats"])
+    target, weight = inputs.targets(config, batch, kp.CONTOUR)
+    return train.heatmap_loss(outputs["contour"], target, weight).sum()
 
   g = jax.grad(contour_loss)(state.params)
   assert float(jnp.abs(g["joint"]["out_1"]["kernel"]).sum()) > 0
   out = train.eval_step(new_state, batch, config=config)
-  assert out["heatmaps"].shape[-1] == 16 and out["contour_heatmaps"].shape[-1] == 26
+  assert out["heatmaps"]["joints"].shape[-1] == 16
+  assert out["heatmaps"]["contour"].shape[-1] == 26
+  assert out["keypoints"]["contour"].shape == (4, 26, 2)
 
 
 def test_phosphene_loss_is_small_for_the_true_pose_and_trains_the_model():
@@ -248,13 +252,14 @@ def test_phosphene_loss_is_small_for_the_true_pose_and_trains_the_model():
   config.phosphene.resolution, config.phosphene.num_phosphenes = 32, 300
   sim = phosphene_loss.create_simulator(config.phosphene)
   batch = _batch(config)
-  target, _ = inputs.targets(config, batch)
+  target, _ = inputs.targets(config, batch, kp.JOINTS)
   perfect = jnp.repeat(target[:, None], 2, axis=1)
-  _, parts = train.losses(config, perfect, batch, simulator=sim)
+  _, parts = train.losses(config, {"joints": perfect}, batch, simulator=sim)
   shifted = jnp.roll(perfect, 3, axis=3)
-  _, wrong = train.losses(config, shifted, batch, simulator=sim)
+  _, wrong = train.losses(config, {"joints": shifted}, batch, simulator=sim)
   assert float(parts["phosphene_loss"]) < 0.25 * float(wrong["phosphene_loss"])
-  grad = jax.grad(lambda p: train.losses(config, p, batch, simulator=sim)[1]["phosphene_loss"])(shifted)
+  grad = jax.grad(lambda p: train.losses(
+      config, {"joints": p}, batch, simulator=sim)[1]["phosphene_loss"])(shifted)
   assert float(jnp.abs(grad).sum()) > 0
   state = train.create_train_state(config, jax.random.key(0))
   step = jax.jit(functools.partial(train.train_step, config=config, simulator=sim))

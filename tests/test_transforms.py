@@ -62,13 +62,13 @@ def test_flip_twice_is_identity_for_points_and_labels():
   joints = rng.uniform(0, 255, (kp.NUM_JOINTS, 2))
   f = T.flip_affine(256)
   np.testing.assert_allclose(T.apply_affine(T.compose_affines(f, f), joints), joints)
-  once = kp.flip_keypoints(joints, 256)
-  np.testing.assert_allclose(kp.flip_keypoints(once, 256), joints)
+  once = kp.JOINTS.flip(joints, 256)
+  np.testing.assert_allclose(kp.JOINTS.flip(once, 256), joints)
   np.testing.assert_allclose(once[kp.JOINT_INDEX["l_wrist"], 0],
                              255 - joints[kp.JOINT_INDEX["r_wrist"], 0])
   contour = rng.uniform(0, 255, (kp.NUM_CONTOUR, 2))
   np.testing.assert_allclose(
-      kp.flip_keypoints(kp.flip_keypoints(contour, 256, kind="contour"), 256, kind="contour"),
+      kp.CONTOUR.flip(kp.CONTOUR.flip(contour, 256), 256),
       contour)
 
 

@@ -139,6 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.eval_every_steps = 1000
   c.eval_batches = 8  # validation batches per evaluation during training.
+  # What training evaluates (triplet_pose.evaluators.METRICS).
+  c.eval_metrics = ("loss", "pckh", "panel")
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3  # newest N.
   c.keep_best_checkpoints = 1  # best N by `best_metric`.

@@ -15,17 +15,19 @@ import pathlib
 import time
 from typing import Any
 
+import ml_collections
 import numpy as np
 from absl import logging
 from PIL import Image
 
-from configs import demo as demo_configs
 from triplet_pose import data
 from triplet_pose import evaluation
+from triplet_pose import keypoints as kp
 from triplet_pose import metric_writer
 from triplet_pose.phosphenes import readability
 from triplet_pose import prediction
 from triplet_pose import report as report_lib
+from triplet_pose import results as results_lib
 from triplet_pose import train
 from triplet_pose import viz
 
@@ -41,51 +43,52 @@ _STAGES = (("data", "Building the synthetic dataset", 12.0),
 
 
 class _StageProgress:
-  """Logs 'stage i/n' with the elapsed time and an overall ETA."""
+  """Logs 'stage i/n' with the elapsed time and the overall ETA.
+
+  The ETA is `metric_writer.Progress`'s, counting the stages' weights (their
+  measured seconds) as steps: the remaining weight at the pace of the last
+  stage against its weight.
+  """
 
   def __init__(self):
     self._start = time.perf_counter()
     self._done = 0.0
-    self._total = sum(w for *_, w in _STAGES)
+    self._progress = metric_writer.Progress(0, sum(w for *_, w in _STAGES))
 
   def begin(self, key: str) -> None:
     index = [k for k, *_ in _STAGES].index(key)
-    _, title, _ = _STAGES[index]
-    elapsed = time.perf_counter() - self._start
-    eta = elapsed / self._done * (self._total - self._done) if self._done else float("nan")
-    logging.info("[demo %d/%d] %s | elapsed %s | ETA %s", index + 1, len(_STAGES), title,
-                 metric_writer.format_duration(elapsed), metric_writer.format_duration(eta))
+    eta = self._progress.update(self._done)["eta_sec"] if self._done else float("nan")
+    logging.info("[demo %d/%d] %s | elapsed %s | ETA %s", index + 1, len(_STAGES),
+                 _STAGES[index][1], metric_writer.format_duration(
+                     time.perf_counter() - self._start), metric_writer.format_duration(eta))
 
   def end(self, key: str) -> None:
     self._done += dict((k, w) for k, _, w in _STAGES)[key]
 
 
-def demo_config(kind: str, *, size: str, workdir: pathlib.Path):
-  """The config of one demo model ('full', 'quick' or 'smoke'), data under `workdir`."""
-  if size not in SIZES:
-    raise ValueError(f"demo size must be one of {SIZES}, got {size!r}")
-  config = demo_configs.get_config(kind + ("" if size == "full" else f",{size}"))
-  config.input.data_dir = str(workdir / "tensorflow_datasets")
-  if kind == "triplet":
-    config.joint_workdir = str(workdir / "joint")
-  return config
-
-
-def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
+def run_demo(workdir: str | pathlib.Path, joint_config: ml_collections.ConfigDict,
+             triplet_config: ml_collections.ConfigDict, *, size: str = "full",
              num_panels: int = 4) -> dict[str, Any]:
   """Runs the whole demo in `workdir` and returns its summary (also summary.json).
 
   Args:
-    workdir: where data, checkpoints, evaluation and report.html go.
-    size: 'full' (~11 min on 2 CPU cores), 'quick' (~2 min) or 'smoke'
-      (seconds of training: checks the pipeline, not the models).
+    workdir: where data, checkpoints, evaluation and report.html go; the
+      configs' data_dir and the triplet config's joint_workdir are set to
+      places inside it.
+    joint_config: the joint model's config (`configs/demo.py:joint`).
+    triplet_config: the triplet model's (`configs/demo.py:triplet`).
+    size: the name of the recipe, recorded in the summary: 'full' (~11 min on
+      2 CPU cores), 'quick' (~2 min) or 'smoke' (checks the pipeline).
     num_panels: validation examples drawn in the report.
   """
+  if size not in SIZES:
+    raise ValueError(f"demo size must be one of {SIZES}, got {size!r}")
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
+  for config in (joint_config, triplet_config):
+    config.input.data_dir = str(workdir / "tensorflow_datasets")
+  triplet_config.joint_workdir = str(workdir / "joint")
   progress = _StageProgress()
-  joint_config = demo_config("joint", size=size, workdir=workdir)
-  triplet_config = demo_config("triplet", size=size, workdir=workdir)
 
   progress.begin("data")
   for split in ("train", "validation"):  # builds the dataset once, if needed
@@ -104,8 +107,8 @@ def run_demo(workdir: str | pathlib.Path, *, size: str = "full",
   progress.begin("evaluate")
   results = evaluation.evaluate_checkpoints(workdir / "triplet",
                                             joint_workdir=str(workdir / "joint"))
-  paths = evaluation.write_results(results, workdir / "eval")
-  table = evaluation.format_table(results)
+  paths = results_lib.write_results(results, workdir / "eval")
+  table = results_lib.format_table(results)
   logging.info("\n%s", table)
   progress.end("evaluate")
 
@@ -140,17 +143,18 @@ def _panels(workdir: pathlib.Path, config, count: int
   out = predictor.predict_crops(batch["image"])
   panels = []
   for i in range(count):
-    pred = prediction.Prediction(batch["image"][i], batch["crop_to_original"][i],
-                                 {k: v[i] for k, v in out.items()})
+    pred = prediction.Prediction.from_outputs(batch["image"][i], batch["crop_to_original"][i],
+                                              out, i)
     panels.append(prediction.panel(pred, renderer, title=f"validation example {i}"))
   size = tuple(batch["image"].shape[1:3])
+  style = renderer.styles[kp.CONTOUR.name].replace(overlap="nearest",
+                                                   overlap_gap=renderer.line_width)
   rows = {}
   for i in range(min(2, count)):
     rows[f"example {i}"] = readability.compare_overlap_modes(
-        renderer.sim, out["contour"][i], None, image_size=size,
-        line_width=renderer.line_width, fill_limbs=renderer.fill_limbs,
-        overlap_gap=renderer.line_width, frames=renderer.frames_per_image)
-  overlap = viz.figure_to_array(readability.overlap_figure(rows))
+        renderer.sim, out["keypoints"][kp.CONTOUR.name][i], None, image_size=size,
+        style=style, frames=renderer.frames_per_image)
+  overlap = viz.figure_to_array(viz.overlap_figure(rows))
   return panels, overlap
 
 
@@ -174,7 +178,7 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
       "validation persons with the MPII protocol (PCKh, head-size normalised, flip test).")
   page.heading("PCKh@0.5 (%)")
   header = ["Setting", "Keypoints", "PCKh@0.5", "PCKh@0.1", "AUC", "Step"]
-  rows = [[evaluation.SETTING_LABELS[name], s["keypoints"], 100 * s["PCKh@0.5"],
+  rows = [[results_lib.SETTING_LABELS[name], s["keypoints"], 100 * s["PCKh@0.5"],
            100 * s["PCKh@0.1"], 100 * s["AUC"], s["step"]]
           for name, s in summary.items() if isinstance(s, dict)]
   page.table(header, rows)

@@ -5,10 +5,11 @@
   heatmap row (x -> w - 1 - x) is exactly the mirror of the image
   (x -> W - 1 - x): no half-pixel shift is needed. A combined model's two
   outputs are each mirrored back with their own permutation.
-* `load_model`, `PoseModels` + `make_inference_fn`: the joint model and the
-  triplet model (fed with ground-truth joints and/or with the joint model's
-  predictions), or one combined model, as one jitted function shared by
-  evaluation and `prediction`.
+* `PoseModels` + `make_inference_fn`: the joint model and the triplet model
+  (fed with ground-truth joints or with the joint model's predictions), or
+  one combined model (all loaded by `workdir.load_model`), as one jitted
+  function shared by evaluation and prediction, whose outputs are keyed by
+  keypoint set.
 * `count_parameters`, `ms_per_image`: what a comparison of models reports
   next to their accuracy.
 """
@@ -18,18 +19,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import pathlib
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from triplet_pose import heatmaps as hm
 from triplet_pose import inputs
 from triplet_pose import keypoints as kp
+from triplet_pose import transforms
+from triplet_pose import workdir
 
 
 def flip_input_images(x: jax.Array) -> jax.Array:
@@ -41,87 +42,38 @@ def flip_input_images(x: jax.Array) -> jax.Array:
   return jnp.concatenate([x[..., :3], x[..., perm]], axis=-1)
 
 
-def unflip_heatmaps(maps: jax.Array) -> jax.Array:
-  """Maps heatmaps (B, h, w, K) predicted on a mirrored input back, permuted.
-
-  K = 16 are joints, K = 26 contour points.
-  """
-  kind = "joints" if maps.shape[-1] == kp.NUM_JOINTS else "contour"
-  return maps[:, :, ::-1][..., np.asarray(kp.flip_permutation(kind))]
+def unflip_heatmaps(maps: jax.Array, keypoint_set: kp.KeypointSet) -> jax.Array:
+  """Maps heatmaps (B, h, w, K) predicted on a mirrored input back, permuted."""
+  return maps[:, :, ::-1][..., np.asarray(keypoint_set.flip_permutation)]
 
 
-def _last_stacks(outputs) -> tuple[jax.Array, ...]:
-  outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-  return tuple(o[:, -1] for o in outputs)
-
-
-def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], Any], variables: Any,
-                     x: jax.Array, *, flip_test: bool = True
-                     ) -> jax.Array | tuple[jax.Array, ...]:
-  """Last-stack heatmaps (B, h, w, K), averaged with the mirror's when `flip_test`.
+def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
+                     variables: Any, x: jax.Array, *, flip_test: bool = True
+                     ) -> dict[str, jax.Array]:
+  """Last-stack heatmaps (B, h, w, K) of every keypoint set the model predicts.
 
   Args:
-    apply_fn: (variables, inputs (B, H, W, C)) -> (B, S, h, w, K), or a tuple
-      of such arrays (a combined model: joints, contour), e.g.
-      `functools.partial(model.apply, train=False)`.
+    apply_fn: (variables, inputs (B, H, W, C)) -> {set name: (B, S, h, w, K)},
+      e.g. `functools.partial(model.apply, train=False)`.
     variables: the model's {params, batch_stats}.
     x: float32 model inputs.
     flip_test: also run the mirrored input (in the same batch) and average.
 
   Returns:
-    The (B, h, w, K) heatmaps, or a tuple of them for a model of several outputs.
+    {set name: (B, h, w, K)}.
   """
-  if flip_test:
-    both = _last_stacks(apply_fn(variables, jnp.concatenate([x, flip_input_images(x)])))
-    n = x.shape[0]
-    maps = tuple(0.5 * (m[:n] + unflip_heatmaps(m[n:])) for m in both)
-  else:
-    maps = _last_stacks(apply_fn(variables, x))
-  return maps[0] if len(maps) == 1 else maps
+  if not flip_test:
+    return {name: maps[:, -1] for name, maps in apply_fn(variables, x).items()}
+  both = apply_fn(variables, jnp.concatenate([x, flip_input_images(x)]))
+  n = x.shape[0]
+  return {name: 0.5 * (maps[:n, -1] + unflip_heatmaps(maps[n:, -1], kp.get(name)))
+          for name, maps in both.items()}
 
 
 def decode_to_input_pixels(maps: jax.Array, image_size: int) -> tuple[jax.Array, jax.Array]:
   """Heatmaps (B, h, w, K) -> keypoints (B, K, 2) in input pixels, confidence (B, K)."""
   coords, confidence = hm.decode(maps)
   return hm.rescale_coordinates(coords, maps.shape[1:3], image_size), confidence
-
-
-@dataclasses.dataclass
-class LoadedModel:
-  """A trained model restored from a workdir."""
-  config: ml_collections.ConfigDict
-  model: Any
-  variables: Any
-  workdir: str
-  step: int
-
-  @property
-  def target(self) -> str:
-    return self.config.model.target
-
-
-def load_model(workdir: str | pathlib.Path, *, step: int | None = None,
-               expect: str | Sequence[str] | None = None) -> LoadedModel:
-  """Restores the model of a training workdir (newest checkpoint by default).
-
-  Args:
-    workdir: a `launch.train` workdir.
-    step: the checkpoint step (default: newest).
-    expect: the `model.target` (or targets) the caller can use.
-
-  Raises:
-    FileNotFoundError: no config.json or checkpoint in `workdir`.
-    ValueError: the workdir's model does not predict `expect`.
-  """
-  from triplet_pose import checkpointing, train  # pylint: disable=g-import-not-at-top
-  config, model, variables = train.load_trained_model(workdir, step=step)
-  expected = (expect,) if isinstance(expect, str) else tuple(expect or ())
-  if expected and config.model.target not in expected:
-    raise ValueError(f"{workdir} holds a model.target={config.model.target!r} model, "
-                     f"expected {' or '.join(repr(e) for e in expected)}")
-  if step is None:
-    step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
-  return LoadedModel(config, model, variables, str(workdir), int(step))
 
 
 @dataclasses.dataclass
@@ -132,9 +84,9 @@ class PoseModels:
     ValueError: for a model of the wrong kind in a slot, none at all, or a
       combined model together with separate ones.
   """
-  joint: LoadedModel | None = None
-  triplet: LoadedModel | None = None
-  combined: LoadedModel | None = None
+  joint: workdir.LoadedModel | None = None
+  triplet: workdir.LoadedModel | None = None
+  combined: workdir.LoadedModel | None = None
 
   def __post_init__(self):
     for slot, target in (("joint", "joints"), ("triplet", "contour"),
@@ -150,7 +102,7 @@ class PoseModels:
       raise ValueError("PoseModels needs at least one model")
 
   @property
-  def models(self) -> list[LoadedModel]:
+  def models(self) -> list[workdir.LoadedModel]:
     return [m for m in (self.joint, self.triplet, self.combined) if m is not None]
 
   @property
@@ -177,55 +129,48 @@ class PoseModels:
 
 def make_inference_fn(models: PoseModels, *, flip_test: bool = True,
                       ground_truth_joints: bool = False):
-  """A jitted (variables, images, gt_joints, gt_visible) -> dict of predictions.
+  """A jitted (variables, images, gt_joints, gt_visible) -> predictions.
 
   `images` are (B, S, S, 3) uint8 or float crops at the models' input size;
-  `variables` is `models.variables()`; `gt_joints` (B, 16, 2) in crop pixels
-  and `gt_visible` (B, 16) feed the triplet model when `ground_truth_joints`
-  (pass None otherwise).
+  `variables` is `models.variables()`. The triplet model reads the joint
+  model's predicted joints, or with `ground_truth_joints` the given
+  `gt_joints` (B, 16, 2) in crop pixels and `gt_visible` (B, 16) (pass None
+  otherwise).
 
-  The result holds, for what `models` has: `joints`, `joint_confidence`,
-  `joint_heatmaps` (joint or combined model); `contour`, `contour_confidence`,
-  `contour_heatmaps` (combined model, or triplet model on predicted joints,
-  which needs both models); `contour_gt`, `contour_gt_confidence`,
-  `contour_gt_heatmaps` (triplet model on ground-truth joints). Keypoints are
-  in crop pixels.
+  Returns:
+    {'keypoints': {set: (B, K, 2) crop pixels}, 'confidence': {set: (B, K)},
+    'heatmaps': {set: (B, h, w, K)}} for every set the models predict
+    ('joints' from a joint or combined model, 'contour' from a combined
+    model or a triplet model).
   """
   joint, triplet, combined = models.joint, models.triplet, models.combined
+  if triplet is not None and joint is None and not ground_truth_joints:
+    raise ValueError("a triplet model needs a joint model or ground_truth_joints=True")
   size = models.image_size
 
-  def run(model, variables, x):
+  def run(model, variables, x, out):
     apply = functools.partial(model.model.apply, train=False)
-    maps = predict_heatmaps(apply, variables, x, flip_test=flip_test)
-    return [(m, *decode_to_input_pixels(m, size))
-            for m in (maps if isinstance(maps, tuple) else (maps,))]
-
-  def run_triplet(variables, images, joints, visible):
-    joint_maps = inputs.joint_input_heatmaps(triplet.config, joints, visible,
-                                             image_size=size)
-    return run(triplet, variables, jnp.concatenate([images, joint_maps], axis=-1))[0]
-
-  def outputs(prefix, maps, coords, conf):
-    return {prefix[0]: coords, f"{prefix[1]}_confidence": conf,
-            f"{prefix[1]}_heatmaps": maps}
-
-  joint_names, contour_names = ("joints", "joint"), ("contour", "contour")
+    for name, maps in predict_heatmaps(apply, variables, x, flip_test=flip_test).items():
+      coords, confidence = decode_to_input_pixels(maps, size)
+      out["keypoints"][name], out["confidence"][name] = coords, confidence
+      out["heatmaps"][name] = maps
 
   def infer(variables, images, gt_joints=None, gt_visible=None):
-    images = inputs.images_to_float(images)
-    out = {}
+    images = transforms.to_float_image(images)
+    out = {"keypoints": {}, "confidence": {}, "heatmaps": {}}
     if combined is not None:
-      joint_out, contour_out = run(combined, variables["combined"], images)
-      return {**outputs(joint_names, *joint_out), **outputs(contour_names, *contour_out)}
+      run(combined, variables["combined"], images, out)
     if joint is not None:
-      maps, coords, conf = run(joint, variables["joint"], images)[0]
-      out.update(outputs(joint_names, maps, coords, conf))
-      if triplet is not None:
-        out.update(outputs(contour_names, *run_triplet(
-            variables["triplet"], images, coords, jnp.ones(coords.shape[:-1], jnp.float32))))
-    if triplet is not None and ground_truth_joints:
-      out.update(outputs(("contour_gt", "contour_gt"), *run_triplet(
-          variables["triplet"], images, gt_joints, gt_visible.astype(jnp.float32))))
+      run(joint, variables["joint"], images, out)
+    if triplet is not None:
+      if ground_truth_joints:
+        joints, visible = gt_joints, gt_visible.astype(jnp.float32)
+      else:
+        joints = out["keypoints"][kp.JOINTS.name]
+        visible = jnp.ones(joints.shape[:-1], jnp.float32)
+      joint_maps = inputs.joint_input_heatmaps(triplet.config, joints, visible,
+                                               image_size=size)
+      run(triplet, variables["triplet"], jnp.concatenate([images, joint_maps], -1), out)
     return out
 
   return jax.jit(infer)

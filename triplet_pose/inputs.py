@@ -20,40 +20,17 @@ import ml_collections
 
 from triplet_pose import heatmaps
 from triplet_pose import keypoints as kp
+from triplet_pose import transforms
 
 TRIPLET_INPUTS = ("ground_truth", "noisy_ground_truth", "predicted")
-TARGETS = ("joints", "contour", "combined")
 
-# (variables, images) -> per-stack joint heatmaps (B, S, h, w, 16).
-JointPredictor = Callable[[Any, jax.Array], jax.Array]
-
-
-def target_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The keypoint sets the model predicts, in output order."""
-  _check_target(config)
-  if config.model.target == "combined":
-    return ("joints", "contour")
-  return (config.model.target,)
-
-
-def num_keypoints(config: ml_collections.ConfigDict) -> int:
-  """Heatmaps a single-target model predicts."""
-  _check_target(config)
-  if config.model.target == "combined":
-    raise ValueError("a combined model predicts both joints and contour points")
-  return kp.NUM_JOINTS if config.model.target == "joints" else kp.NUM_CONTOUR
+# (variables, images) -> {'joints': per-stack heatmaps (B, S, h, w, 16)}.
+JointPredictor = Callable[[Any, jax.Array], dict[str, jax.Array]]
 
 
 def num_input_channels(config: ml_collections.ConfigDict) -> int:
-  """3 for the triplet model (image + 16 joint heatmaps: 19); 3 otherwise."""
-  return 3 + kp.NUM_JOINTS if config.model.target == "contour" else 3
-
-
-def images_to_float(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] (or float [0, 1]) images to float32 in [0, 1]."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
+  """3 + 16 = 19 for the triplet model (image + joint heatmaps); 3 otherwise."""
+  return 3 + kp.JOINTS.size if config.model.target == kp.CONTOUR.name else 3
 
 
 def joint_input_heatmaps(config: ml_collections.ConfigDict, joints: jax.Array,
@@ -87,8 +64,8 @@ def model_inputs(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
     ValueError: for an unknown `triplet_input`, or 'predicted' without a joint
       model.
   """
-  images = images_to_float(batch["image"])
-  if config.model.target != "contour":
+  images = transforms.to_float_image(batch["image"])
+  if config.model.target != kp.CONTOUR.name:
     return images
   size = images.shape[1]
   joints, visible = batch["joints"], batch["joints_visible"]
@@ -117,27 +94,23 @@ def predict_joints(joint_predictor: JointPredictor, joint_variables: Any,
   so predicted and ground-truth inputs share one appearance. No gradient flows
   into the joint model.
   """
-  stacks = jax.lax.stop_gradient(joint_predictor(joint_variables, images))
+  stacks = jax.lax.stop_gradient(joint_predictor(joint_variables, images)[kp.JOINTS.name])
   coords, _ = heatmaps.decode(stacks[:, -1])
   joints = heatmaps.rescale_coordinates(coords, stacks.shape[2], image_size)
   return joints, jnp.ones(joints.shape[:-1], jnp.float32)
 
 
 def targets(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
-            key: str | None = None) -> tuple[jax.Array, jax.Array]:
-  """Target heatmaps (B, h, w, K) and loss weights (B, K).
+            keypoint_set: kp.KeypointSet) -> tuple[jax.Array, jax.Array]:
+  """Target heatmaps (B, h, w, K) and loss weights (B, K) of one keypoint set.
 
   Args:
-    config: the experiment config.
-    batch: the batch.
-    key: 'joints' or 'contour'; default `config.model.target`.
+    config: the experiment config (`heatmap` and `input.heatmap_size`).
+    batch: the batch, holding the set's points and visibility.
+    keypoint_set: which keypoints (`keypoints.JOINTS` or `CONTOUR`).
   """
-  _check_target(config)
-  key = key or config.model.target
-  if key not in ("joints", "contour"):
-    raise ValueError(f"targets of {key!r}: pass key='joints' or key='contour'")
-  points = batch[key]
-  visible = batch[f"{key}_visible"].astype(jnp.float32)
+  points = batch[keypoint_set.name]
+  visible = batch[keypoint_set.visible_key].astype(jnp.float32)
   image_size = batch["image"].shape[1]
   size = config.input.heatmap_size
   coords = heatmaps.rescale_coordinates(points, image_size, size)
@@ -146,9 +119,3 @@ def targets(config: ml_collections.ConfigDict, batch: dict[str, jax.Array],
                          sigma=config.heatmap.sigma, radius=config.heatmap.radius,
                          peak=config.heatmap.target_peak)
   return maps, visible
-
-
-def _check_target(config: ml_collections.ConfigDict) -> None:
-  if config.model.target not in TARGETS:
-    raise ValueError(f"config.model.target must be one of {TARGETS}, got "
-                     f"{config.model.target!r}")

@@ -8,11 +8,18 @@ Every other module imports these constants; nothing re-declares them.
   before left). Pelvis, thorax and head top have no contour points.
 
 A horizontal flip swaps right and left, never medial and lateral.
+
+`JOINTS` and `CONTOUR` bundle each set's names, flip permutation, PCKh
+groups and edges as one `KeypointSet`; its `name` is the key the set has in
+batches, model outputs and predictions ('joints', 'contour'), so code loops
+over sets instead of branching on strings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
+from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -127,6 +134,19 @@ CONTOUR_TORSO_EDGES: tuple[tuple[int, int], ...] = (
 )
 CONTOUR_EDGES: tuple[tuple[int, int], ...] = CONTOUR_LIMB_EDGES + CONTOUR_TORSO_EDGES
 
+# The quadrilateral outline of every limb segment (medial proximal, medial
+# distal, lateral distal, lateral proximal), in `LIMB_SEGMENTS` order.
+LIMB_QUADS: tuple[tuple[int, int, int, int], ...] = tuple(
+    (s["medial"][0], s["medial"][1], s["lateral"][1], s["lateral"][0])
+    for s in LIMB_SEGMENTS.values())
+# The torso: the region closed by `CONTOUR_TORSO_EDGES` and the tops of the
+# limbs (neck base, shoulder tops, armpits, hip sides, crotch), in order
+# around it.
+TORSO_POLYGON: tuple[int, ...] = tuple(CONTOUR_INDEX[n] for n in (
+    "right_neck", "lateral_right_shoulder", "medial_right_shoulder",
+    "lateral_right_hip", "medial_right_hip", "medial_left_hip", "lateral_left_hip",
+    "medial_left_shoulder", "lateral_left_shoulder", "left_neck"))
+
 # MPII-TRB (COCO-style, 40 keypoints) spelling of our names. TRB calls the
 # elbow "bow"; its 14 skeleton keypoints map onto MPII joints.
 TRB_JOINT_NAMES = types.MappingProxyType({
@@ -139,22 +159,65 @@ TRB_CONTOUR_NAMES = types.MappingProxyType({
     name.replace("elbow", "bow"): i for i, name in enumerate(CONTOUR_NAMES)})
 
 
-def flip_keypoints(keypoints, width: float, *, kind: str = "joints"):
-  """Mirrors keypoints (..., K, 2) in x across an image `width` pixels wide.
+@dataclasses.dataclass(frozen=True, eq=False)
+class KeypointSet:
+  """A set of keypoints: what a model head predicts and a batch carries.
 
-  Integer coordinates are pixel centres, so x maps to width - 1 - x; the
-  keypoints are permuted so that a left joint stays labelled left. Accepts
-  numpy or jax arrays and returns the same kind.
+  Instances are the module's singletons `JOINTS` and `CONTOUR`; they compare
+  and hash by identity, so they can be static arguments of `jax.jit`.
+
+  Attributes:
+    name: the key of the set in batches, model outputs and predictions.
+    names: keypoint names, in order.
+    flip_permutation: new[i] = old[flip_permutation[i]] after a mirror in x.
+    pckh_groups: PCKh group -> keypoint indices.
+    pckh_mean: the keypoints pooled in PCKh `Mean`.
+    edges: the lines drawn between keypoints (skeleton or contour).
   """
-  flipped = keypoints[..., np.asarray(flip_permutation(kind)), :]
-  xp = np if isinstance(keypoints, np.ndarray) else jnp
-  return xp.stack([(width - 1) - flipped[..., 0], flipped[..., 1]], axis=-1)
+  name: str
+  names: tuple[str, ...]
+  flip_permutation: tuple[int, ...]
+  pckh_groups: Mapping[str, tuple[int, ...]]
+  pckh_mean: tuple[int, ...]
+  edges: tuple[tuple[int, int], ...]
+
+  @property
+  def size(self) -> int:
+    return len(self.names)
+
+  @property
+  def visible_key(self) -> str:
+    """The batch key of the (K,) annotation mask, e.g. 'joints_visible'."""
+    return f"{self.name}_visible"
+
+  def flip(self, points, width: float):
+    """Mirrors keypoints (..., K, 2) in x across an image `width` pixels wide.
+
+    Integer coordinates are pixel centres, so x maps to width - 1 - x; the
+    keypoints are permuted so that a left joint stays labelled left. Accepts
+    numpy or jax arrays and returns the same kind.
+    """
+    flipped = points[..., np.asarray(self.flip_permutation), :]
+    xp = np if isinstance(points, np.ndarray) else jnp
+    return xp.stack([(width - 1) - flipped[..., 0], flipped[..., 1]], axis=-1)
+
+  def __repr__(self) -> str:
+    return f"KeypointSet({self.name!r}, {self.size} keypoints)"
 
 
-def flip_permutation(kind: str) -> tuple[int, ...]:
-  """The flip permutation of `kind` ('joints' or 'contour')."""
-  if kind == "joints":
-    return JOINT_FLIP_PERMUTATION
-  if kind == "contour":
-    return CONTOUR_FLIP_PERMUTATION
-  raise ValueError(f"kind must be 'joints' or 'contour', got {kind!r}")
+JOINTS = KeypointSet("joints", JOINT_NAMES, JOINT_FLIP_PERMUTATION, PCKH_GROUPS,
+                     PCKH_MEAN_JOINTS, SKELETON_EDGES)
+CONTOUR = KeypointSet("contour", CONTOUR_NAMES, CONTOUR_FLIP_PERMUTATION,
+                      CONTOUR_PCKH_GROUPS, tuple(range(NUM_CONTOUR)), CONTOUR_EDGES)
+KEYPOINT_SETS = types.MappingProxyType({s.name: s for s in (JOINTS, CONTOUR)})
+
+
+def get(name: str) -> KeypointSet:
+  """The keypoint set called `name` ('joints' or 'contour').
+
+  Raises:
+    ValueError: for any other name.
+  """
+  if name not in KEYPOINT_SETS:
+    raise ValueError(f"unknown keypoint set {name!r}; known: {', '.join(KEYPOINT_SETS)}")
+  return KEYPOINT_SETS[name]

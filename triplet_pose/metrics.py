@@ -19,7 +19,7 @@ arrays are accepted.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -28,24 +28,17 @@ from triplet_pose import keypoints as kp
 DEFAULT_CURVE_THRESHOLDS = tuple(np.round(np.linspace(0.0, 0.5, 51), 4))
 
 
-def groups_for(num_keypoints: int) -> tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]:
-  """(groups, keypoints of `Mean`) for 16 joints or 26 contour points.
+def keypoint_set_of(num_keypoints: int) -> kp.KeypointSet:
+  """The keypoint set (joints or contour) that has `num_keypoints` keypoints.
 
   Raises:
     ValueError: for any other number of keypoints.
   """
-  if num_keypoints == kp.NUM_JOINTS:
-    return kp.PCKH_GROUPS, kp.PCKH_MEAN_JOINTS
-  if num_keypoints == kp.NUM_CONTOUR:
-    return kp.CONTOUR_PCKH_GROUPS, tuple(range(kp.NUM_CONTOUR))
+  for kset in kp.KEYPOINT_SETS.values():
+    if kset.size == num_keypoints:
+      return kset
   raise ValueError(f"PCKh groups exist for {kp.NUM_JOINTS} joints or "
                    f"{kp.NUM_CONTOUR} contour points, got {num_keypoints} keypoints")
-
-
-def keypoint_names(num_keypoints: int) -> tuple[str, ...]:
-  """JOINT_NAMES or CONTOUR_NAMES, by the number of keypoints."""
-  groups_for(num_keypoints)
-  return kp.JOINT_NAMES if num_keypoints == kp.NUM_JOINTS else kp.CONTOUR_NAMES
 
 
 def normalized_distances(pred, gt, visible, head_size) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +99,8 @@ def _per_keypoint(dist, counted, threshold):
 
 
 def _summarise(dist, counted, threshold) -> dict[str, float]:
-  groups, mean_keypoints = groups_for(dist.shape[1])
+  kset = keypoint_set_of(dist.shape[1])
+  groups, mean_keypoints = kset.pckh_groups, kset.pckh_mean
   per_kp, count = _per_keypoint(dist, counted, threshold)
   result = {}
   for name, members in groups.items():
@@ -131,7 +125,7 @@ def pckh(pred, gt, visible, head_size, threshold: float = 0.5) -> dict[str, floa
     threshold: in head sizes; a keypoint exactly at the threshold is correct.
 
   Returns:
-    {group: fraction} for every group of `groups_for(K)`, plus `Mean`. A group
+    {group: fraction} for every group of the K keypoints' set, plus `Mean`. A group
     with no annotated keypoint is NaN.
   """
   dist, counted = normalized_distances(pred, gt, visible, head_size)
@@ -172,6 +166,18 @@ def auc(thresholds: Sequence[float], values: Sequence[float]) -> float:
   return float(np.trapezoid(v, t) / (t[-1] - t[0]))
 
 
+def mean16(dist: np.ndarray, counted: np.ndarray, threshold: float = 0.5) -> float:
+  """PCKh pooled over all 16 joints with a strict `dist < threshold`.
+
+  The figure princeton-vl's `mpii_eval` prints (and its README quotes for
+  its checkpoints, 0.902 and 0.883), which counts pelvis and thorax too.
+  Arguments as returned by `normalized_distances`.
+  """
+  correct = (counted & (np.nan_to_num(dist, nan=np.inf) < threshold)).sum()
+  total = counted.sum()
+  return float(correct / total) if total else float("nan")
+
+
 def pckh_report(pred, gt, visible, head_size, *, threshold: float = 0.5,
                 thresholds: Sequence[float] = DEFAULT_CURVE_THRESHOLDS
                 ) -> dict:
@@ -180,15 +186,21 @@ def pckh_report(pred, gt, visible, head_size, *, threshold: float = 0.5,
   Returns:
     {'groups': {group: PCKh@threshold, ..., 'Mean': ...}, 'Mean@0.1': float,
      'AUC': float (of the Mean curve over `thresholds`),
+     'Mean16': float (joints only; `mean16`),
      'per_keypoint': {name: PCKh@threshold}, 'counts': {name: annotated},
      'curve': {'threshold': [...], group: [...], 'Mean': [...]},
      'persons': int, 'threshold': float}.
   """
   dist, counted = normalized_distances(pred, gt, visible, head_size)
-  names = keypoint_names(dist.shape[1])
+  kset = keypoint_set_of(dist.shape[1])
+  names = kset.names
   per_kp, count = _per_keypoint(dist, counted, threshold)
   curve = _curve(dist, counted, thresholds)
+  extra = {}
+  if kset is kp.JOINTS:
+    extra["Mean16"] = mean16(dist, counted, threshold)
   return {
+      **extra,
       "threshold": float(threshold),
       "persons": int(dist.shape[0]),
       "groups": _summarise(dist, counted, threshold),

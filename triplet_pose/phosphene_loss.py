@@ -53,13 +53,9 @@ def phosphene_images(sim: phosphenes.Simulator, points: Mapping[str, jax.Array],
     image_size: side of the (square) image the points are in.
     line_width: in simulator pixels.
   """
-  joints, contour = points.get(kp.JOINTS.name), points.get(kp.CONTOUR.name)
   mask = phosphenes.render_pose(
-      joints, contour, image_size=(image_size, image_size),
-      output_size=sim.resolution, joints_visible=visible.get(kp.JOINTS.name),
-      contour_visible=visible.get(kp.CONTOUR.name), line_width=line_width,
-      draw_joints=joints is not None, draw_skeleton=joints is not None,
-      draw_contour=contour is not None)
+      points, image_size=(image_size, image_size), output_size=sim.resolution,
+      visible=visible, style=phosphenes.DrawStyle(line_width=line_width))
   amplitude = sim.sample_stimulus(mask, rescale=True)
   _, images = sim.step(sim.init_state(batch_shape=mask.shape[:-2]), amplitude)
   return images

@@ -11,6 +11,7 @@ the last good checkpoint intact) when the loss stops being finite.
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 from typing import Any
 
@@ -25,14 +26,16 @@ from flax.training import train_state
 
 from triplet_pose import checkpointing
 from triplet_pose import data
+from triplet_pose.data import augment
+from triplet_pose import evaluators
 from triplet_pose import heatmaps
 from triplet_pose import inputs
+from triplet_pose import keypoints as kp
 from triplet_pose import metric_writer
 from triplet_pose import optim
 from triplet_pose import parallel
 from triplet_pose import phosphene_loss
-from triplet_pose.models import CombinedHourglass
-from triplet_pose.models import StackedHourglass
+from triplet_pose import workdir as workdir_lib
 
 
 class TrainState(train_state.TrainState):
@@ -44,24 +47,10 @@ class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN or infinite."""
 
 
-def create_model(config: ml_collections.ConfigDict
-                 ) -> StackedHourglass | CombinedHourglass:
-  """The network that `config.model` describes."""
-  m = config.model
-  common = dict(num_features=m.num_features, hourglass_depth=m.hourglass_depth,
-                stem_features=m.stem_features, dtype=jnp.dtype(m.dtype),
-                remat=m.remat)
-  if m.target == "combined":
-    return CombinedHourglass(joint_stacks=m.num_stacks,
-                             triplet_stacks=m.triplet_stacks, **common)
-  return StackedHourglass(num_stacks=m.num_stacks,
-                          num_keypoints=inputs.num_keypoints(config), **common)
-
-
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                        model: nn.Module | None = None) -> TrainState:
   """A freshly initialised TrainState (Xavier weights, Adam state)."""
-  model = model or create_model(config)
+  model = model or workdir_lib.create_model(config)
   size = config.input.image_size
   dummy = jnp.zeros((1, size, size, inputs.num_input_channels(config)), jnp.float32)
   variables = jax.jit(functools.partial(model.init, train=False))(rng, dummy)
@@ -104,45 +93,44 @@ def heatmap_loss(predictions: jax.Array, targets: jax.Array, weights: jax.Array,
                                 foreground_weight=foreground_weight), axis=(0, 2, 3, 4))
 
 
-def predictions_by_key(config: ml_collections.ConfigDict, outputs: Any
-                       ) -> dict[str, jax.Array]:
-  """The model's per-stack heatmaps (B, S, h, w, K) keyed 'joints'/'contour'."""
-  keys = inputs.target_keys(config)
-  outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-  return dict(zip(keys, outputs))
-
-
-def losses(config: ml_collections.ConfigDict, outputs: Any,
+def losses(config: ml_collections.ConfigDict, outputs: dict[str, jax.Array],
            batch: dict[str, jax.Array], *, simulator=None
            ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The training objective and its parts.
 
-  The heatmap MSE of every stack (joint stacks first for a combined model) is
-  summed; with `config.phosphene_loss_weight` > 0 the phosphene-space MSE of
-  the last stack's pose (`triplet_pose.phosphene_loss`) is added.
+  The heatmap MSE of every stack of every keypoint set the model predicts
+  (joint stacks first for a combined model) is summed; with
+  `config.phosphene_loss_weight` > 0 the phosphene-space MSE of the last
+  stack's pose (`triplet_pose.phosphene_loss`) is added.
+
+  Args:
+    config: the experiment config.
+    outputs: the model's {set name: (B, S, h, w, K)} heatmaps.
+    batch: the batch (its points and visibility per set).
+    simulator: enables the phosphene-space loss.
 
   Returns:
     (total loss, {'loss_per_stack': (S,), 'phosphene_loss': ()}).
   """
-  per_stack, predicted, truth = [], {}, {}
-  for key, maps in predictions_by_key(config, outputs).items():
-    target, weight = inputs.targets(config, batch, key)
+  per_stack, predicted, truth, visible = [], {}, {}, {}
+  for name, maps in outputs.items():
+    kset = kp.get(name)
+    target, weight = inputs.targets(config, batch, kset)
     per_stack.append(heatmap_loss(maps, target, weight,
                                   foreground_weight=config.heatmap.foreground_weight))
     if simulator is not None:
       coords = heatmaps.local_mean(maps[:, -1], radius=config.phosphene.local_mean_radius)
-      predicted[key] = heatmaps.rescale_coordinates(
+      predicted[name] = heatmaps.rescale_coordinates(
           coords, maps.shape[2], batch["image"].shape[1])
-      truth[key] = batch[key]
-      predicted[f"{key}_visible"] = truth[f"{key}_visible"] = batch[f"{key}_visible"]
+      truth[name], visible[name] = batch[name], batch[kset.visible_key]
   per_stack = jnp.concatenate(per_stack)
   parts = {"loss_per_stack": per_stack}
   total = jnp.sum(per_stack)
   if simulator is not None:
     render = functools.partial(phosphene_loss.phosphene_images, simulator,
-                               image_size=batch["image"].shape[1],
+                               visible=visible, image_size=batch["image"].shape[1],
                                line_width=config.phosphene.line_width)
-    error = phosphene_loss.normalised_mse(render(**predicted), render(**truth))
+    error = phosphene_loss.normalised_mse(render(predicted), render(truth))
     parts["phosphene_loss"] = error
     total = total + config.phosphene_loss_weight * error
   return total, parts
@@ -158,7 +146,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   """
   augment_rng, input_rng = jax.random.split(rng)
   if config.augment.enabled:
-    from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
     batch = augment.augment_batch(batch, augment_rng, config.augment)
   images = inputs.model_inputs(config, batch, input_rng,
                                joint_predictor=joint_predictor,
@@ -181,65 +168,65 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
 def eval_step(state: TrainState, batch: dict[str, jax.Array],
               joint_variables: Any = None, *, config: ml_collections.ConfigDict,
               joint_predictor: inputs.JointPredictor | None = None
-              ) -> dict[str, jax.Array]:
+              ) -> dict[str, Any]:
   """Loss sums and last-stack predictions on a (possibly padded) batch.
 
   Returns:
     loss_sum: (S,) per-stack loss summed over the valid examples.
     count: number of valid examples.
-    heatmaps: (B, h, w, K) last-stack heatmaps (of the joints, for a combined
-      model, whose contour heatmaps are `contour_heatmaps`).
+    heatmaps: {set name: (B, h, w, K)} last-stack heatmaps.
+    keypoints: {set name: (B, K, 2)} decoded from them, in input pixels.
   """
   images = inputs.model_inputs(config, batch, jax.random.key(0),
                                joint_predictor=joint_predictor,
                                joint_variables=joint_variables)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  outputs = predictions_by_key(config, state.apply_fn(variables, images, train=False))
+  outputs = state.apply_fn(variables, images, train=False)
   valid = batch["valid"].astype(jnp.float32)
   per_example = []
-  for key, maps in outputs.items():
-    target, weight = inputs.targets(config, batch, key)
+  for name, maps in outputs.items():
+    target, weight = inputs.targets(config, batch, kp.get(name))
     squared = squared_error(maps, target, weight,
                             foreground_weight=config.heatmap.foreground_weight)
     per_example.append(jnp.mean(squared, axis=(2, 3, 4)))  # (B, S)
   per_example = jnp.concatenate(per_example, axis=1)
-  result = {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
-            "count": jnp.sum(valid)}
-  first, *rest = outputs
-  result["heatmaps"] = outputs[first][:, -1]
-  for key in rest:
-    result[f"{key}_heatmaps"] = outputs[key][:, -1]
-  return result
+  last = {name: maps[:, -1] for name, maps in outputs.items()}
+  return {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
+          "count": jnp.sum(valid), "heatmaps": last,
+          "keypoints": {name: heatmaps.rescale_coordinates(
+              heatmaps.decode(maps)[0], maps.shape[1], images.shape[1])
+                        for name, maps in last.items()}}
 
 
-def load_trained_model(workdir: str | pathlib.Path, *, step: int | None = None
-                       ) -> tuple[ml_collections.ConfigDict, StackedHourglass, dict]:
-  """The config, model and variables ({params, batch_stats}) of a workdir.
+JOINT_INPUT_FILE = "joint_input.json"
 
-  Raises:
-    FileNotFoundError: when `workdir` has no config.json or no checkpoint.
+
+def _joint_model_for_triplet_input(config: ml_collections.ConfigDict,
+                                   workdir: pathlib.Path):
+  """(predictor, variables) when the triplet model reads predicted joints.
+
+  The joint checkpoint used is recorded in `workdir/joint_input.json` at
+  the first start and the same step is restored on every resume, so a
+  resumed run trains on the same inputs even if the joint model trained on.
   """
-  config = checkpointing.load_config(workdir)
-  checkpointer = checkpointing.Checkpointer(
-      workdir, read_only=True, best_metric=config.get("best_metric", "eval_loss"))
-  raw = checkpointer.restore_raw_state(step)
-  return config, create_model(config), {"params": raw["params"],
-                                        "batch_stats": raw["batch_stats"]}
-
-
-def _joint_model_for_triplet_input(config: ml_collections.ConfigDict):
-  """(predictor, variables) when the triplet model reads predicted joints."""
-  if config.model.target != "contour" or config.triplet_input != "predicted":
+  if config.model.target != kp.CONTOUR.name or config.triplet_input != "predicted":
     return None, None
   if not config.joint_workdir:
     raise ValueError("config.triplet_input='predicted' needs "
                      "--config.joint_workdir=<a trained joint model's workdir>")
-  joint_config, joint_model, variables = load_trained_model(config.joint_workdir)
-  if joint_config.model.target != "joints":
-    raise ValueError(f"{config.joint_workdir} holds a {joint_config.model.target!r} "
-                     "model, not a joint model")
-  logging.info("triplet input: joints predicted by the model in %s", config.joint_workdir)
-  return functools.partial(joint_model.apply, train=False), variables
+  record = workdir / JOINT_INPUT_FILE
+  step = None
+  if record.exists():
+    recorded = json.loads(record.read_text())
+    if recorded["workdir"] == str(pathlib.Path(config.joint_workdir).absolute()):
+      step = int(recorded["step"])
+  joint = workdir_lib.load_model(config.joint_workdir, step=step, expect=kp.JOINTS.name)
+  if jax.process_index() == 0 and step is None:
+    record.write_text(json.dumps({"workdir": str(pathlib.Path(joint.workdir).absolute()),
+                                  "step": joint.step}))
+  logging.info("triplet input: joints predicted by the model in %s at step %d",
+               config.joint_workdir, joint.step)
+  return functools.partial(joint.model.apply, train=False), joint.variables
 
 
 def _check_finite(step: int, metrics: dict[str, Any], last_good: int | None) -> None:
@@ -253,51 +240,65 @@ def _check_finite(step: int, metrics: dict[str, Any], last_good: int | None) -> 
         "learning_rate or --config.optimizer.grad_clip_norm=1.")
 
 
-def evaluate(config: ml_collections.ConfigDict, state: TrainState, eval_fn,
-             mesh, joint_variables: Any = None
-             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """Validation loss per stack, PCKh and a panel on `config.eval_batches` batches.
+def create_evaluator(config: ml_collections.ConfigDict, eval_fn, mesh,
+                     joint_variables: Any = None) -> evaluators.Evaluator:
+  """The evaluator training runs: `config.eval_metrics` on `config.eval_batches`
+  validation batches.
 
-  The loss covers the whole global batch; PCKh and the panel use this
-  process's share of it (all of it on one host).
-
-  Returns:
-    (scalars, images): {'eval_loss', 'eval_loss_stack_<s>', 'pckh_<group>',
-    ...} and {'panel': (H, W, 3) uint8, ...}.
+  The loss covers the whole global batch; PCKh and the panel read each
+  process's share of it and PCKh gathers the shares of all processes.
   """
-  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
-  iterator = data.create_iterator(
-      config.input, split=config.input.eval_split,
-      batch_size=config.input.eval_batch_size, seed=config.seed,
-      shuffle=False, repeat=False)
-  totals, count, outs, batches = None, 0.0, [], []
-  for i, batch in enumerate(iterator):
-    if config.eval_batches and i >= config.eval_batches:
-      break
+  def predict(state, batch):
     out = eval_fn(state, parallel.shard_batch(batch, mesh), joint_variables)
-    totals = jax.device_get(out["loss_sum"]) + (0 if totals is None else totals)
-    count += float(jax.device_get(out["count"]))
-    outs.append({k: parallel.local_part(v, mesh) for k, v in out.items()
-                 if k.endswith("heatmaps")})
-    batches.append(batch)
-  per_stack = totals / max(count, 1.0)
-  result = {"eval_loss": float(per_stack.sum())}
-  result.update({f"eval_loss_stack_{s + 1}": float(v) for s, v in enumerate(per_stack)})
-  pckh, images = evaluation.training_eval_summary(
-      config, [o["heatmaps"] for o in outs], batches)
-  result.update(pckh)
-  if "contour_heatmaps" in outs[0]:  # a combined model
-    more, extra = evaluation.training_eval_summary(
-        config, [o["contour_heatmaps"] for o in outs], batches, keypoints="contour")
-    result.update({f"contour_{k}": v for k, v in more.items()})
-    images["contour_panel"] = extra["panel"]
-  return result, images
+    local = jax.tree.map(lambda v: parallel.local_part(v, mesh),
+                         {k: out[k] for k in ("heatmaps", "keypoints")})
+    return {"loss_sum": jax.device_get(out["loss_sum"]),
+            "count": jax.device_get(out["count"]), **local}
+
+  def batches():
+    return data.create_iterator(
+        config.input, split=config.input.eval_split,
+        batch_size=config.input.eval_batch_size, seed=config.seed,
+        shuffle=False, repeat=False)
+
+  sets = workdir_lib.keypoint_sets(config)
+  return evaluators.Evaluator(
+      predict, batches, lambda: evaluators.metrics_for(config.eval_metrics, sets),
+      num_batches=config.eval_batches)
+
+
+def _write_train_metrics(writer, step: int, total: int, host: dict[str, Any],
+                         learning_rate: float, progress: dict[str, float]) -> None:
+  scalars = {"train/loss": host["loss"],
+             **{f"train/loss_stack_{s + 1}": v
+                for s, v in enumerate(host["loss_per_stack"])},
+             "train/grad_norm": host["grad_norm"],
+             **({"train/phosphene_loss": host["phosphene_loss"]}
+                if "phosphene_loss" in host else {}),
+             "train/learning_rate": learning_rate,
+             **{f"train/{k}": v for k, v in progress.items()}}
+  writer.write_scalars(step, scalars)
+  metric_writer.log_line(step, total, {
+      "loss": host["loss"], "lr": learning_rate,
+      "steps/s": scalars["train/steps_per_sec"], "eta_sec": scalars["train/eta_sec"]})
+
+
+def _evaluate(evaluator: evaluators.Evaluator, state: TrainState, writer,
+              step: int, total: int) -> dict[str, float]:
+  """Runs the evaluator, writes its scalars and images; returns the scalars."""
+  results = dict(evaluator.run(state))
+  scalars = {k: v for k, v in results.items() if np.ndim(v) == 0}
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+  writer.write_images(step, {f"eval/{k}": v for k, v in results.items()
+                             if np.ndim(v) == 3})
+  logging.info("step %d/%d | eval_loss %.4g | PCKh@0.5 %.3f", step, total,
+               scalars.get("eval_loss", float("nan")), scalars.get("pckh_Mean", float("nan")))
+  return scalars
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | pathlib.Path) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest checkpoint."""
-  parallel.initialize_distributed(config.distributed)
   workdir = pathlib.Path(workdir)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
@@ -316,9 +317,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       batch_size=config.input.batch_size, seed=config.seed)
   if checkpointer.latest_step() is not None:
     state, input_state = checkpointer.restore(state)
-    train_iter.set_state(input_state)
+    train_iter.set_state(parallel.own_process_state(input_state))
     logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
-  joint_predictor, joint_variables = _joint_model_for_triplet_input(config)
+  joint_predictor, joint_variables = _joint_model_for_triplet_input(config, workdir)
   if joint_variables is not None:
     joint_variables = parallel.replicate(joint_variables, mesh)
 
@@ -331,6 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(eval_step, config=config,
                                       joint_predictor=joint_predictor))
+  evaluator = create_evaluator(config, eval_fn, mesh, joint_variables)
   schedule = optim.learning_rate_schedule(config.optimizer, config.num_train_steps)
   start, total = int(state.step), config.num_train_steps
   progress = metric_writer.Progress(start, total)
@@ -356,29 +358,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       _check_finite(step, metrics, checkpointer.latest_step())
       previous = None
       if do_log:
-        host = jax.device_get(metrics)
-        scalars = {"train/loss": host["loss"],
-                   **{f"train/loss_stack_{s + 1}": v
-                      for s, v in enumerate(host["loss_per_stack"])},
-                   "train/grad_norm": host["grad_norm"],
-                 **({"train/phosphene_loss": host["phosphene_loss"]}
-                    if "phosphene_loss" in host else {}),
-                   "train/learning_rate": schedule(step - 1),
-                   **{f"train/{k}": v for k, v in progress.update(step).items()}}
-        writer.write_scalars(step, scalars)
-        metric_writer.log_line(step, total, {
-            "loss": host["loss"], "lr": schedule(step - 1),
-            "steps/s": scalars["train/steps_per_sec"],
-            "eta_sec": scalars["train/eta_sec"]})
+        _write_train_metrics(writer, step, total, jax.device_get(metrics),
+                             schedule(step - 1), progress.update(step))
       eval_metrics = None
       if do_eval:
-        eval_metrics, eval_images = evaluate(config, state, eval_fn, mesh, joint_variables)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-        writer.write_images(step, {f"eval/{k}": v for k, v in eval_images.items()})
-        logging.info("step %d/%d | eval_loss %.4g | PCKh@0.5 %.3f", step, total,
-                     eval_metrics["eval_loss"], eval_metrics.get("pckh_Mean", float("nan")))
+        eval_metrics = _evaluate(evaluator, state, writer, step, total)
       if do_save:
-        checkpointer.save(step, state, train_iter.get_state(), metrics=eval_metrics)
+        checkpointer.save(step, state, parallel.gather_process_states(train_iter.get_state()),
+                          metrics=eval_metrics)
+  except Exception as e:
+    # With several processes, a dead one makes the next collective fail here:
+    # name it before the JAX distributed service ends this process.
+    if jax.process_count() > 1 and not isinstance(e, NonFiniteLossError):
+      lost = parallel.lost_processes()
+      if lost:
+        message = parallel.lost_process_message(e, lost)
+        logging.error(message)
+        raise parallel.ProcessLostError(message) from e
+    raise
   finally:
     # Also on error: let a pending asynchronous save complete, so the last
     # good checkpoint is on disk when the exception propagates.

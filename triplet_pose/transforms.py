@@ -32,9 +32,11 @@ def _xp(*arrays):
   return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
-def identity_affine(dtype=np.float64) -> np.ndarray:
-  """The (2, 3) identity affine."""
-  return np.eye(2, 3, dtype=dtype)
+def to_float_image(image: jax.Array) -> jax.Array:
+  """uint8 [0, 255] or float [0, 1] images -> float32 in [0, 1] (jax)."""
+  if image.dtype == jnp.uint8:
+    return image.astype(jnp.float32) / 255.0
+  return jnp.asarray(image, jnp.float32)
 
 
 def scale_translate_affine(scale, translation):
@@ -257,3 +259,14 @@ def warp_image(image: jax.Array, affine: jax.Array, *, out_height: int, out_widt
       value = jnp.where(inside[:, None], flat[index], fill)
       out = out + (wx * wy)[:, None].astype(image.dtype) * value
   return out.reshape(out_height, out_width, channels)
+
+
+def crop_scale(crop_to_original) -> np.ndarray:
+  """Original pixels per crop pixel (B,) of (B, 2, 3) similarity affines."""
+  return np.sqrt(np.abs(np.linalg.det(np.asarray(crop_to_original, np.float64)[..., :2])))
+
+
+def to_original(points, crop_to_original) -> np.ndarray:
+  """(B, K, 2) crop pixels -> original image pixels, in float64 (host)."""
+  return apply_affine(np.asarray(crop_to_original, np.float64),
+                      np.asarray(points, np.float64))

@@ -31,13 +31,6 @@ GEOMETRIC_KEYS = ("image", "joints", "joints_visible", "contour", "contour_visib
                   "crop_to_original")
 
 
-def to_float_image(image: jax.Array) -> jax.Array:
-  """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
-  if image.dtype == jnp.uint8:
-    return image.astype(jnp.float32) / 255.0
-  return image.astype(jnp.float32)
-
-
 def sample_affine(rng: jax.Array, config: ml_collections.ConfigDict, *, height: int,
                   width: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One random (2, 3) affine, whether it flips, and its scale."""
@@ -55,9 +48,9 @@ def sample_affine(rng: jax.Array, config: ml_collections.ConfigDict, *, height: 
   return jnp.where(flip, flipped, affine), flip, scale
 
 
-def _move_keypoints(points, visible, affine, flip, *, kind, height, width):
+def _move_keypoints(points, visible, affine, flip, *, keypoint_set, height, width):
   moved = transforms.apply_affine(affine, points.astype(jnp.float32))
-  perm = np.asarray(kp.flip_permutation(kind))
+  perm = np.asarray(keypoint_set.flip_permutation)
   moved = jnp.where(flip, moved[perm], moved)
   visible = jnp.where(flip, visible[perm], visible)
   inside = transforms.in_frame(moved, height=height, width=width)
@@ -80,7 +73,7 @@ def color_jitter(image: jax.Array, rng: jax.Array, strength: float) -> jax.Array
 def augment_example(example: dict[str, jax.Array], rng: jax.Array,
                     config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Augments one example (no batch axis); see the module docstring."""
-  image = to_float_image(example["image"])
+  image = transforms.to_float_image(example["image"])
   height, width = image.shape[:2]
   k_affine, k_color = jax.random.split(rng)
   affine, flip, scale = sample_affine(k_affine, config, height=height, width=width)
@@ -91,11 +84,11 @@ def augment_example(example: dict[str, jax.Array], rng: jax.Array,
   image = color_jitter(image, k_color, config.color_jitter)
   out["image"] = transforms.warp_image(image, affine, out_height=height, out_width=width,
                                        fill=config.get("fill_value", 0.0))
-  for points, visible, kind in (("joints", "joints_visible", "joints"),
-                                ("contour", "contour_visible", "contour")):
-    if points in example:
-      out[points], out[visible] = _move_keypoints(
-          example[points], example[visible], affine, flip, kind=kind, height=height, width=width)
+  for kset in kp.KEYPOINT_SETS.values():
+    if kset.name in example:
+      out[kset.name], out[kset.visible_key] = _move_keypoints(
+          example[kset.name], example[kset.visible_key], affine, flip,
+          keypoint_set=kset, height=height, width=width)
   if "head_size" in example:
     out["head_size"] = example["head_size"] * scale
   if "crop_to_original" in example:
@@ -121,7 +114,7 @@ def augment_batch(batch: dict[str, jax.Array], rng: jax.Array,
     The batch with `image` float32 in [0, 1] and keypoints transformed.
   """
   if not config.enabled:
-    return {**batch, "image": to_float_image(batch["image"])}
+    return {**batch, "image": transforms.to_float_image(batch["image"])}
   moving = {k: v for k, v in batch.items() if k in GEOMETRIC_KEYS}
   # Jitted here too (inlined inside a caller's jit) so that eager calls are
   # one compiled program, not hundreds of dispatched ops.

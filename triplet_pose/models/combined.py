@@ -24,8 +24,8 @@ class CombinedHourglass(nn.Module):
   """Joint stacks, then triplet stacks fed with the image and their heatmaps.
 
   Called as `model.apply(variables, images, train=False)` with RGB images
-  (B, H, W, 3) in [0, 1]. Returns (joint_heatmaps (B, joint_stacks, H/4, W/4,
-  16), contour_heatmaps (B, triplet_stacks, H/4, W/4, 26)).
+  (B, H, W, 3) in [0, 1]. Returns {'joints': (B, joint_stacks, H/4, W/4, 16),
+  'contour': (B, triplet_stacks, H/4, W/4, 26)} heatmaps.
   """
   joint_stacks: int
   triplet_stacks: int
@@ -37,15 +37,16 @@ class CombinedHourglass(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False
-               ) -> tuple[jax.Array, jax.Array]:
+               ) -> dict[str, jax.Array]:
     common = dict(num_features=self.num_features, hourglass_depth=self.hourglass_depth,
                   dtype=self.dtype, remat=self.remat,
                   stem_features=self.stem_features)
-    joint_maps = StackedHourglass(self.joint_stacks, num_keypoints=kp.NUM_JOINTS,
-                                  name="joint", **common)(images, train)
+    joint_maps = StackedHourglass(self.joint_stacks, num_keypoints=kp.JOINTS.size,
+                                  output_key=kp.JOINTS.name, name="joint",
+                                  **common)(images, train)[kp.JOINTS.name]
     b, h, w = images.shape[:3]
-    upsampled = jax.image.resize(joint_maps[:, -1], (b, h, w, kp.NUM_JOINTS), "bilinear")
-    contour_maps = StackedHourglass(self.triplet_stacks, num_keypoints=kp.NUM_CONTOUR,
-                                    name="triplet", **common)(
-                                        jnp.concatenate([images, upsampled], -1), train)
-    return joint_maps, contour_maps
+    upsampled = jax.image.resize(joint_maps[:, -1], (b, h, w, kp.JOINTS.size), "bilinear")
+    contour = StackedHourglass(self.triplet_stacks, num_keypoints=kp.CONTOUR.size,
+                               output_key=kp.CONTOUR.name, name="triplet", **common)(
+                                   jnp.concatenate([images, upsampled], -1), train)
+    return {kp.JOINTS.name: joint_maps, **contour}

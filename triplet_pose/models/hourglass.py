@@ -141,12 +141,14 @@ class StackedHourglass(nn.Module):
     remat: recompute each hourglass in the backward pass to save memory.
     stem_features: width S of the stem's residual blocks (its first
       convolution has S/2); 128 in the reference and its checkpoints.
+    output_key: the keypoint set the heatmaps locate ('joints', 'contour'),
+      the key of the output dict.
 
   Called as `model.apply(variables, images, train=False)` with images
   (batch, H, W, C) float in [0, 1], any C; H and W divisible by
   4 * 2**hourglass_depth. `train=True` uses batch statistics and needs
-  `mutable=['batch_stats']`. Returns float32 heatmaps of shape
-  (batch, num_stacks, H/4, W/4, num_keypoints).
+  `mutable=['batch_stats']`. Returns `{output_key: heatmaps}`, float32
+  heatmaps of shape (batch, num_stacks, H/4, W/4, num_keypoints).
   """
   num_stacks: int
   num_features: int = 256
@@ -155,9 +157,10 @@ class StackedHourglass(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   stem_features: int = 128
+  output_key: str = "joints"
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     self._check_input(images)
     d, f, stem = self.dtype, self.num_features, self.stem_features
     x = _conv(stem // 2, 7, stride=2, dtype=d, name="pre_conv")(images.astype(d))
@@ -179,7 +182,7 @@ class StackedHourglass(nn.Module):
       if s < self.num_stacks - 1:
         x = (x + _conv(f, 1, dtype=d, name=f"merge_pred_{s}")(pred)
              + _conv(f, 1, dtype=d, name=f"merge_features_{s}")(feat))
-    return jnp.stack(predictions, axis=1).astype(jnp.float32)
+    return {self.output_key: jnp.stack(predictions, axis=1).astype(jnp.float32)}
 
   def _check_input(self, images: jax.Array) -> None:
     if images.ndim != 4:
