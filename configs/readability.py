@@ -1,0 +1,23 @@
+r"""The readability benchmark: which pose representation can an observer read?
+
+  python -m launch.readability --workdir=/tmp/readability            # < 30 min, 2 CPU cores
+  python -m launch.readability --workdir=/tmp/readability_quick --quick   # < 5 min
+  python -m launch.readability --workdir=/tmp/readability \
+      --joint_workdir=/tmp/triplet_pose_demo/joint \
+      --triplet_workdir=/tmp/triplet_pose_demo/triplet    # + predicted-pose rows
+
+or with this file (every field can be overridden):
+
+  python -m launch.readability --config=configs/readability.py:size=quick \
+      --workdir=/tmp/r --config.observer.steps=200
+
+Argument: size=full (default), quick or smoke (seconds: tests).
+"""
+
+from triplet_pose import config as config_lib
+from triplet_pose.readability import benchmark
+
+
+def get_config(arg: str | None = None):
+  args = config_lib.parse_arg(arg, size="full")
+  return benchmark.benchmark_config(args.size)

@@ -1,0 +1,53 @@
+r"""Which pose representation can a prosthesis user read? The observer benchmark.
+
+  python -m launch.readability --workdir=/tmp/readability [--quick]
+  python -m launch.readability --workdir=/tmp/readability \
+      --joint_workdir=/tmp/triplet_pose_demo/joint \
+      --triplet_workdir=/tmp/triplet_pose_demo/triplet
+
+Trains one observer per (representation, phosphene count) on phosphene
+images of true poses and writes WORKDIR/results.json, table.txt,
+pckh_vs_phosphenes.png and examples.png (triplet_pose/readability). With
+the pose models' workdirs it also measures the images of their predicted
+poses. Re-running resumes: finished cells are kept. `--config` takes
+configs/readability.py (see there); without it, the full grid, or the
+quick one with --quick.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from configs import readability as readability_configs
+from launch import common
+from triplet_pose.readability import benchmark
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "configs/readability.py[:size=quick]; default: the full grid.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (results, table, figures).")
+_QUICK = flags.DEFINE_bool("quick", False, "A few cells, small observers (< 5 min on a CPU).")
+_JOINT_WORKDIR = flags.DEFINE_string("joint_workdir", None,
+                                     "Trained joint model, for the predicted-pose rows.")
+_TRIPLET_WORKDIR = flags.DEFINE_string("triplet_workdir", None,
+                                       "Trained triplet model (with --joint_workdir).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is not None and _QUICK.value:
+    raise app.UsageError("give --config=configs/readability.py:size=quick or --quick, not both")
+  if _TRIPLET_WORKDIR.value and not _JOINT_WORKDIR.value:
+    raise app.UsageError("--triplet_workdir needs --joint_workdir")
+  config = _CONFIG.value or readability_configs.get_config("size=quick" if _QUICK.value else None)
+  results = benchmark.run_benchmark(config, _WORKDIR.value, joint_workdir=_JOINT_WORKDIR.value,
+                                    triplet_workdir=_TRIPLET_WORKDIR.value)
+  paths = benchmark.write_outputs(results, _WORKDIR.value)
+  print(benchmark.format_table(results))
+  print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+
+
+if __name__ == "__main__":
+  common.run(main, uses_tensorflow=False)

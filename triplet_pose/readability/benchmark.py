@@ -1,0 +1,400 @@
+"""The readability benchmark: observer PCKh per (representation, phosphene count).
+
+For every cell of the grid (`config.representations` x
+`config.num_phosphenes`) a fresh observer is trained on the phosphene images
+of the training figures' true poses and evaluated on held-out validation
+figures, rendered from their true pose (what the representation can carry
+at best) and, when trained pose models are given, from the models' predicted
+pose (the real pipeline). Every cell uses the same observer, steps and
+schedule, and the simulator of a phosphene count is the same for every
+representation (dynaphos' default parameters, magnification layout, random
+thresholds from a fixed seed).
+
+Data: the synthetic figures (`data/synthetic_figures/figures.py`) drawn
+directly, the validation split being the demo dataset's (same seed and
+stream), so the demo's pose models never saw them. Everything a re-run can
+reuse is kept in the workdir: `data.npz`, `predictions.npz`, `results.json`
+(written after every cell: a re-run skips finished cells) and the example
+phosphene images of one validation person (`examples/*.npy`).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from triplet_pose import metric_writer
+from triplet_pose import metrics
+from triplet_pose import phosphene_loss
+from triplet_pose import phosphenes
+from triplet_pose import viz
+from triplet_pose.data.synthetic_figures import figures
+from triplet_pose.readability import figures as figures_lib
+from triplet_pose.readability import observer as observer_lib
+from triplet_pose.readability import representations as reps
+
+SOURCE_SIZE = figures.SIZE  # the figures' side, in pixels: keypoints refer to it.
+SIZES = ("full", "quick", "smoke")
+_STREAMS = {"train": 0, "validation": 1}  # as the synthetic_figures builder.
+# Relative cost of a learned cell (it trains through the simulator).
+_LEARNED_COST = 3.0
+
+
+def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
+  """The grid, data and observer of a benchmark run.
+
+  Args:
+    size: 'full' (the README's grid, < 30 min on 2 CPU cores), 'quick' (a
+      few cells, small observers, < 5 min) or 'smoke' (seconds: tests).
+  """
+  if size not in SIZES:
+    raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+  c = ml_collections.ConfigDict()
+  c.representations = tuple(reps.REGISTRY)
+  c.num_phosphenes = (100, 300, 1000, 3000)
+  c.num_train = 1500
+  c.num_validation = 200
+  c.data_seed = 0  # the demo dataset's seed: its validation figures.
+  c.simulator_resolution = 128  # rendered, then pooled to observer.image_size.
+  c.line_width = 2.5  # mask pixels at 128 px: the demo's 5 px at 256.
+  c.frames = 10  # frames of constant stimulation (brightness has settled).
+  c.seed = 0  # simulator layout and thresholds (per phosphene count), observers.
+  c.example_index = 0  # the validation person of the example grid.
+  c.observer = observer_lib.observer_config()
+  if size == "quick":
+    c.representations = ("image_edges", "joints", "triplet", "silhouette", "learned")
+    c.num_phosphenes = (300, 1000)
+    c.num_train, c.num_validation = 400, 100
+    c.observer.steps = 80
+  elif size == "smoke":
+    c.representations = ("image_edges", "joints", "learned")
+    c.num_phosphenes = (100,)
+    c.num_train, c.num_validation = 16, 8
+    c.simulator_resolution = 64
+    c.line_width = 1.5
+    c.frames = 3
+    c.observer.steps = 2
+    c.observer.batch_size = 4
+    c.observer.eval_batch_size = 8
+    c.observer.warmup_steps = 0
+  return c
+
+
+def make_split(config: ml_collections.ConfigDict, split: str, *,
+               keep_images: bool = False) -> dict[str, np.ndarray]:
+  """Poses and grey images (at the simulator's resolution) of a split.
+
+  Returns:
+    {'joints' (N, 16, 2), 'contour' (N, 26, 2), 'head_size' (N,) in source
+    pixels, 'image' (N, R, R) uint8 grey}, plus 'full_image' (N, 256, 256, 3)
+    with `keep_images` (for the pose models).
+  """
+  count = config.num_train if split == "train" else config.num_validation
+  size = (config.simulator_resolution,) * 2
+  arrays = {k: [] for k in ("joints", "contour", "head_size", "image", "full_image")}
+  for index in range(count):
+    example = figures.make_example(config.data_seed, index, stream=_STREAMS[split])
+    for key in ("joints", "contour", "head_size"):
+      arrays[key].append(example[key])
+    grey = Image.fromarray(example["image"]).convert("L").resize(size[::-1], Image.BILINEAR)
+    arrays["image"].append(np.asarray(grey))
+    if keep_images:
+      arrays["full_image"].append(example["image"])
+  return {k: np.stack(v) for k, v in arrays.items() if v}
+
+
+def predict_poses(images: np.ndarray, *, joint_workdir: str,
+                  triplet_workdir: str | None) -> dict[str, np.ndarray]:
+  """The trained models' joints (and contour points) of (N, S, S, 3) images.
+
+  Returns:
+    {'joints': (N, 16, 2)[, 'contour': (N, 26, 2)]} in image pixels.
+  """
+  # The pose models are only needed for the predicted rows: their import
+  # (TFDS, orbax) is kept off the ground-truth-only path.
+  from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
+  predictor = prediction.Predictor(joint_workdir, triplet_workdir, batch_size=16)
+  found = predictor.predict(list(images))
+  return {name: np.stack([p.original(name) for p in found]).astype(np.float32)
+          for name in predictor.keypoint_names}
+
+
+def _cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
+                meta: str) -> dict[str, np.ndarray]:
+  """Loads `path` if it was made with `meta`, else makes and writes it."""
+  if path.exists():
+    with np.load(path) as f:
+      if str(f["meta"]) == meta:
+        return {k: f[k] for k in f.files if k != "meta"}
+  arrays = dict(make())
+  tmp = path.with_suffix(".tmp.npz")
+  np.savez(tmp, meta=np.asarray(meta), **arrays)
+  tmp.replace(path)
+  return arrays
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
+              joint_workdir: str | None = None, triplet_workdir: str | None = None
+              ) -> dict[str, dict[str, np.ndarray]]:
+  """Train and validation splits, and the predicted validation poses (cached).
+
+  Returns:
+    {'train': split, 'validation': split, 'predicted': {set: keypoints} or {}}.
+  """
+  meta = json.dumps({k: config[k] for k in ("num_train", "num_validation", "data_seed",
+                                            "simulator_resolution")}, sort_keys=True)
+  data = _cached_npz(workdir / "data.npz", lambda: {
+      f"{split}/{k}": v for split in _STREAMS for k, v in make_split(config, split).items()},
+                     meta)
+  out = {split: {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(split + "/")}
+         for split in _STREAMS}
+  out["predicted"] = {}
+  if joint_workdir:
+    def make():
+      images = make_split(config, "validation", keep_images=True)["full_image"]
+      return predict_poses(images, joint_workdir=joint_workdir,
+                           triplet_workdir=triplet_workdir)
+    source = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
+    out["predicted"] = _cached_npz(workdir / "predictions.npz", make, source)
+  return out
+
+
+def _summary(report: Mapping[str, Any]) -> dict[str, float]:
+  return {**report["groups"], "Mean@0.1": report["Mean@0.1"], "AUC": report["AUC"]}
+
+
+def _evaluate(joints, split) -> dict[str, float]:
+  visible = np.ones(split["joints"].shape[:2], np.float32)
+  return _summary(metrics.pckh_report(joints, split["joints"], visible, split["head_size"]))
+
+
+def chance(data) -> dict[str, float]:
+  """PCKh of always answering the training figures' mean pose."""
+  mean = np.mean(data["train"]["joints"], axis=0)
+  val = data["validation"]
+  return _evaluate(np.broadcast_to(mean, val["joints"].shape), val)
+
+
+def _inputs(representation, split, config, sim):
+  """What the observer's front end takes: phosphene images, or keypoints (learned)."""
+  if representation.kind == "learned":
+    return np.concatenate([split["joints"], split["contour"]], axis=1)
+  res = (config.simulator_resolution,) * 2
+  masks = reps.draw(representation, split, image_size=(SOURCE_SIZE,) * 2, output_size=res,
+                    line_width=config.line_width)
+  factor = config.simulator_resolution // config.observer.image_size
+  if sim is None:  # the unrendered mask, pooled (the sanity check of the observer)
+    return np.asarray(reps.pool(jnp.asarray(masks), factor)), masks
+  return reps.phosphene_images(sim, masks, frames=config.frames, factor=factor), masks
+
+
+def run_cell(representation: reps.Representation, num_phosphenes: int, data, *,
+             config: ml_collections.ConfigDict, seed: int | None = None,
+             log: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+  """Trains and evaluates one observer (one cell of the table).
+
+  Args:
+    representation: what is shown.
+    num_phosphenes: phosphenes of the simulator; 0 shows the observer the
+      unrendered activation mask (no implant: the representation's ceiling).
+    data: `load_data`'s result.
+    config: `benchmark_config()`.
+    seed: the observer's seed (default `config.seed`); the simulator's is
+      always `config.seed`.
+    log: training progress, log(step, loss).
+
+  Returns:
+    {'ground_truth': PCKh summary, 'predicted': summary or None, 'ssim':
+    mean SSIM of predicted- vs true-pose images or None, 'train_loss',
+    'phosphenes', 'example': (S, S) image of validation person
+    `config.example_index`, 'example_mask': its mask (or pose heatmaps)}.
+  """
+  learned = representation.kind == "learned"
+  if learned and not num_phosphenes:
+    raise ValueError("the learned representation needs the simulator (num_phosphenes > 0)")
+  sim = None
+  if num_phosphenes:
+    options = phosphenes.Options(threshold_gradient="sigmoid" if learned else "none")
+    sim = reps.build_simulator(num_phosphenes, seed=config.seed,
+                               resolution=config.simulator_resolution, options=options)
+  oc = config.observer
+  front, front_params = observer_lib.identity_front, None
+  if learned:
+    encoder = observer_lib.Encoder(oc.encoder_features, sim)
+    front = observer_lib.learned_front(encoder, config=oc, source_size=SOURCE_SIZE,
+                                       frames=config.frames)
+    maps = observer_lib.pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=SOURCE_SIZE,
+                                      size=oc.image_size, sigma=oc.encoder_sigma)
+    front_params = encoder.init(jax.random.PRNGKey(config.seed + 1), maps)["params"]
+  train_split, val = data["train"], data["validation"]
+  if learned:
+    x_train = _inputs(representation, train_split, config, sim)
+    x_val = _inputs(representation, val, config, sim)
+    example_mask = np.asarray(observer_lib.pose_heatmaps(
+        jnp.asarray(x_val[config.example_index:config.example_index + 1]),
+        source_size=SOURCE_SIZE, size=oc.image_size, sigma=oc.encoder_sigma))[0].max(-1)
+  else:
+    x_train, _ = _inputs(representation, train_split, config, sim)
+    x_val, val_masks = _inputs(representation, val, config, sim)
+    example_mask = val_masks[config.example_index]
+  seed = config.seed if seed is None else seed
+  trained = observer_lib.train(x_train, train_split["joints"], config=oc, seed=seed,
+                               source_size=SOURCE_SIZE, front=front, front_params=front_params,
+                               log=log)
+  predict = lambda x: observer_lib.predict(trained, x, config=oc, source_size=SOURCE_SIZE,
+                                           front=front)
+  joints, seen_true = predict(x_val)
+  result = {"ground_truth": _evaluate(joints, val), "predicted": None, "ssim": None,
+            "train_loss": trained["loss"], "phosphenes": sim.num_phosphenes if sim else 0,
+            "example": seen_true[config.example_index], "example_mask": example_mask}
+  predicted = data.get("predicted") or {}
+  if representation.uses_pose and all(k in predicted for k in representation.keypoint_sets):
+    split = {**val, **predicted}  # predicted keypoints, same images
+    x_pred = _inputs(representation, split, config, sim)
+    joints, seen = predict(x_pred if learned else x_pred[0])
+    result["predicted"] = _evaluate(joints, val)
+    result["ssim"] = float(np.mean(phosphene_loss.ssim(jnp.asarray(seen),
+                                                       jnp.asarray(seen_true))))
+  elif not representation.uses_pose and predicted:
+    result["predicted"], result["ssim"] = result["ground_truth"], 1.0  # same images
+  return result
+
+
+def cell_key(name: str, num_phosphenes: int) -> str:
+  return f"{name}/{num_phosphenes}"
+
+
+def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a finished cell depends on (the grid itself may grow between runs)."""
+  keep = {k: v for k, v in config.to_dict().items()
+          if k not in ("representations", "num_phosphenes", "example_index")}
+  return json.loads(json.dumps(keep, default=list))
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(value, indent=1, default=float))
+  tmp.replace(path)
+
+
+def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                  joint_workdir: str | None = None, triplet_workdir: str | None = None
+                  ) -> dict[str, Any]:
+  """Runs (or resumes) every cell of the grid; writes `workdir/results.json`.
+
+  Args:
+    config: `benchmark_config()`.
+    workdir: output folder (created); a re-run with the same config skips
+      the cells already in its results.json.
+    joint_workdir, triplet_workdir: trained pose models (`launch.demo`'s
+      `joint` and `triplet` folders) for the predicted-pose rows; None: only
+      ground-truth rows.
+
+  Returns:
+    the results: {'config', 'chance', 'cells': {'<name>/<N>': cell}, 'predicted_by'}.
+
+  Raises:
+    ValueError: for an unknown representation, or a workdir whose results
+      were made with another config (observer, data or simulator).
+  """
+  workdir = pathlib.Path(workdir)
+  (workdir / "examples").mkdir(parents=True, exist_ok=True)
+  chosen = [reps.get(name) for name in config.representations]
+  path = workdir / "results.json"
+  results = json.loads(path.read_text()) if path.exists() else {}
+  fingerprint = _fingerprint(config)
+  predicted_by = [joint_workdir, triplet_workdir] if joint_workdir else None
+  if results and (results.get("config") != fingerprint
+                  or results.get("predicted_by") != predicted_by):
+    raise ValueError(f"{path} holds results of another config or other pose models; "
+                     "use a new --workdir (or delete it)")
+  results.update(config=fingerprint, predicted_by=predicted_by)
+  results.setdefault("cells", {})
+  start = time.perf_counter()
+  logging.info("[readability] data: %d train / %d validation figures%s", config.num_train,
+               config.num_validation, ", predicted poses" if joint_workdir else "")
+  data = load_data(config, workdir, joint_workdir=joint_workdir,
+                   triplet_workdir=triplet_workdir)
+  results["chance"] = chance(data)
+  todo = [(r, n) for r in chosen for n in config.num_phosphenes
+          if cell_key(r.name, n) not in results["cells"]]
+  cost = lambda r: _LEARNED_COST if r.kind == "learned" else 1.0
+  total, done, cells_start = sum(cost(r) for r, _ in todo), 0.0, time.perf_counter()
+  for i, (rep, n) in enumerate(todo):
+    elapsed = time.perf_counter() - cells_start
+    eta = elapsed / done * (total - done) if done else float("nan")
+    logging.info("[readability %d/%d] %s, %d phosphenes | elapsed %s | ETA %s", i + 1,
+                 len(todo), rep.name, n, metric_writer.format_duration(elapsed),
+                 metric_writer.format_duration(eta))
+    t0 = time.perf_counter()
+    cell = run_cell(rep, n, data, config=config, log=lambda step, loss: logging.info(
+        "  observer step %d: loss %.4f", step, loss))
+    np.save(workdir / "examples" / f"{rep.name}_{n}.npy", cell.pop("example"))
+    np.save(workdir / "examples" / f"{rep.name}_mask.npy", cell.pop("example_mask"))
+    cell["seconds"] = time.perf_counter() - t0
+    logging.info("  PCKh %.1f%% from the true pose%s", 100 * cell["ground_truth"]["Mean"],
+                 f", {100 * cell['predicted']['Mean']:.1f}% from the predicted one"
+                 if cell["predicted"] else "")
+    results["cells"][cell_key(rep.name, n)] = {"representation": rep.name,
+                                               "num_phosphenes": n, **cell}
+    _write_json(path, results)
+    done += cost(rep)
+  results["seconds_this_run"] = time.perf_counter() - start
+  _write_json(path, results)
+  return results
+
+
+def format_table(results: Mapping[str, Any], *, metric: str = "Mean") -> str:
+  """The representation x phosphenes table of one metric, in percent.
+
+  Blocks: from the true pose, from the predicted pose (when measured), and
+  the SSIM of predicted- vs true-pose phosphene images.
+  """
+  cells = results["cells"]
+  names = list(dict.fromkeys(c["representation"] for c in cells.values()))
+  counts = sorted({c["num_phosphenes"] for c in cells.values()})
+  width = max([len(n) for n in names] + [16])
+  head = f"{'':<{width}}" + "".join(f"{f'N={n}':>8}" for n in counts)
+
+  def block(title, value):
+    lines = [title, head]
+    for name in names:
+      row = [value(cells.get(cell_key(name, n))) for n in counts]
+      lines.append(f"{name:<{width}}" + "".join(f"{v:>8}" for v in row))
+    return lines
+
+  pct = lambda key: lambda c: ("-" if not c or not c[key] else f"{100 * c[key][metric]:.1f}")
+  lines = [f"Observer PCKh ({metric}, %) on {_persons(results)} validation figures; "
+           f"chance (the mean pose) {100 * results['chance'][metric]:.1f}", ""]
+  lines += block("From the true pose", pct("ground_truth"))
+  if any(c["predicted"] for c in cells.values()):
+    lines += ["", *block("From the predicted pose (joint + triplet models)", pct("predicted")),
+              "", *block("SSIM, predicted- vs true-pose phosphene images",
+                         lambda c: "-" if not c or c["ssim"] is None else f"{c['ssim']:.3f}")]
+  return "\n".join(lines)
+
+
+def _persons(results) -> str:
+  return str(results["config"].get("num_validation", "?"))
+
+
+def write_outputs(results: Mapping[str, Any], workdir: str | pathlib.Path
+                  ) -> dict[str, pathlib.Path]:
+  """Writes table.txt (Mean, then AUC), the PCKh-vs-N plot and the example grid."""
+  workdir = pathlib.Path(workdir)
+  paths = {"table": workdir / "table.txt", "plot": workdir / "pckh_vs_phosphenes.png",
+           "examples": workdir / "examples.png"}
+  paths["table"].write_text(format_table(results) + "\n\n"
+                            + format_table(results, metric="AUC") + "\n")
+  viz.save_figure(figures_lib.pckh_plot(results), paths["plot"])
+  viz.save_figure(figures_lib.example_grid(results, workdir / "examples"), paths["examples"])
+  return paths

@@ -1,0 +1,250 @@
+"""The computational observer, and the `learned` representation trained with it.
+
+The observer stands in for the implant user: a small stacked hourglass
+(`models.hourglass`) that sees phosphene images alone and must find the 16
+joints. How well it learns to (PCKh on held-out figures) measures how much of
+the pose a representation carries through the implant. Every cell of the
+benchmark trains a fresh observer with the same architecture, steps and
+schedule (`observer_config`).
+
+`learned`: instead of a drawing, a small encoder (`Encoder`: dilated
+convolutions over the pose heatmaps, read out at each electrode's pixel)
+sets the electrode amplitudes, in the same range as a drawn mask (0 to
+`stimulus_scale`). It is trained together with the observer through the
+frozen, differentiable simulator, so the stimulation itself is optimised for
+readability. The simulator's hard threshold passes a surrogate gradient
+(`Options(threshold_gradient='sigmoid')`); its forward pass is unchanged.
+
+Training and prediction share one "front end" abstraction: a function of
+(front parameters, per-example inputs) -> phosphene images. For drawn
+representations the inputs are the precomputed images and the front end is
+the identity; for `learned` the inputs are the keypoints and the front end
+is heatmaps -> encoder -> simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from triplet_pose import config as config_lib
+from triplet_pose import heatmaps as hm
+from triplet_pose import keypoints as kp
+from triplet_pose import optim
+from triplet_pose.models.hourglass import StackedHourglass
+from triplet_pose.readability import representations as reps
+
+FrontFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def observer_config() -> ml_collections.ConfigDict:
+  """The observer (and encoder) architecture and training schedule."""
+  c = ml_collections.ConfigDict()
+  c.image_size = 64  # phosphene images seen by the observer (pooled).
+  c.num_features = 32
+  c.stem_features = 16
+  c.hourglass_depth = 2  # 16x16 heatmaps for 64 px images.
+  c.steps = 300
+  c.batch_size = 32
+  c.eval_batch_size = 100
+  c.sigma = 1.0  # target width in heatmap cells.
+  c.foreground_weight = 50.0  # heatmap pixels weigh 1 + w * target (as the demo).
+  c.encoder_features = 16  # `learned` only.
+  c.encoder_sigma = 2.0  # pose heatmaps fed to the encoder, in pixels of image_size.
+  c.optimizer = config_lib.optimizer_config()
+  c.optimizer.learning_rate = 1e-2
+  c.optimizer.schedule = "warmup_cosine"
+  c.optimizer.warmup_steps = 20
+  c.optimizer.end_learning_rate_factor = 0.05
+  return c
+
+
+def create_observer(config: ml_collections.ConfigDict) -> StackedHourglass:
+  """A one-stack hourglass from grey phosphene images to 16 joint heatmaps."""
+  return StackedHourglass(num_stacks=1, num_features=config.num_features,
+                          num_keypoints=kp.NUM_JOINTS,
+                          hourglass_depth=config.hourglass_depth,
+                          stem_features=config.stem_features, output_key="joints")
+
+
+class Encoder(nn.Module):
+  """Pose heatmaps (B, S, S, K) -> electrode amplitudes (B, N) for `sim`.
+
+  Dilated 3x3 convolutions (dilation 1, 2, 4, 8, 1: a 31-pixel receptive
+  field) give one logit map; it is resized to the simulator's resolution
+  and read out at each electrode's centre pixel; a sigmoid times
+  `stimulus_scale` keeps the amplitudes in a drawn mask's range.
+  """
+  features: int
+  sim: Any  # phosphenes.Simulator; a pytree of arrays held as a constant.
+
+  @nn.compact
+  def __call__(self, maps: jax.Array) -> jax.Array:
+    x = maps
+    for i, dilation in enumerate((1, 2, 4, 8, 1)):
+      x = nn.Conv(self.features, (3, 3), kernel_dilation=dilation, name=f"conv{i}")(x)
+      x = nn.relu(x)
+    logits = nn.Conv(1, (1, 1), name="out")(x)[..., 0]
+    h, w = self.sim.resolution
+    logits = jax.image.resize(logits, logits.shape[:1] + (h, w), "bilinear")
+    values = logits[:, self.sim.centre_rows, self.sim.centre_cols]
+    return nn.sigmoid(values) * self.sim.config.stimulus_scale
+
+
+def pose_heatmaps(points: jax.Array, *, source_size: int, size: int, sigma: float) -> jax.Array:
+  """(B, K, 2) keypoints in source pixels -> (B, size, size, K) Gaussian maps."""
+  xy = hm.rescale_coordinates(points, source_size, size)
+  return hm.render(xy, height=size, sigma=sigma)
+
+
+def learned_front(encoder: Encoder, *, config, source_size: int, frames: int) -> FrontFn:
+  """The `learned` front end: keypoints (B, 42, 2) -> phosphene images (B, S, S)."""
+  sim = encoder.sim
+  factor = sim.resolution[0] // config.image_size
+
+  def front(params, points):
+    maps = pose_heatmaps(points, source_size=source_size, size=config.image_size,
+                         sigma=config.encoder_sigma)
+    amplitude = encoder.apply({"params": params}, maps)
+    return reps.pool(reps.stimulate(sim, amplitude, frames=frames), factor)
+  return front
+
+
+def identity_front(params, images):
+  """The front end of precomputed phosphene images."""
+  del params
+  return images.astype(jnp.float32)
+
+
+def _observe(observer, variables, images, train):
+  out = observer.apply(variables, images[..., None], train=train,
+                       mutable=["batch_stats"] if train else False)
+  out, updates = out if train else (out, None)
+  return out["joints"][:, -1], updates
+
+
+def _loss(params, batch_stats, images_in, joints, *, observer, front, config, source_size):
+  images = front(params["front"], images_in)
+  maps, updates = _observe(observer, {"params": params["observer"],
+                                      "batch_stats": batch_stats}, images, True)
+  size = maps.shape[1]
+  target = hm.render(hm.rescale_coordinates(joints, source_size, size), height=size,
+                     sigma=config.sigma)
+  squared = jnp.square(maps - target) * (1.0 + config.foreground_weight * target)
+  return jnp.mean(squared), updates["batch_stats"]
+
+
+def _frozen(config: ml_collections.ConfigDict) -> str:
+  """A hashable key of a config (jitted functions are cached per config)."""
+  return config.to_json(sort_keys=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(config_key: str, front: FrontFn, source_size: int):
+  """The jitted train step of a config and front end, built once.
+
+  Cached so that every cell of the same shapes reuses one compilation (the
+  hourglass takes far longer to compile on a CPU than a cell takes to train).
+  """
+  config = ml_collections.ConfigDict(json.loads(config_key))
+  observer = create_observer(config)
+  optimizer = optim.create_optimizer(config.optimizer, config.steps)
+  loss_fn = functools.partial(_loss, observer=observer, front=front, config=config,
+                              source_size=source_size)
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, x, y):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, x, y)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+  return optimizer, step
+
+
+def train(inputs: np.ndarray, joints: np.ndarray, *, config: ml_collections.ConfigDict,
+          seed: int, source_size: int, front: FrontFn = identity_front,
+          front_params: Any = None, log: Callable[[int, float], None] | None = None
+          ) -> dict[str, Any]:
+  """Trains an observer (and the front end's parameters) to find the joints.
+
+  Args:
+    inputs: (N, ...) per-example inputs of `front` (phosphene images
+      (N, S, S) for drawn representations).
+    joints: (N, 16, 2) true joints in pixels of a `source_size` image.
+    config: `observer_config()`.
+    seed: initialisation and batch order.
+    source_size: side of the image the joints refer to.
+    front: (front params, inputs batch) -> (B, S, S) phosphene images.
+    front_params: its initial parameters (None: it has none).
+    log: called as log(step, loss) every 50 steps and at the end.
+
+  Returns:
+    {'observer': variables, 'front': front params, 'loss': final loss}.
+  """
+  sample = front(front_params, jnp.asarray(inputs[:1]))
+  variables = create_observer(config).init(jax.random.PRNGKey(seed), sample[..., None],
+                                           train=False)
+  params = {"observer": variables["params"], "front": front_params or {}}
+  batch_stats = variables["batch_stats"]
+  optimizer, step = _train_step(_frozen(config), front, int(source_size))
+  opt_state = optimizer.init(params)
+  rng = np.random.default_rng(seed)
+  loss = float("nan")
+  for i in range(config.steps):
+    index = rng.choice(len(inputs), config.batch_size, replace=len(inputs) < config.batch_size)
+    params, batch_stats, opt_state, loss = step(
+        params, batch_stats, opt_state, jnp.asarray(inputs[index]),
+        jnp.asarray(joints[index]))
+    if log and ((i + 1) % 50 == 0 or i + 1 == config.steps):
+      log(i + 1, float(loss))
+  return {"observer": {"params": params["observer"], "batch_stats": batch_stats},
+          "front": params["front"], "loss": float(loss)}
+
+
+@functools.lru_cache(maxsize=16)
+def _predict_fn(config_key: str, front: FrontFn, source_size: int):
+  observer = create_observer(ml_collections.ConfigDict(json.loads(config_key)))
+
+  @jax.jit
+  def run(trained, x):
+    images = front(trained["front"], x)
+    maps, _ = _observe(observer, trained["observer"], images, False)
+    coords, _ = hm.decode(maps)
+    return hm.rescale_coordinates(coords, maps.shape[1], source_size), images
+  return run
+
+
+def predict(trained: dict[str, Any], inputs: np.ndarray, *, config: ml_collections.ConfigDict,
+            source_size: int, front: FrontFn = identity_front
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """The observer's joints, and the phosphene images it saw.
+
+  Args:
+    trained: the result of `train`.
+    inputs: (N, ...) inputs of `front`.
+    config, source_size, front: as given to `train`.
+
+  Returns:
+    joints (N, 16, 2) in source pixels (heatmap argmax with the quarter-cell
+    shift, `heatmaps.decode`), and images (N, S, S) float32.
+  """
+  run = _predict_fn(_frozen(config), front, int(source_size))
+  batch = config.eval_batch_size
+  joints, images = [], []
+  for start in range(0, len(inputs), batch):
+    chunk = np.asarray(inputs[start:start + batch])
+    n = len(chunk)
+    if n < batch:  # a fixed shape: one compilation
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+    j, im = run(trained, jnp.asarray(chunk))
+    joints.append(np.asarray(j)[:n])
+    images.append(np.asarray(im)[:n])
+  return np.concatenate(joints), np.concatenate(images)
