@@ -40,7 +40,8 @@ def test_launch_train_writes_logs_tensorboard_and_checkpoints(tmp_path):
   assert train_steps == [3, 6]
   last = [r for r in records if "train/loss" in r][-1]
   assert {"train/loss_stack_1", "train/loss_stack_2", "train/learning_rate",
-          "train/steps_per_sec", "train/eta_sec"} <= set(last)
+          "train/steps_per_sec", "train/eta_sec", "train/rss_mb"} <= set(last)
+  assert 50 < last["train/rss_mb"] < 100_000  # MB, of a process that holds JAX
   assert any("eval/eval_loss" in r for r in records)
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   assert checkpointing.Checkpointer(tmp_path, read_only=True).all_steps() == [3, 6]
@@ -113,3 +114,25 @@ def test_load_config_fills_fields_added_after_the_run(tmp_path):
   config = checkpointing.load_config(tmp_path)
   assert config.heatmap.foreground_weight == 0.0
   assert config.model.num_features == 24  # what the run wrote wins
+
+
+def test_damaged_newest_checkpoint_is_set_aside_and_training_finishes(tmp_path):
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 100000
+  config.log_every_steps = 2
+  train.train_and_evaluate(config, tmp_path)
+  # A failing disk overwrote the newest checkpoint's arrays.
+  for f in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+  log = _launch(tmp_path, "--config.num_train_steps=6",
+                "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100000",
+                "--config.log_every_steps=2")
+  aside = tmp_path / "checkpoints" / "4.corrupt"
+  warning, = [l for l in log.splitlines() if "is damaged" in l]
+  assert str(aside) in warning
+  assert "at step 2" in log and "steps 3..6" in log
+  assert aside.is_dir()
+  assert checkpointing.Checkpointer(tmp_path, read_only=True).all_steps()[-1] == 6
