@@ -35,19 +35,19 @@ def test_conv2d_values_and_gradients_match_xla(k, c_in, c_out, stride):
     assert _rel(got, want) < 1e-5
 
 
-def test_impl_choice_and_errors(monkeypatch):
+def test_impl_choice_and_errors():
   x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
   with pytest.raises(ValueError, match="impl must be one of"):
     cpu_conv.conv2d(x, w, impl="cudnn")
-  monkeypatch.setenv(cpu_conv.ENV_VAR, "fast")
-  with pytest.raises(ValueError, match="TRIPLET_POSE_CONV_IMPL"):
-    cpu_conv.conv2d(x, w)
-  monkeypatch.setenv(cpu_conv.ENV_VAR, "xla")
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w).sum()))(w))
-  assert "dot_general" not in jaxpr  # XLA's weight gradient: a convolution.
-  monkeypatch.setenv(cpu_conv.ENV_VAR, "cpu_vjp")
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w).sum()))(w))
-  assert "dot_general" in jaxpr  # the weight gradient by taps.
+
+  def weight_grad_jaxpr(impl):
+    return str(jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w, impl=impl).sum()))(w))
+
+  assert "dot_general" not in weight_grad_jaxpr("xla")  # XLA's dW: a convolution.
+  assert "dot_general" in weight_grad_jaxpr("cpu_vjp")  # the weight gradient by taps.
+  # 'auto' is chosen from the backend (these tests run on the CPU), never
+  # from the environment.
+  assert weight_grad_jaxpr("auto") == weight_grad_jaxpr("cpu_vjp")
 
 
 def test_max_pool_matches_flax():
@@ -60,27 +60,51 @@ def test_max_pool_matches_flax():
       jax.grad(lambda x: jnp.sum(reference(x) * r))(x))
 
 
-def test_hourglass_gradients_do_not_depend_on_conv_impl(monkeypatch):
+def test_hourglass_gradients_do_not_depend_on_conv_impl():
   # Residual blocks (1x1, 3x3 and skip convolutions, batch norm), max pool and
   # upsampling; the image stem's strided 7x7 always uses XLA's gradient.
-  block = hourglass.Hourglass(depth=1, features=8)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 6)), jnp.float32)
-  variables = jax.jit(block.init, static_argnums=2)(jax.random.key(0), x, False)
+  variables = jax.jit(hourglass.Hourglass(depth=1, features=8).init,
+                      static_argnums=2)(jax.random.key(0), x, False)
 
-  def grads():
+  def grads(impl):
+    block = hourglass.Hourglass(depth=1, features=8, conv_impl=impl)
     def loss(params, x):
       out, _ = block.apply({"params": params, "batch_stats": variables["batch_stats"]},
                            x, True, mutable=["batch_stats"])
       return jnp.sum(out ** 2)
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x)
+    jaxpr = str(jax.make_jaxpr(loss)(variables["params"], x))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], x), jaxpr
 
-  monkeypatch.setenv(cpu_conv.ENV_VAR, "xla")
-  want = grads()
-  monkeypatch.setenv(cpu_conv.ENV_VAR, "cpu_vjp")
-  got = grads()
+  want, want_jaxpr = grads("xla")
+  got, got_jaxpr = grads("cpu_vjp")
+  # The attribute reaches every convolution: taps only in cpu_vjp's graph.
+  assert "custom_vjp_call" in got_jaxpr and "custom_vjp_call" not in want_jaxpr
   # Relative to the largest gradient: biases followed by batch norm have
   # gradients that are rounding noise around 0.
   scale = max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want))
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     assert g.shape == w.shape
     assert float(jnp.max(jnp.abs(g - w))) <= 1e-5 * scale
+
+
+def test_stacked_hourglass_passes_conv_impl_to_every_convolution():
+  images = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+
+  def custom_vjp_calls(impl):
+    model = hourglass.StackedHourglass(num_stacks=2, num_features=8, hourglass_depth=1,
+                                       stem_features=8, conv_impl=impl)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    def loss(variables, images):
+      out, _ = model.apply(variables, images, True, mutable=["batch_stats"])
+      return jnp.sum(out["joints"])
+    return str(jax.make_jaxpr(loss)(variables, images)).count(
+        "custom_vjp_call"), variables["params"]
+
+  n_xla, params = custom_vjp_calls("xla")
+  n_cpu, _ = custom_vjp_calls("cpu_vjp")
+  n_kernels = sum(1 for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+                  if path[-1].key == "kernel")
+  assert n_xla == 0
+  # Every convolution but the strided 7x7 stem goes through the custom VJP.
+  assert n_cpu == n_kernels - 1 > 20

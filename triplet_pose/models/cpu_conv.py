@@ -16,22 +16,19 @@ the batch norm before them (see benchmarks/train_step.py for the figures).
 
 Results equal `lax.conv_general_dilated` up to float rounding. `impl='auto'`
 uses it only on the CPU backend; GPUs and TPUs keep XLA's own convolution
-gradients (cuDNN and friends are fast there). The environment variable
-TRIPLET_POSE_CONV_IMPL=xla|cpu_vjp overrides 'auto' (for A/B benchmarks).
-The custom VJP supports reverse mode only (`jax.grad`, `jax.vjp`), not
+gradients (cuDNN and friends are fast there). Models choose per instance
+(`StackedHourglass(conv_impl=...)`), so A/B comparisons need no global
+switch. The custom VJP supports reverse mode only (`jax.grad`, `jax.vjp`), not
 `jax.jvp`.
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 IMPLS = ("auto", "xla", "cpu_vjp")
-ENV_VAR = "TRIPLET_POSE_CONV_IMPL"
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -44,22 +41,19 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
     kernel: (k, k, C_in, C_out) kernel, k odd.
     stride: spatial stride; strides other than 1 always use XLA's gradient.
     impl: 'xla' (`lax.conv_general_dilated` and its autodiff), 'cpu_vjp' (the
-      custom VJP above) or 'auto' ($TRIPLET_POSE_CONV_IMPL if set, else
-      'cpu_vjp' on the CPU backend and 'xla' elsewhere).
+      custom VJP above) or 'auto' ('cpu_vjp' when the default backend is the
+      CPU, 'xla' elsewhere).
 
   Returns:
     (B, H/stride, W/stride, C_out).
 
   Raises:
-    ValueError: for an unknown `impl` (or $TRIPLET_POSE_CONV_IMPL).
+    ValueError: for an unknown `impl`.
   """
   if impl not in IMPLS:
     raise ValueError(f"conv2d impl must be one of {IMPLS}, got {impl!r}")
   if impl == "auto":
-    impl = os.environ.get(ENV_VAR, "") or (
-        "cpu_vjp" if jax.default_backend() == "cpu" else "xla")
-    if impl not in IMPLS[1:]:
-      raise ValueError(f"{ENV_VAR} must be one of {IMPLS[1:]}, got {impl!r}")
+    impl = "cpu_vjp" if jax.default_backend() == "cpu" else "xla"
   if impl == "xla" or stride != 1 or kernel.shape[0] % 2 == 0:
     return _xla_conv(x, kernel, stride)
   return _conv_same(x, kernel)

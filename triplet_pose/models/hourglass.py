@@ -46,6 +46,7 @@ class _Conv(nn.Module):
   kernel: int
   stride: int = 1
   dtype: Any = jnp.float32
+  impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -55,11 +56,12 @@ class _Conv(nn.Module):
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
                       jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return cpu_conv.conv2d(x, kernel, stride=self.stride) + bias
+    return cpu_conv.conv2d(x, kernel, stride=self.stride, impl=self.impl) + bias
 
 
-def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any, name: str):
-  return _Conv(features, kernel, stride, dtype=dtype, name=name)
+def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any,
+          impl: str = "auto", name: str):
+  return _Conv(features, kernel, stride, dtype=dtype, impl=impl, name=name)
 
 
 def _norm(train: bool, *, dtype: Any, name: str):
@@ -90,21 +92,22 @@ class Residual(nn.Module):
   """Pre-activation bottleneck residual block; bottleneck width is features/2."""
   features: int
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # cpu_conv.conv2d's impl
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     mid = self.features // 2
     d = self.dtype
     y = nn.relu(_norm(train, dtype=d, name="bn1")(x))
-    y = _conv(mid, 1, dtype=d, name="conv1")(y)
+    y = _conv(mid, 1, dtype=d, impl=self.conv_impl, name="conv1")(y)
     y = nn.relu(_norm(train, dtype=d, name="bn2")(y))
-    y = _conv(mid, 3, dtype=d, name="conv2")(y)
+    y = _conv(mid, 3, dtype=d, impl=self.conv_impl, name="conv2")(y)
     y = nn.relu(_norm(train, dtype=d, name="bn3")(y))
-    y = _conv(self.features, 1, dtype=d, name="conv3")(y)
+    y = _conv(self.features, 1, dtype=d, impl=self.conv_impl, name="conv3")(y)
     if x.shape[-1] == self.features:
       skip = x
     else:
-      skip = _conv(self.features, 1, dtype=d, name="skip")(x)
+      skip = _conv(self.features, 1, dtype=d, impl=self.conv_impl, name="skip")(x)
     return skip + y
 
 
@@ -113,15 +116,17 @@ class Hourglass(nn.Module):
   depth: int
   features: int
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # cpu_conv.conv2d's impl
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    block = functools.partial(Residual, self.features, dtype=self.dtype)
+    block = functools.partial(Residual, self.features, dtype=self.dtype,
+                              conv_impl=self.conv_impl)
     up = block(name="up1")(x, train)
     low = block(name="low1")(_max_pool(x), train)
     if self.depth > 1:
       low = Hourglass(self.depth - 1, self.features, dtype=self.dtype,
-                      name="low2")(low, train)
+                      conv_impl=self.conv_impl, name="low2")(low, train)
     else:
       low = block(name="low2")(low, train)
     low = block(name="low3")(low, train)
@@ -143,6 +148,8 @@ class StackedHourglass(nn.Module):
       convolution has S/2); 128 in the reference and its checkpoints.
     output_key: the keypoint set the heatmaps locate ('joints', 'contour'),
       the key of the output dict.
+    conv_impl: `cpu_conv.conv2d`'s impl ('auto': its CPU-friendly gradient on
+      the CPU backend only; 'xla' or 'cpu_vjp' for A/B comparisons).
 
   Called as `model.apply(variables, images, train=False)` with images
   (batch, H, W, C) float in [0, 1], any C; H and W divisible by
@@ -158,30 +165,33 @@ class StackedHourglass(nn.Module):
   remat: bool = False
   stem_features: int = 128
   output_key: str = "joints"
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     self._check_input(images)
     d, f, stem = self.dtype, self.num_features, self.stem_features
-    x = _conv(stem // 2, 7, stride=2, dtype=d, name="pre_conv")(images.astype(d))
+    impl = self.conv_impl
+    x = _conv(stem // 2, 7, stride=2, dtype=d, impl=impl, name="pre_conv")(images.astype(d))
     x = nn.relu(_norm(train, dtype=d, name="pre_bn")(x))
-    x = Residual(stem, dtype=d, name="pre_res1")(x, train)
+    x = Residual(stem, dtype=d, conv_impl=impl, name="pre_res1")(x, train)
     x = _max_pool(x)
-    x = Residual(stem, dtype=d, name="pre_res2")(x, train)
-    x = Residual(f, dtype=d, name="pre_res3")(x, train)
+    x = Residual(stem, dtype=d, conv_impl=impl, name="pre_res2")(x, train)
+    x = Residual(f, dtype=d, conv_impl=impl, name="pre_res3")(x, train)
 
     hourglass_cls = nn.remat(Hourglass, static_argnums=(2,)) if self.remat else Hourglass
     predictions = []
     for s in range(self.num_stacks):
-      hg = hourglass_cls(self.hourglass_depth, f, dtype=d, name=f"hourglass_{s}")(x, train)
-      feat = Residual(f, dtype=d, name=f"features_res_{s}")(hg, train)
-      feat = _conv(f, 1, dtype=d, name=f"features_conv_{s}")(feat)
+      hg = hourglass_cls(self.hourglass_depth, f, dtype=d, conv_impl=impl,
+                         name=f"hourglass_{s}")(x, train)
+      feat = Residual(f, dtype=d, conv_impl=impl, name=f"features_res_{s}")(hg, train)
+      feat = _conv(f, 1, dtype=d, impl=impl, name=f"features_conv_{s}")(feat)
       feat = nn.relu(_norm(train, dtype=d, name=f"features_bn_{s}")(feat))
-      pred = _conv(self.num_keypoints, 1, dtype=d, name=f"out_{s}")(feat)
+      pred = _conv(self.num_keypoints, 1, dtype=d, impl=impl, name=f"out_{s}")(feat)
       predictions.append(pred)
       if s < self.num_stacks - 1:
-        x = (x + _conv(f, 1, dtype=d, name=f"merge_pred_{s}")(pred)
-             + _conv(f, 1, dtype=d, name=f"merge_features_{s}")(feat))
+        x = (x + _conv(f, 1, dtype=d, impl=impl, name=f"merge_pred_{s}")(pred)
+             + _conv(f, 1, dtype=d, impl=impl, name=f"merge_features_{s}")(feat))
     return {self.output_key: jnp.stack(predictions, axis=1).astype(jnp.float32)}
 
   def _check_input(self, images: jax.Array) -> None:
