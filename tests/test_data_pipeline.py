@@ -156,3 +156,21 @@ def test_bad_names_and_missing_manual_dir(tmp_path):
   with pytest.raises(FileNotFoundError, match="images/"):
     pipeline.create_tfds_iterator(config, split="train", batch_size=1, seed=0, shuffle=False,
                                   repeat=False)
+
+
+def test_process_shares_make_up_the_one_process_batch(data_dir):
+  """Batch k of every process together is batch k of one process (training
+  and evaluation), so a multi-process job trains on the same global batches."""
+  for split, kw in (("train", dict(shuffle=True, repeat=True)),
+                    ("validation", dict(shuffle=False, repeat=False))):
+    one = _iterator(data_dir, split=split, batch_size=6, **kw)
+    shares = [_iterator(data_dir, split=split, batch_size=3, process_index=i, process_count=2,
+                        **kw) for i in range(2)]
+    for _ in range(one.batches_per_epoch + 1 if kw["repeat"] else one.batches_per_epoch):
+      whole = next(one)
+      parts = [next(s) for s in shares]
+      want = sorted(_names([whole]))
+      got = sorted(_names(parts))
+      assert got == want
+    for it in (one, *shares):
+      it.close()

@@ -1,7 +1,8 @@
 """Data parallelism: the sharded train step equals the single-device step.
 
-Runs in a fresh process with 8 fake CPU devices
-(XLA_FLAGS=--xla_force_host_platform_device_count=8).
+The step runs in a fresh process with 8 fake CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=8). Several processes are
+tested in test_multihost.py.
 """
 
 import json
@@ -9,7 +10,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+from triplet_pose import parallel
 
 _SCRIPT = r"""
 import functools, json
@@ -83,3 +87,14 @@ def test_sharded_step_equals_single_device_step():
   assert result["stats_rel"] < 1e-3
   assert result["replicated"]
   assert "divisible by the 8 devices" in result["bad"]
+
+
+def test_process_states_round_trip_and_check_the_process_count():
+  state = {"position": 7}
+  saved = parallel.gather_process_states(state)
+  assert saved == {"process_count": 1, "processes": [state]}
+  assert parallel.own_process_state(json.loads(json.dumps(saved))) == state
+  assert parallel.own_process_state(state) == state  # saved before per-process states
+  with pytest.raises(ValueError, match="2 processes, this job has 1"):
+    parallel.own_process_state({"processes": [state, state]})
+  assert parallel.lost_processes() == []

@@ -1,31 +1,84 @@
-"""Data parallelism with `jax.sharding`: one mesh axis, 'data'.
+"""Data parallelism with `jax.sharding` over one or several processes.
 
 Parameters and optimizer state are replicated; every batch is split along its
 first axis over all devices of all processes. `jit` then computes global
 means (the loss, and batch-norm statistics) exactly as on one device, so no
-`pmap` or `axis_name` is needed. The same code runs multi-host after
-`jax.distributed.initialize()`.
+`pmap` or `axis_name` is needed.
+
+Several processes (hosts) form one job after `initialize_distributed`: each
+process feeds its own rows of every global batch
+(`jax.make_array_from_process_local_data`), host-side state that differs per
+process (the input position) is gathered with `gather_json` so that process 0
+can checkpoint it, and `to_host` brings a global array to every process (for
+metrics over the whole validation split). When a process dies, the next
+collective fails on the others; `lost_processes` names the dead ones.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# A dead process stops heartbeats; after this many seconds the JAX
+# distributed service ends the others (JAX's default, 100 s, is long).
+HEARTBEAT_TIMEOUT_S = 30
+# How long survivors of a failed collective wait for each other before
+# calling the absent ones lost: short enough to print the message before the
+# heartbeat timeout ends the process.
+_LOST_CHECK_S = 8.0
+_LOST_CHECK_KEY = "triplet_pose/failed_collective"
 
 
-def initialize_distributed(enabled: bool) -> None:
-  """Calls `jax.distributed.initialize()` (multi-host) when `enabled`."""
-  if enabled:
-    jax.distributed.initialize()
-    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-                 jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count())
+class ProcessLostError(ConnectionError):
+  """A process of a multi-process job stopped; the job cannot continue."""
+
+
+def initialize_distributed(*, coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None, auto_detect: bool = False,
+                           heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> bool:
+  """Joins a multi-process job; call before any other JAX call.
+
+  Nothing happens (single process) unless a coordinator address or more than
+  one process is given, or `auto_detect` asks `jax.distributed.initialize()`
+  to read the cluster (SLURM, Open MPI, Kubernetes, TPU) from the
+  environment. CPU collectives go over gloo (the default CPU client has no
+  cross-process collectives). Processes other than 0 log warnings only.
+
+  Args:
+    coordinator_address: 'host:port' of process 0 (default: the environment
+      variable JAX_COORDINATOR_ADDRESS, read by JAX, or auto-detection).
+    num_processes: processes in the job.
+    process_id: this process, 0..num_processes-1.
+    auto_detect: initialize even without the values above.
+    heartbeat_timeout_s: seconds without heartbeats after which a process is
+      declared dead and the others are stopped.
+
+  Returns:
+    True when this process is now part of a distributed job.
+  """
+  wanted = auto_detect or coordinator_address or (num_processes or 1) > 1
+  if not wanted:
+    return False
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id,
+                             heartbeat_timeout_seconds=heartbeat_timeout_s)
+  logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  return True
 
 
 def create_mesh() -> Mesh:
@@ -52,6 +105,7 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles each process's numpy batch into global arrays sharded on 'data'.
 
+  The rows of process 0 come first, then those of process 1, and so on.
   Non-numeric entries (e.g. image names) stay on the host and are dropped.
   """
   sharding = batch_sharded(mesh)
@@ -75,6 +129,97 @@ def local_part(x: jax.Array, mesh: Mesh) -> np.ndarray:
   """
   if jax.process_count() == 1:
     return np.asarray(jax.device_get(x))
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.global_array_to_host_local_array(
       x, mesh, P(DATA_AXIS)))
+
+
+def to_host(tree: Any) -> Any:
+  """The whole value of every (possibly sharded) global array, on every process.
+
+  With several processes this is a collective: every process must call it.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gather_json(value: Any) -> list[Any]:
+  """Every process's JSON-serialisable `value`, in process order, on every process.
+
+  A collective: every process must call it.
+  """
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  gathered = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:n])) for row, n in zip(gathered, sizes.ravel())]
+
+
+def gather_process_states(state: dict[str, Any]) -> dict[str, Any]:
+  """Every process's host state (its input position), for process 0 to save.
+
+  A collective: every process must call it.
+  """
+  return {"process_count": jax.process_count(), "processes": gather_json(state)}
+
+
+def own_process_state(saved: dict[str, Any]) -> dict[str, Any]:
+  """This process's entry of a `gather_process_states` value.
+
+  A state saved as a plain dict (by one process, before states were kept
+  per process) is returned as it is.
+
+  Raises:
+    ValueError: the state was saved by another number of processes.
+  """
+  if "processes" not in saved:
+    return saved
+  states = saved["processes"]
+  if len(states) != jax.process_count():
+    raise ValueError(f"the checkpoint holds the input positions of {len(states)} processes, "
+                     f"this job has {jax.process_count()}: restart with {len(states)}")
+  return states[jax.process_index()]
+
+
+def lost_processes(timeout_s: float = _LOST_CHECK_S) -> list[int]:
+  """After a failed collective: the processes that did not fail with us.
+
+  Every surviving process reaches this after the same failed collective and
+  says so in the distributed key-value store; whoever has not within
+  `timeout_s` is lost. When the store itself (held by process 0) is gone,
+  process 0 is lost.
+
+  Returns:
+    The lost process ids, [] on one process.
+  """
+  if jax.process_count() == 1:
+    return []
+  # pylint: disable-next=g-import-not-at-top  (the client has no public accessor)
+  from jax._src import distributed
+  client = distributed.global_state.client
+  everyone = set(range(jax.process_count()))
+  try:
+    client.key_value_set(f"{_LOST_CHECK_KEY}/{jax.process_index()}", "1",
+                         allow_overwrite=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+      present = {int(k.rsplit("/", 1)[1])
+                 for k, _ in client.key_value_dir_get(_LOST_CHECK_KEY + "/")}
+      if present >= everyone or time.monotonic() > deadline:
+        return sorted(everyone - present)
+      time.sleep(0.5)
+  except Exception:  # pylint: disable=broad-except  (any RPC error: the store is gone)
+    return [0]
+
+
+def lost_process_message(error: BaseException, lost: list[int]) -> str:
+  """What a survivor says: which processes are lost, what to do, the cause."""
+  count = jax.process_count()
+  names = ", ".join(f"process {i}" + (" (the coordinator)" if i == 0 else "") for i in lost)
+  cause = (str(error).splitlines() or [""])[0][:300]
+  return (f"process {jax.process_index()} of {count} (pid {os.getpid()}): lost {names}; "
+          f"stopping. Restart all {count} processes with the same flags to resume from "
+          f"the last checkpoint. Cause: {type(error).__name__}: {cause}")

@@ -14,6 +14,7 @@ Images stay JPEG-encoded until a background thread decodes the next batches
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import io
 import logging
 import queue
@@ -99,11 +100,7 @@ def create_tfds_iterator(input_config: ml_collections.ConfigDict, *, split: str,
   Returns:
     A `BatchIterator` of dicts of numpy arrays.
   """
-  builder = _builder(input_config)
-  if split not in builder.info.splits:
-    raise ValueError(f"{input_config.name} has no split {split!r} "
-                     f"(has {list(builder.info.splits)})")
-  source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+  source = tfds_source(input_config, split)
   sample = None
   if input_config.get("thesis_sampling", False):
     is_train = split == input_config.get("train_split", "train")
@@ -114,6 +111,30 @@ def create_tfds_iterator(input_config: ml_collections.ConfigDict, *, split: str,
       image_size=input_config.get("image_size", 256), examples_per_epoch=sample,
       num_threads=input_config.get("num_threads", 2),
       prefetch=input_config.get("prefetch_batches", 2), name=f"{input_config.name}:{split}")
+
+
+def tfds_source(input_config: ml_collections.ConfigDict, split: str):
+  """The random-access source of a split's records, images still JPEG-encoded.
+
+  Raises:
+    ValueError: an unknown dataset or split.
+  """
+  builder = _builder(input_config)
+  if split not in builder.info.splits:
+    raise ValueError(f"{input_config.name} has no split {split!r} "
+                     f"(has {list(builder.info.splits)})")
+  return builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def decode_record(record: dict, *, image_size: int) -> dict[str, Any]:
+  """One stored record -> one example: the JPEG decoded, resized to image_size."""
+  image = np.asarray(Image.open(io.BytesIO(record["image"])).convert("RGB"))
+  example = {k: np.asarray(record[k]) for k in KEYS if k != "image"}
+  example["image"] = image
+  example["image_name"] = record["image_name"]
+  if image.shape[0] != image_size or image.shape[1] != image_size:
+    example = _resize_example(example, image_size)
+  return example
 
 
 class BatchIterator:
@@ -186,19 +207,11 @@ class BatchIterator:
 
   # ---------------------------------------------------------------- loading
 
-  def _decode(self, record: dict) -> dict:
-    image = np.asarray(Image.open(io.BytesIO(record["image"])).convert("RGB"))
-    example = {k: np.asarray(record[k]) for k in KEYS if k != "image"}
-    example["image"] = image
-    example["image_name"] = record["image_name"]
-    if image.shape[0] != self._image_size or image.shape[1] != self._image_size:
-      example = _resize_example(example, self._image_size)
-    return example
-
   def _load(self, position: int) -> dict[str, np.ndarray]:
     indices, valid = self.batch_indices(position)
     records = self._source.__getitems__([int(i) for i in indices])
-    examples = list(self._pool.map(self._decode, records))
+    examples = list(self._pool.map(
+        functools.partial(decode_record, image_size=self._image_size), records))
     batch = {k: np.stack([e[k] for e in examples]).astype(DTYPES[k], copy=False) for k in KEYS}
     batch["image_name"] = np.array([e["image_name"] for e in examples], dtype=object)
     batch["valid"] = valid
