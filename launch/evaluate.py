@@ -19,16 +19,20 @@ poses; --nophosphene_error skips it), so runs on different workdirs compare
 side by side from their metrics.json. --config (optional) picks the data through its
 `input` section (default: the workdir's own config.json); the models always
 come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
-pckh_curve.png,table.txt}.
+pckh_curve.png,table.txt}. With --coordinator_address/--num_processes/
+--process_id (launch/distributed.py) each process of a multi-host job reads
+its share of the split, PCKh covers the whole split, and process 0 writes.
 """
 
 import pathlib
 
+import jax
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from launch import common
+from launch import distributed
 from triplet_pose import evaluation
 from triplet_pose import results as results_lib
 
@@ -61,6 +65,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.initialize()
   options = evaluation.EvalOptions(
       split=_SPLIT.value, batch_size=_BATCH_SIZE.value or None,
       num_batches=_NUM_BATCHES.value or None, flip_test=_FLIP_TEST.value,
@@ -69,6 +74,8 @@ def main(argv):
   results = evaluation.evaluate_checkpoints(
       _WORKDIR.value, config=_CONFIG.value, joint_workdir=_JOINT_WORKDIR.value,
       step=_STEP.value, joint_step=_JOINT_STEP.value, options=options)
+  if jax.process_index() != 0:  # every process of a multi-process job has the results
+    return
   out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
   paths = results_lib.write_results(results, out_dir)
   print(results_lib.format_table(results))

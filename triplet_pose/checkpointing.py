@@ -33,7 +33,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
@@ -150,8 +150,19 @@ class Checkpointer:
 
     Damaged checkpoints are moved aside as in `restore`.
     """
-    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    def args(candidate: int) -> ocp.args.Composite:
+      return ocp.args.Composite(state=ocp.args.StandardRestore(self._local_abstract(candidate)))
     return self._restore_intact(step, args, check_fit=False)["state"]
+
+  def _local_abstract(self, step: int) -> Any:
+    """The saved state's shapes and dtypes, placed on this process's first device.
+
+    Without a target orbax restores the saved sharding, which fails
+    ('Topology mismatch') for a checkpoint that a multi-process job wrote.
+    """
+    tree = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
 
   def restore_config(self) -> dict[str, Any] | None:
     """The config.json copy of the newest checkpoint that holds one, or None."""
@@ -174,7 +185,8 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
-  def _restore_intact(self, step: int | None, args: ocp.args.Composite, *,
+  def _restore_intact(self, step: int | None,
+                      args: ocp.args.Composite | Callable[[int], ocp.args.Composite], *,
                       check_fit: bool) -> dict[str, Any]:
     """Restores `step` (default: newest first), moving damaged steps aside."""
     steps = self.all_steps()
@@ -186,7 +198,8 @@ class Checkpointer:
     tried = []
     for candidate in [step] if step is not None else sorted(steps, reverse=True):
       try:
-        return self._manager.restore(candidate, args=args)
+        return self._manager.restore(candidate,
+                                     args=args(candidate) if callable(args) else args)
       except READ_ERRORS as e:
         reason = _one_line(e)
         if check_fit and self._readable(candidate):
