@@ -48,6 +48,10 @@ TRACEBACK_ENV = "TRIPLET_POSE_TRACEBACK"
 EXPECTED_ERRORS = (OSError, ValueError, FloatingPointError, app.UsageError)
 # Library log lines that say nothing a user acts on.
 _QUIET_MESSAGES = ("did not provide metrics", "read only", "read_only=True")
+# What orbax / tensorstore log when a checkpoint write fails for lack of
+# space or permission (the Checkpointer raises one SaveError for it).
+_WRITE_FAILURES = ("RESOURCE_EXHAUSTED", "No space left", "PERMISSION_DENIED",
+                   "Permission denied", "Read-only file system")
 
 
 def run(main: Callable[[list[str]], Any], *, uses_tensorflow: bool = True) -> None:
@@ -177,5 +181,20 @@ class _QuietLibraries(py_logging.Filter):
     if "/orbax/" not in record.pathname:
       return True
     message = record.getMessage()
+    if record.levelno >= py_logging.ERROR:
+      # A failed write (full disk...) is logged by every orbax thread with
+      # its traceback; the Checkpointer's SaveError says it in one line.
+      if record.exc_info and record.exc_info[1] is not None:
+        message += " " + _chain_text(record.exc_info[1])
+      return _want_traceback() or not any(s in message for s in _WRITE_FAILURES)
     return record.levelno >= py_logging.WARNING and not any(
         s in message for s in _QUIET_MESSAGES)
+
+
+def _chain_text(error: BaseException) -> str:
+  """The messages of an exception and of its causes."""
+  texts = []
+  while error is not None and len(texts) < 10:
+    texts.append(str(error))
+    error = error.__cause__ or error.__context__
+  return " ".join(texts)

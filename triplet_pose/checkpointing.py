@@ -50,7 +50,10 @@ CORRUPT_SUFFIX = ".corrupt"
 # OUT_OF_RANGE / DATA_LOSS are ValueErrors, a missing item is a KeyError,
 # a truncated JSON file a JSONDecodeError (a ValueError).
 READ_ERRORS = (OSError, ValueError, KeyError, EOFError)
-# Free space asked for beyond the state's size (metadata, JSON items).
+# Free space asked for: the larger of the state's bytes and the newest
+# checkpoint's size on disk (OCDBT and sharding files add ~10%), times
+# SPACE_FACTOR, plus a margin for metadata and the JSON items.
+SPACE_FACTOR = 1.1
 SPACE_MARGIN_BYTES = 1 << 20
 _ITEMS = ("state", "input", "config")
 # tensorstore status codes and OS messages of a write that could not happen.
@@ -111,7 +114,12 @@ class Checkpointer:
     """
     if metrics is not None:
       metrics = {k: float(v) for k, v in metrics.items()}
-    needed = _nbytes(state) + SPACE_MARGIN_BYTES
+    # Orbax waits for the previous save before starting this one anyway;
+    # waiting here first makes the free space measured below final.
+    self.wait_until_finished()
+    latest = self.latest_step()
+    written = _disk_size(self.directory / str(latest)) if latest is not None else 0
+    needed = int(max(_nbytes(state), written) * SPACE_FACTOR) + SPACE_MARGIN_BYTES
     if jax.process_index() == 0:
       self._check_space(step, needed)
     items = {"state": ocp.args.StandardSave(state),
@@ -390,6 +398,14 @@ def _fill_missing(loaded: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
 def _nbytes(tree: Any) -> int:
   """Bytes of a pytree's arrays (Python scalars count 8): what a save writes."""
   return sum(getattr(x, "nbytes", 8) for x in jax.tree.leaves(tree))
+
+
+def _disk_size(directory: pathlib.Path) -> int:
+  """Bytes of the files under `directory` (0 when it is gone)."""
+  try:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+  except OSError:  # removed meanwhile by orbax's retention policy
+    return 0
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
