@@ -17,6 +17,7 @@ import pytest
 
 from triplet_pose import metrics
 from triplet_pose.readability import benchmark
+from triplet_pose.readability import data as rdata
 from triplet_pose.readability import observer
 from triplet_pose.readability import representations as reps
 
@@ -25,8 +26,8 @@ from triplet_pose.readability import representations as reps
 def small_data():
   config = benchmark.benchmark_config("smoke")
   config.num_train, config.num_validation = 6, 4
-  return config, {"train": benchmark.make_split(config, "train"),
-                  "validation": benchmark.make_split(config, "validation"), "predicted": {}}
+  return config, {"train": rdata.make_split(config, "train"),
+                  "validation": rdata.make_split(config, "validation"), "predicted": {}}
 
 
 def test_every_drawn_representation_draws_something_distinct(small_data):
@@ -109,7 +110,7 @@ def _sanity_config(steps=500):
 @pytest.fixture(scope="module")
 def sanity_data(tmp_path_factory):
   config = _sanity_config()
-  return benchmark.load_data(config, tmp_path_factory.mktemp("readability_data"))
+  return rdata.load_data(config, tmp_path_factory.mktemp("readability_data"))
 
 
 @pytest.mark.slow

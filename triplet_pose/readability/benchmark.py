@@ -10,12 +10,11 @@ schedule, and the simulator of a phosphene count is the same for every
 representation (dynaphos' default parameters, magnification layout, random
 thresholds from a fixed seed).
 
-Data: the synthetic figures (`data/synthetic_figures/figures.py`) drawn
-directly, the validation split being the demo dataset's (same seed and
-stream), so the demo's pose models never saw them. Everything a re-run can
-reuse is kept in the workdir: `data.npz`, `predictions.npz`, `results.json`
-(written after every cell: a re-run skips finished cells) and the example
-phosphene images of one validation person (`examples/*.npy`).
+Data: the synthetic figures (`data.py`: the demo dataset's validation
+figures, unseen by its pose models). Everything a re-run can reuse is kept
+in the workdir: `data.npz`, `predictions.npz`, `results.json` (written after
+every cell: a re-run skips finished cells) and the example phosphene images
+of one validation person (`examples/*.npy`).
 """
 
 from __future__ import annotations
@@ -30,21 +29,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from triplet_pose import metric_writer
 from triplet_pose import metrics
 from triplet_pose import phosphene_loss
 from triplet_pose import phosphenes
 from triplet_pose import viz
-from triplet_pose.data.synthetic_figures import figures
+from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import figures as figures_lib
 from triplet_pose.readability import observer as observer_lib
 from triplet_pose.readability import representations as reps
 
-SOURCE_SIZE = figures.SIZE  # the figures' side, in pixels: keypoints refer to it.
+SOURCE_SIZE = data_lib.SOURCE_SIZE
 SIZES = ("full", "quick", "smoke")
-_STREAMS = {"train": 0, "validation": 1}  # as the synthetic_figures builder.
 # Relative cost of a learned cell (it trains through the simulator).
 _LEARNED_COST = 3.0
 
@@ -69,12 +66,15 @@ def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
   c.frames = 10  # frames of constant stimulation (brightness has settled).
   c.seed = 0  # simulator layout and thresholds (per phosphene count), observers.
   c.example_index = 0  # the validation person of the example grid.
+  # Cells trained again with observer seed + 1: the run-to-run spread.
+  c.spread_cells = ("silhouette/300",)
   c.observer = observer_lib.observer_config()
   if size == "quick":
     c.representations = ("image_edges", "joints", "triplet", "silhouette", "learned")
     c.num_phosphenes = (300, 1000)
-    c.num_train, c.num_validation = 400, 100
-    c.observer.steps = 80
+    c.num_train, c.num_validation = 500, 100
+    c.observer.steps = 150
+    c.spread_cells = ()
   elif size == "smoke":
     c.representations = ("image_edges", "joints", "learned")
     c.num_phosphenes = (100,)
@@ -85,87 +85,14 @@ def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
     c.observer.steps = 2
     c.observer.batch_size = 4
     c.observer.eval_batch_size = 8
-    c.observer.warmup_steps = 0
+    # The smallest observer that compiles (compilation is most of its time).
+    c.observer.image_size = 32
+    c.observer.hourglass_depth = 1
+    c.observer.num_features = 16
+    c.observer.encoder_features = 4
+    c.observer.optimizer.warmup_steps = 0
+    c.spread_cells = ()
   return c
-
-
-def make_split(config: ml_collections.ConfigDict, split: str, *,
-               keep_images: bool = False) -> dict[str, np.ndarray]:
-  """Poses and grey images (at the simulator's resolution) of a split.
-
-  Returns:
-    {'joints' (N, 16, 2), 'contour' (N, 26, 2), 'head_size' (N,) in source
-    pixels, 'image' (N, R, R) uint8 grey}, plus 'full_image' (N, 256, 256, 3)
-    with `keep_images` (for the pose models).
-  """
-  count = config.num_train if split == "train" else config.num_validation
-  size = (config.simulator_resolution,) * 2
-  arrays = {k: [] for k in ("joints", "contour", "head_size", "image", "full_image")}
-  for index in range(count):
-    example = figures.make_example(config.data_seed, index, stream=_STREAMS[split])
-    for key in ("joints", "contour", "head_size"):
-      arrays[key].append(example[key])
-    grey = Image.fromarray(example["image"]).convert("L").resize(size[::-1], Image.BILINEAR)
-    arrays["image"].append(np.asarray(grey))
-    if keep_images:
-      arrays["full_image"].append(example["image"])
-  return {k: np.stack(v) for k, v in arrays.items() if v}
-
-
-def predict_poses(images: np.ndarray, *, joint_workdir: str,
-                  triplet_workdir: str | None) -> dict[str, np.ndarray]:
-  """The trained models' joints (and contour points) of (N, S, S, 3) images.
-
-  Returns:
-    {'joints': (N, 16, 2)[, 'contour': (N, 26, 2)]} in image pixels.
-  """
-  # The pose models are only needed for the predicted rows: their import
-  # (TFDS, orbax) is kept off the ground-truth-only path.
-  from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
-  predictor = prediction.Predictor(joint_workdir, triplet_workdir, batch_size=16)
-  found = predictor.predict(list(images))
-  return {name: np.stack([p.original(name) for p in found]).astype(np.float32)
-          for name in predictor.keypoint_names}
-
-
-def _cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
-                meta: str) -> dict[str, np.ndarray]:
-  """Loads `path` if it was made with `meta`, else makes and writes it."""
-  if path.exists():
-    with np.load(path) as f:
-      if str(f["meta"]) == meta:
-        return {k: f[k] for k in f.files if k != "meta"}
-  arrays = dict(make())
-  tmp = path.with_suffix(".tmp.npz")
-  np.savez(tmp, meta=np.asarray(meta), **arrays)
-  tmp.replace(path)
-  return arrays
-
-
-def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
-              joint_workdir: str | None = None, triplet_workdir: str | None = None
-              ) -> dict[str, dict[str, np.ndarray]]:
-  """Train and validation splits, and the predicted validation poses (cached).
-
-  Returns:
-    {'train': split, 'validation': split, 'predicted': {set: keypoints} or {}}.
-  """
-  meta = json.dumps({k: config[k] for k in ("num_train", "num_validation", "data_seed",
-                                            "simulator_resolution")}, sort_keys=True)
-  data = _cached_npz(workdir / "data.npz", lambda: {
-      f"{split}/{k}": v for split in _STREAMS for k, v in make_split(config, split).items()},
-                     meta)
-  out = {split: {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(split + "/")}
-         for split in _STREAMS}
-  out["predicted"] = {}
-  if joint_workdir:
-    def make():
-      images = make_split(config, "validation", keep_images=True)["full_image"]
-      return predict_poses(images, joint_workdir=joint_workdir,
-                           triplet_workdir=triplet_workdir)
-    source = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
-    out["predicted"] = _cached_npz(workdir / "predictions.npz", make, source)
-  return out
 
 
 def _summary(report: Mapping[str, Any]) -> dict[str, float]:
@@ -184,30 +111,60 @@ def chance(data) -> dict[str, float]:
   return _evaluate(np.broadcast_to(mean, val["joints"].shape), val)
 
 
-def _inputs(representation, split, config, sim):
-  """What the observer's front end takes: phosphene images, or keypoints (learned)."""
+def _predicted_split(representation, data):
+  """The validation split with the models' keypoints, if they predict what it shows."""
+  predicted = data.get("predicted") or {}
+  if representation.uses_pose and all(k in predicted for k in representation.keypoint_sets):
+    return {**data["validation"], **predicted}
+  return None
+
+
+def observer_inputs(representation: reps.Representation, data, *,
+                    config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """Per split, what the cells of a representation start from (shared by every N).
+
+  Drawn and image representations: activation masks at the simulator's
+  resolution; `learned`: the keypoints (N, 42, 2), joints then contour.
+  Splits: 'train', 'validation' and, when the models predict what the
+  representation shows, 'predicted' (validation figures, predicted pose).
+  """
+  splits = {"train": data["train"], "validation": data["validation"]}
+  predicted = _predicted_split(representation, data)
+  if predicted is not None:
+    splits["predicted"] = predicted
   if representation.kind == "learned":
-    return np.concatenate([split["joints"], split["contour"]], axis=1)
+    return {k: np.concatenate([v["joints"], v["contour"]], axis=1) for k, v in splits.items()}
   res = (config.simulator_resolution,) * 2
-  masks = reps.draw(representation, split, image_size=(SOURCE_SIZE,) * 2, output_size=res,
-                    line_width=config.line_width)
-  factor = config.simulator_resolution // config.observer.image_size
-  if sim is None:  # the unrendered mask, pooled (the sanity check of the observer)
-    return np.asarray(reps.pool(jnp.asarray(masks), factor)), masks
-  return reps.phosphene_images(sim, masks, frames=config.frames, factor=factor), masks
+  return {k: reps.draw(representation, v, image_size=(SOURCE_SIZE,) * 2, output_size=res,
+                       line_width=config.line_width) for k, v in splits.items()}
+
+
+def _front(representation, sim, config):
+  """The observer's front end and its initial parameters (`learned`: the encoder)."""
+  oc = config.observer
+  if representation.kind != "learned":
+    return observer_lib.identity_front, None
+  encoder = observer_lib.Encoder(oc.encoder_features, sim)
+  front = observer_lib.learned_front(encoder, config=oc, source_size=SOURCE_SIZE,
+                                     frames=config.frames)
+  maps = observer_lib.pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=SOURCE_SIZE,
+                                    size=oc.image_size, sigma=oc.encoder_sigma)
+  return front, encoder.init(jax.random.PRNGKey(config.seed + 1), maps)["params"]
 
 
 def run_cell(representation: reps.Representation, num_phosphenes: int, data, *,
-             config: ml_collections.ConfigDict, seed: int | None = None,
-             log: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+             config: ml_collections.ConfigDict, inputs: Mapping[str, np.ndarray] | None = None,
+             seed: int | None = None, log: Callable[[int, float], None] | None = None
+             ) -> dict[str, Any]:
   """Trains and evaluates one observer (one cell of the table).
 
   Args:
     representation: what is shown.
     num_phosphenes: phosphenes of the simulator; 0 shows the observer the
       unrendered activation mask (no implant: the representation's ceiling).
-    data: `load_data`'s result.
+    data: `data.load_data`'s result.
     config: `benchmark_config()`.
+    inputs: `observer_inputs(representation, data)`, if already made.
     seed: the observer's seed (default `config.seed`); the simulator's is
       always `config.seed`.
     log: training progress, log(step, loss).
@@ -221,50 +178,45 @@ def run_cell(representation: reps.Representation, num_phosphenes: int, data, *,
   learned = representation.kind == "learned"
   if learned and not num_phosphenes:
     raise ValueError("the learned representation needs the simulator (num_phosphenes > 0)")
+  oc = config.observer
+  if inputs is None:
+    inputs = observer_inputs(representation, data, config=config)
   sim = None
   if num_phosphenes:
     options = phosphenes.Options(threshold_gradient="sigmoid" if learned else "none")
     sim = reps.build_simulator(num_phosphenes, seed=config.seed,
                                resolution=config.simulator_resolution, options=options)
-  oc = config.observer
-  front, front_params = observer_lib.identity_front, None
+  factor = config.simulator_resolution // oc.image_size
   if learned:
-    encoder = observer_lib.Encoder(oc.encoder_features, sim)
-    front = observer_lib.learned_front(encoder, config=oc, source_size=SOURCE_SIZE,
-                                       frames=config.frames)
-    maps = observer_lib.pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=SOURCE_SIZE,
-                                      size=oc.image_size, sigma=oc.encoder_sigma)
-    front_params = encoder.init(jax.random.PRNGKey(config.seed + 1), maps)["params"]
-  train_split, val = data["train"], data["validation"]
-  if learned:
-    x_train = _inputs(representation, train_split, config, sim)
-    x_val = _inputs(representation, val, config, sim)
+    x = dict(inputs)
     example_mask = np.asarray(observer_lib.pose_heatmaps(
-        jnp.asarray(x_val[config.example_index:config.example_index + 1]),
-        source_size=SOURCE_SIZE, size=oc.image_size, sigma=oc.encoder_sigma))[0].max(-1)
+        jnp.asarray(x["validation"][config.example_index][None]), source_size=SOURCE_SIZE,
+        size=oc.image_size, sigma=oc.encoder_sigma))[0].max(-1)
+  elif sim is None:  # the unrendered mask, pooled (the sanity check of the observer)
+    x = {k: np.asarray(reps.pool(jnp.asarray(v), factor)) for k, v in inputs.items()}
+    example_mask = inputs["validation"][config.example_index]
   else:
-    x_train, _ = _inputs(representation, train_split, config, sim)
-    x_val, val_masks = _inputs(representation, val, config, sim)
-    example_mask = val_masks[config.example_index]
-  seed = config.seed if seed is None else seed
-  trained = observer_lib.train(x_train, train_split["joints"], config=oc, seed=seed,
+    x = {k: reps.phosphene_images(sim, v, frames=config.frames, factor=factor)
+         for k, v in inputs.items()}
+    example_mask = inputs["validation"][config.example_index]
+  front, front_params = _front(representation, sim, config)
+  trained = observer_lib.train(x["train"], data["train"]["joints"], config=oc,
+                               seed=config.seed if seed is None else seed,
                                source_size=SOURCE_SIZE, front=front, front_params=front_params,
                                log=log)
   predict = lambda x: observer_lib.predict(trained, x, config=oc, source_size=SOURCE_SIZE,
                                            front=front)
-  joints, seen_true = predict(x_val)
+  val = data["validation"]
+  joints, seen_true = predict(x["validation"])
   result = {"ground_truth": _evaluate(joints, val), "predicted": None, "ssim": None,
             "train_loss": trained["loss"], "phosphenes": sim.num_phosphenes if sim else 0,
             "example": seen_true[config.example_index], "example_mask": example_mask}
-  predicted = data.get("predicted") or {}
-  if representation.uses_pose and all(k in predicted for k in representation.keypoint_sets):
-    split = {**val, **predicted}  # predicted keypoints, same images
-    x_pred = _inputs(representation, split, config, sim)
-    joints, seen = predict(x_pred if learned else x_pred[0])
+  if "predicted" in x:
+    joints, seen = predict(x["predicted"])
     result["predicted"] = _evaluate(joints, val)
     result["ssim"] = float(np.mean(phosphene_loss.ssim(jnp.asarray(seen),
                                                        jnp.asarray(seen_true))))
-  elif not representation.uses_pose and predicted:
+  elif not representation.uses_pose and data.get("predicted"):
     result["predicted"], result["ssim"] = result["ground_truth"], 1.0  # same images
   return result
 
@@ -276,7 +228,7 @@ def cell_key(name: str, num_phosphenes: int) -> str:
 def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a finished cell depends on (the grid itself may grow between runs)."""
   keep = {k: v for k, v in config.to_dict().items()
-          if k not in ("representations", "num_phosphenes", "example_index")}
+          if k not in ("representations", "num_phosphenes", "example_index", "spread_cells")}
   return json.loads(json.dumps(keep, default=list))
 
 
@@ -322,21 +274,24 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
   start = time.perf_counter()
   logging.info("[readability] data: %d train / %d validation figures%s", config.num_train,
                config.num_validation, ", predicted poses" if joint_workdir else "")
-  data = load_data(config, workdir, joint_workdir=joint_workdir,
+  data = data_lib.load_data(config, workdir, joint_workdir=joint_workdir,
                    triplet_workdir=triplet_workdir)
   results["chance"] = chance(data)
   todo = [(r, n) for r in chosen for n in config.num_phosphenes
           if cell_key(r.name, n) not in results["cells"]]
   cost = lambda r: _LEARNED_COST if r.kind == "learned" else 1.0
   total, done, cells_start = sum(cost(r) for r, _ in todo), 0.0, time.perf_counter()
+  inputs = {}  # the current representation's masks (or keypoints), shared by every N
   for i, (rep, n) in enumerate(todo):
+    if rep.name not in inputs:
+      inputs = {rep.name: observer_inputs(rep, data, config=config)}
     elapsed = time.perf_counter() - cells_start
     eta = elapsed / done * (total - done) if done else float("nan")
     logging.info("[readability %d/%d] %s, %d phosphenes | elapsed %s | ETA %s", i + 1,
                  len(todo), rep.name, n, metric_writer.format_duration(elapsed),
                  metric_writer.format_duration(eta))
     t0 = time.perf_counter()
-    cell = run_cell(rep, n, data, config=config, log=lambda step, loss: logging.info(
+    cell = run_cell(rep, n, data, config=config, inputs=inputs[rep.name], log=lambda step, loss: logging.info(
         "  observer step %d: loss %.4f", step, loss))
     np.save(workdir / "examples" / f"{rep.name}_{n}.npy", cell.pop("example"))
     np.save(workdir / "examples" / f"{rep.name}_mask.npy", cell.pop("example_mask"))
@@ -348,9 +303,25 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
                                                "num_phosphenes": n, **cell}
     _write_json(path, results)
     done += cost(rep)
+  _measure_spread(results, data, config, path)
   results["seconds_this_run"] = time.perf_counter() - start
   _write_json(path, results)
   return results
+
+
+def _measure_spread(results, data, config, path) -> None:
+  """Trains the `config.spread_cells` again with another observer seed."""
+  spread = results.setdefault("spread", {})
+  for key in config.spread_cells:
+    if key in spread or key not in results["cells"]:
+      continue
+    name, n = key.split("/")
+    logging.info("[readability] run-to-run spread: %s, observer seed %d", key, config.seed + 1)
+    cell = run_cell(reps.get(name), int(n), data, config=config, seed=config.seed + 1)
+    means = [results["cells"][key]["ground_truth"]["Mean"], cell["ground_truth"]["Mean"]]
+    spread[key] = {"seeds": [config.seed, config.seed + 1], "Mean": means,
+                   "difference": abs(means[0] - means[1])}
+    _write_json(path, results)
 
 
 def format_table(results: Mapping[str, Any], *, metric: str = "Mean") -> str:
@@ -380,6 +351,9 @@ def format_table(results: Mapping[str, Any], *, metric: str = "Mean") -> str:
     lines += ["", *block("From the predicted pose (joint + triplet models)", pct("predicted")),
               "", *block("SSIM, predicted- vs true-pose phosphene images",
                          lambda c: "-" if not c or c["ssim"] is None else f"{c['ssim']:.3f}")]
+  for key, value in results.get("spread", {}).items():
+    lines += ["", f"Run-to-run spread: {key} with observer seeds {value['seeds']}: "
+              + " vs ".join(f"{100 * m:.1f}" for m in value["Mean"])]
   return "\n".join(lines)
 
 
