@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from launch import common
+from triplet_pose.phosphenes import media
 
 _PARAMS = flags.DEFINE_string("params", None, "params.yaml (dynaphos schema); default built-in.")
 _INPUT = flags.DEFINE_string("input", None, "Image or video to render.")
@@ -41,7 +42,6 @@ flags.mark_flags_as_required(["input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from triplet_pose.phosphenes import media  # pylint: disable=g-import-not-at-top
   media.check_paths(_INPUT.value, _OUTPUT.value)  # Fail fast, before the build.
   sim = media.build_simulator(_PARAMS.value, layout=_LAYOUT.value,
                               num_phosphenes=_NUM_PHOSPHENES.value,

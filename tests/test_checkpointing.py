@@ -48,7 +48,7 @@ def test_damaged_newest_checkpoint_is_moved_aside_and_the_previous_restored(tmp_
   aside = tmp_path / "checkpoints" / "2.corrupt"
   assert aside.is_dir() and not (tmp_path / "checkpoints" / "2").exists()
   assert ckpt.all_steps() == [1]
-  warning, = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  warning, = [r.getMessage() for r in caplog.records if " is damaged (" in r.getMessage()]
   assert str(aside) in warning and "\n" not in warning
   ckpt.close()
   # The set-aside directory is not taken for a step by a later manager.

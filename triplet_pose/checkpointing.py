@@ -224,7 +224,8 @@ class Checkpointer:
     """Whether `step` reads without a template (so a failure was a misfit)."""
     try:
       self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(), input=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(self._local_abstract(step)),
+          input=ocp.args.JsonRestore()))
     except READ_ERRORS:
       return False
     return True
