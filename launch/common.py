@@ -47,7 +47,10 @@ TRACEBACK_ENV = "TRIPLET_POSE_TRACEBACK"
 # checkpoint and config errors), a diverging run (FloatingPointError).
 EXPECTED_ERRORS = (OSError, ValueError, FloatingPointError, app.UsageError)
 # Library log lines that say nothing a user acts on.
-_QUIET_MESSAGES = ("did not provide metrics", "read only", "read_only=True")
+_QUIET_MESSAGES = ("did not provide metrics", "read only", "read_only=True",
+                   # Checkpointer reads a state item's array metadata, which
+                   # has no per-item _CHECKPOINT_METADATA file of its own.
+                   "Metadata file does not exist", "Failed to get item metadata")
 # What orbax / tensorstore log when a checkpoint write fails for lack of
 # space or permission (the Checkpointer raises one SaveError for it).
 _WRITE_FAILURES = ("RESOURCE_EXHAUSTED", "No space left", "PERMISSION_DENIED",
@@ -173,9 +176,10 @@ def _without_traceback(message: str) -> str:
 
 
 class _QuietLibraries(py_logging.Filter):
-  """Drops orbax's INFO records (it logs every save), its warning that a
-  checkpoint saved between evaluations has no metrics, and the warnings that
-  evaluation and prediction open checkpoints read-only (on purpose)."""
+  """Drops orbax's INFO records (it logs every save) and its warnings that
+  say nothing to act on (`_QUIET_MESSAGES`: no metrics between evaluations,
+  read-only opening for evaluation and prediction, item metadata); its
+  tracebacks of a failed write unless a traceback is asked for."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if "/orbax/" not in record.pathname:
