@@ -9,16 +9,25 @@ points) or a combined model (joints and contour points from one network).
 
 Per image: OUT/<name>.json (joints and contour points in original pixels,
 with confidences) and OUT/<name>_panel.png (skeleton, triplet, heatmaps,
-phosphenes). Per video: OUT/<name>.json (one record per frame) and
-OUT/<name>_panel.mp4 (panels with phosphenes, temporal dynamics on).
-Files that cannot be read are reported and skipped; the exit status is 1
-only when nothing could be processed.
+phosphenes). Per video, through the live path (one jitted function per
+chunk of --batch_size frames, temporal dynamics on): OUT/<name>.json (every
+frame's keypoints), OUT/<name>_phosphenes.mp4 (the input with the drawn pose
+| phosphenes of the joints | of the triplet) and, with --video_panels,
+OUT/<name>_panel.mp4 (matplotlib panels: slow); the time of each stage and
+the frames/s are printed.
+Files that cannot be read are reported and skipped; the exit status is 2
+when nothing could be processed, or for an unwritable or full output disk
+(the outputs written before are kept).
 """
 
 import sys
 
 from absl import app
 from absl import flags
+
+from launch import common
+from triplet_pose import checkpointing
+from triplet_pose import prediction
 
 _JOINT_WORKDIR = flags.DEFINE_string(
     "joint_workdir", None, "Workdir of a trained joint model, or of a combined model "
@@ -32,37 +41,44 @@ _BOX = flags.DEFINE_string("box", None, "x0,y0,x1,y1: crop around this box "
                            "(original pixels) instead of the whole frame.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per jitted batch.")
 _FLIP_TEST = flags.DEFINE_bool("flip_test", True, "Average with the mirrored image.")
-_PHOSPHENES = flags.DEFINE_bool("phosphenes", True, "Render phosphenes in the panels.")
+_PHOSPHENES = flags.DEFINE_bool(
+    "phosphenes", True, "Render phosphenes in the image panels (videos always render "
+    "them: the phosphene video is their output).")
 _PHOSPHENE_PARAMS = flags.DEFINE_string(
     "phosphene_params", None, "Simulator params.yaml (dynaphos schema); default built-in.")
 _NUM_PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the phosphene layout.")
+_VIDEO_PANELS = flags.DEFINE_bool(
+    "video_panels", False, "Also write the matplotlib panels of every video frame "
+    "(<name>_panel.mp4; far slower than the phosphene video).")
 flags.mark_flags_as_required(["joint_workdir", "input", "output"])
+# Free space asked for before starting: a few panels and videos.
+MIN_FREE_BYTES = 50 << 20
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
-  from triplet_pose import evaluation  # pylint: disable=g-import-not-at-top
-  from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
-  metric_writer.quiet_library_logs()
-  evaluation.quiet_read_only_warnings()
   box = prediction.parse_box(_BOX.value)
+  # Before the (slow) model loading: an unwritable or full output disk.
+  checkpointing.check_writable(_OUTPUT.value, needed_bytes=MIN_FREE_BYTES, what="predictions")
   predictor = prediction.Predictor(_JOINT_WORKDIR.value, _TRIPLET_WORKDIR.value,
                                    batch_size=_BATCH_SIZE.value, flip_test=_FLIP_TEST.value)
   renderer = (prediction.PhospheneRenderer(_PHOSPHENE_PARAMS.value,
                                            num_phosphenes=_NUM_PHOSPHENES.value,
                                            seed=_SEED.value)
               if _PHOSPHENES.value else None)
-  summary = prediction.predict_paths(predictor, _INPUT.value, _OUTPUT.value, box=box,
-                                     renderer=renderer)
+  with common.disk_full_names(_OUTPUT.value, what="predictions"):
+    summary = prediction.predict_paths(predictor, _INPUT.value, _OUTPUT.value, box=box,
+                                       renderer=renderer, video_panels=_VIDEO_PANELS.value)
   print(f"processed {len(summary['processed'])} input(s) into {_OUTPUT.value}")
+  for path, timing in summary["timings"].items():
+    print(f"{path}: {timing}")
   for reason in summary["failed"].values():
     print(f"SKIPPED {reason}", file=sys.stderr)
   if not summary["processed"]:
-    sys.exit(1)
+    common.fail(f"none of the inputs in {_INPUT.value} could be processed")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

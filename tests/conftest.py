@@ -26,3 +26,17 @@ def mpii_sample() -> pathlib.Path:
 def tiny_config():
   from configs import tiny
   return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def workdirs(tmp_path_factory):
+  """{"joint": workdir, "triplet": workdir}: tiny checkpoints, made once per session."""
+  import tiny_workdirs  # pylint: disable=g-import-not-at-top  # builds models: only when used
+  return tiny_workdirs.trained(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def combined_workdir(tmp_path_factory):
+  """The workdir of a tiny combined model, made once per session."""
+  import tiny_workdirs  # pylint: disable=g-import-not-at-top  # builds models: only when used
+  return tiny_workdirs.combined(tmp_path_factory)

@@ -12,6 +12,16 @@ from triplet_pose.phosphenes import readability
 OUT = (48, 48)
 
 
+def _render(joints=None, contour=None, *, joints_visible=None, contour_visible=None,
+            image_size, output_size, **style):
+  """`render_pose` of the given sets, with `style` as `DrawStyle` fields."""
+  points = {k: v for k, v in (("joints", joints), ("contour", contour)) if v is not None}
+  visible = {k: v for k, v in (("joints", joints_visible), ("contour", contour_visible))
+             if v is not None}
+  return phosphenes.render_pose(points, image_size=image_size, output_size=output_size,
+                                visible=visible, style=phosphenes.DrawStyle(**style))
+
+
 def _pose(rng, scale=48.0):
   joints = rng.uniform(8, scale - 8, (kp.NUM_JOINTS, 2))
   contour = rng.uniform(8, scale - 8, (kp.NUM_CONTOUR, 2))
@@ -31,7 +41,7 @@ def test_skeleton_edge_is_an_antialiased_line():
   joints[1] = [38.0, 20.0]  # r_knee: SKELETON_EDGES has (0, 1).
   vis = np.zeros(kp.NUM_JOINTS)
   vis[[0, 1]] = 1
-  mask = np.asarray(phosphenes.render_pose(
+  mask = np.asarray(_render(
       joints, image_size=OUT, output_size=OUT, joints_visible=vis, line_width=3.0,
       draw_joints=False))
   np.testing.assert_allclose(mask[20, 10:39], 1.0)
@@ -43,7 +53,7 @@ def test_skeleton_edge_is_an_antialiased_line():
   # Hidden joints draw nothing, even if they hold NaN.
   joints[1] = np.nan
   vis[1] = 0
-  mask = phosphenes.render_pose(joints, image_size=OUT, output_size=OUT,
+  mask = _render(joints, image_size=OUT, output_size=OUT,
                                 joints_visible=vis, draw_joints=False)
   assert float(jnp.abs(mask).max()) == 0.0
 
@@ -51,13 +61,13 @@ def test_skeleton_edge_is_an_antialiased_line():
 def test_joint_points_and_contour_edges():
   rng = np.random.default_rng(0)
   joints, contour = _pose(rng)
-  mask = np.asarray(phosphenes.render_pose(
+  mask = np.asarray(_render(
       joints, image_size=OUT, output_size=OUT, point_radius=2.0,
       draw_skeleton=False))
   for x, y in np.round(joints).astype(int):
     assert mask[y, x] == 1.0  # Pixel centre within 0.71 px of the joint.
   assert 0 < mask.mean() < 0.5
-  contour_mask = np.asarray(phosphenes.render_pose(
+  contour_mask = np.asarray(_render(
       contour=contour, image_size=OUT, output_size=OUT))
   # Every contour edge passes through its midpoint pixel.
   for a, b in kp.CONTOUR_EDGES:
@@ -74,7 +84,7 @@ def test_filled_limb_outline():
   contour[seg["lateral"][1]] = [30.0, 40.0]
   vis = np.zeros(kp.NUM_CONTOUR)
   vis[[*seg["medial"], *seg["lateral"]]] = 1
-  mask = np.asarray(phosphenes.render_pose(
+  mask = np.asarray(_render(
       contour=contour, contour_visible=vis, image_size=OUT, output_size=OUT,
       draw_contour=False, fill_limbs=True))
   np.testing.assert_allclose(mask[11:40, 11:30], 1.0)
@@ -89,16 +99,16 @@ def test_batch_equals_single_and_vmap():
   joints = np.stack([p[0] for p in poses])
   contour = np.stack([p[1] for p in poses])
   kwargs = dict(image_size=(96, 96), output_size=OUT, fill_limbs=True)
-  batch = phosphenes.render_pose(joints * 2, contour * 2, **kwargs)
+  batch = _render(joints * 2, contour * 2, **kwargs)
   assert batch.shape == (3,) + OUT
   for i in range(3):
-    single = phosphenes.render_pose(joints[i] * 2, contour[i] * 2, **kwargs)
+    single = _render(joints[i] * 2, contour[i] * 2, **kwargs)
     np.testing.assert_allclose(batch[i], single, atol=1e-5)
-  vmapped = jax.vmap(lambda j, c: phosphenes.render_pose(j, c, **kwargs))(
+  vmapped = jax.vmap(lambda j, c: _render(j, c, **kwargs))(
       jnp.asarray(joints * 2), jnp.asarray(contour * 2))
   np.testing.assert_allclose(vmapped, batch, atol=1e-5)
   with pytest.raises(ValueError, match="joints must be"):
-    phosphenes.render_pose(joints[:, :5], image_size=OUT, output_size=OUT)
+    _render(joints[:, :5], image_size=OUT, output_size=OUT)
 
 
 def test_gradient_matches_finite_differences():
@@ -109,7 +119,7 @@ def test_gradient_matches_finite_differences():
 
     @jax.jit
     def loss(j, c):
-      mask = phosphenes.render_pose(j, c, image_size=OUT, output_size=OUT,
+      mask = _render(j, c, image_size=OUT, output_size=OUT,
                                     line_width=2.5, fill_limbs=True)
       return jnp.sum(mask * weights)
 
@@ -136,7 +146,7 @@ def test_pose_to_phosphenes_end_to_end():
   joints = np.stack([_pose(rng, scale=128)[0] for _ in range(2)])
   state = sim.init_state((2,))
   for _ in range(3):
-    state, image, mask = phosphenes.pose_to_phosphenes(sim, state, joints,
+    state, image, mask = phosphenes.pose_to_phosphenes(sim, state, {"joints": joints},
                                                        image_size=(128, 128))
   assert image.shape == (2, 48, 64) and mask.shape == (2, 48, 64)
   assert float(image.max()) > 0.05
@@ -174,7 +184,7 @@ def _crossing():
 
 def _render_crossing(**kwargs):
   contour, vis = _crossing()
-  return np.asarray(phosphenes.render_pose(
+  return np.asarray(_render(
       contour=contour, contour_visible=vis, image_size=SIZE, output_size=SIZE,
       **kwargs))
 
@@ -187,11 +197,11 @@ def test_default_rendering_unchanged():
   for kwargs, total, moment in ((dict(), 1209.1491006016731, 40792.291491508484),
                                 (dict(fill_limbs=True, line_width=3.0),
                                  1698.6993094682693, 55861.68166613579)):
-    mask = np.asarray(phosphenes.render_pose(joints, contour, image_size=SIZE,
+    mask = np.asarray(_render(joints, contour, image_size=SIZE,
                                              output_size=SIZE, **kwargs), np.float64)
     assert mask.sum() == pytest.approx(total, rel=1e-6)
     assert (mask * rows).sum() == pytest.approx(moment, rel=1e-6)
-    explicit = phosphenes.render_pose(joints, contour, image_size=SIZE, output_size=SIZE,
+    explicit = _render(joints, contour, image_size=SIZE, output_size=SIZE,
                                       overlap="none", **kwargs)
     np.testing.assert_array_equal(mask, np.asarray(explicit, np.float64))
 
@@ -243,17 +253,17 @@ def test_overlap_batch_vmap_and_errors():
   contour = np.stack([_pose(rng)[1] for _ in range(2)])
   kwargs = dict(image_size=OUT, output_size=OUT, fill_limbs=True, fill_torso=True,
                 overlap="nearest", overlap_gap=2.0)
-  batch = phosphenes.render_pose(contour=contour, **kwargs)
-  vmapped = jax.vmap(lambda c: phosphenes.render_pose(contour=c, **kwargs))(
+  batch = _render(contour=contour, **kwargs)
+  vmapped = jax.vmap(lambda c: _render(contour=c, **kwargs))(
       jnp.asarray(contour))
   np.testing.assert_allclose(vmapped, batch, atol=1e-6)
-  np.testing.assert_allclose(batch[1], phosphenes.render_pose(contour=contour[1], **kwargs),
+  np.testing.assert_allclose(batch[1], _render(contour=contour[1], **kwargs),
                              atol=1e-6)
   with pytest.raises(ValueError, match="overlap must be one of"):
-    phosphenes.render_pose(contour=contour, image_size=OUT, output_size=OUT, overlap="x")
+    _render(contour=contour, image_size=OUT, output_size=OUT, overlap="x")
   with pytest.raises(ValueError, match="overlap_gap"):
-    phosphenes.render_pose(contour=contour, image_size=OUT, output_size=OUT,
-                           overlap="outline", overlap_gap=1.0)
+    _render(contour=contour, image_size=OUT, output_size=OUT,
+            overlap="outline", overlap_gap=1.0)
 
 
 @pytest.mark.parametrize("overlap", ["nearest", "outline"])
@@ -266,7 +276,7 @@ def test_overlap_gradient_matches_finite_differences(overlap):
 
     @jax.jit
     def loss(c):
-      mask = phosphenes.render_pose(joints, c, image_size=OUT, output_size=OUT,
+      mask = _render(joints, c, image_size=OUT, output_size=OUT,
                                     line_width=2.5, fill_limbs=True, fill_torso=True,
                                     overlap=overlap, overlap_gap=gap)
       return jnp.sum(mask * weights)
@@ -320,14 +330,35 @@ def test_compare_overlap_modes():
   x, y = phosphenes.phosphenes_by_magnification(params, 300, key=jax.random.PRNGKey(0))
   sim = phosphenes.Simulator.create(params, x, y)
   contour, vis = _crossing()
-  result = readability.compare_overlap_modes(
-      sim, contour, vis, image_size=SIZE, line_width=2.0, fill_torso=True,
-      overlap_gap=3.0, frames=3)
+  style = phosphenes.DrawStyle(line_width=2.0, fill_limbs=True, fill_torso=True,
+                               overlap="nearest", overlap_gap=3.0)
+  result = readability.compare_overlap_modes(sim, contour, vis, image_size=SIZE,
+                                             style=style, frames=3)
   assert list(result) == ["none", "nearest", "outline"]
   np.testing.assert_allclose(result["nearest"][0], _render_crossing(
       overlap="nearest", overlap_gap=3.0, fill_limbs=True, fill_torso=True), atol=1e-5)
   for mask, image in result.values():
     assert mask.shape == image.shape == (64, 64)
     assert image.max() > 0.05
-  fig = readability.overlap_figure({"crossing": result})
-  assert len(fig.axes) == 6
+  # 'outline' is drawn without the gap, which only 'nearest' takes.
+  np.testing.assert_allclose(result["outline"][0], _render_crossing(
+      overlap="outline", fill_limbs=True, fill_torso=True), atol=1e-5)
+
+
+def test_draw_style_is_a_hashable_static_and_checks_itself():
+  assert phosphenes.DrawStyle(line_width=2) == phosphenes.DrawStyle(line_width=2.0)
+  assert hash(phosphenes.DrawStyle(line_width=2)) == hash(phosphenes.DrawStyle())
+  with pytest.raises(ValueError, match="overlap must be one of"):
+    phosphenes.DrawStyle(overlap="x")
+  with pytest.raises(ValueError, match="needs overlap='nearest'"):
+    phosphenes.DrawStyle(fill_limbs=True).replace(overlap_gap=1.0)
+  with pytest.raises(ValueError, match="render_pose takes"):
+    phosphenes.render_pose({"joint": np.zeros((16, 2))}, image_size=OUT, output_size=OUT)
+  # One compilation serves equal styles built apart (a static argument).
+  joints = np.random.default_rng(6).uniform(8, 40, (16, 2))
+  render = lambda style: phosphenes.render_pose({"joints": joints}, image_size=OUT,
+                                                output_size=OUT, style=style)
+  render(phosphenes.DrawStyle(line_width=3))
+  before = phosphenes.pose._render_batch._cache_size()
+  render(phosphenes.DrawStyle(line_width=3.0))
+  assert phosphenes.pose._render_batch._cache_size() == before

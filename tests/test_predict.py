@@ -1,4 +1,4 @@
-"""Image loading, cropping, prediction files, video, and launch.predict on a messy folder."""
+"""Image loading, cropping, prediction files, live video, and launch.predict on a messy folder."""
 
 import json
 import subprocess
@@ -8,21 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tiny_workdirs
+from conftest import REPO
 from triplet_pose import keypoints as kp
+from triplet_pose import phosphenes
 from triplet_pose import prediction
-
-REPO = tiny_workdirs.pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def workdirs(tmp_path_factory):
-  return tiny_workdirs.trained(tmp_path_factory)
+from triplet_pose.prediction import stream as stream_lib
 
 
-@pytest.fixture(scope="session")
-def combined_workdir(tmp_path_factory):
-  return tiny_workdirs.combined(tmp_path_factory)
+def _renderer(**kwargs):
+  """A small, fast renderer: 64 x 64 simulator."""
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 64]
+  return prediction.PhospheneRenderer(params, **kwargs)
 
 
 def test_load_image_modes(tmp_path):
@@ -88,48 +85,101 @@ def test_predictor_keypoints_in_original_pixels(workdirs):
   preds = predictor.predict(images, [None, (5, 10, 30, 100), None])
   assert len(preds) == 3  # two batches, the second padded
   for pred, image in zip(preds, images):
-    assert pred.arrays["joints"].shape == (16, 2) and pred.arrays["contour"].shape == (26, 2)
+    assert pred.keypoints["joints"].shape == (16, 2)
+    assert pred.keypoints["contour"].shape == (26, 2)
     record = prediction.prediction_record(pred, source="x", image_shape=image.shape)
     assert list(record["joints"]) == list(kp.JOINT_NAMES)
     assert list(record["contour"]) == list(kp.CONTOUR_NAMES)
     xy = np.array([[v["x"], v["y"]] for v in record["joints"].values()])
     a = pred.crop_to_original
-    np.testing.assert_allclose(xy, pred.arrays["joints"] @ a[:, :2].T + a[:, 2], atol=0.01)
+    np.testing.assert_allclose(xy, pred.keypoints["joints"] @ a[:, :2].T + a[:, 2], atol=0.01)
   # The boxed image: crop pixels scale by (box side 91 px) / 64.
   np.testing.assert_allclose(preds[1].crop_to_original[0, 0], 91 / 64)
 
 
-def test_video_gives_mp4_and_per_frame_json(workdirs, tmp_path):
+def _write_clip(path, frames, fps=10):
   imageio = pytest.importorskip("imageio.v2")
   pytest.importorskip("imageio_ffmpeg")
-  frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(5)]
-  with imageio.get_writer(tmp_path / "clip.mp4", fps=10, macro_block_size=1) as w:
+  with imageio.get_writer(path, fps=fps, macro_block_size=1) as w:
     for f in frames:
       w.append_data(f)
+  return imageio
+
+
+def test_video_gives_mp4s_and_every_frames_keypoints(workdirs, tmp_path):
+  frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(5)]
+  imageio = _write_clip(tmp_path / "clip.mp4", frames)
   predictor = prediction.Predictor(str(workdirs["joint"]), str(workdirs["triplet"]),
                                    batch_size=2)
-  renderer = prediction.PhospheneRenderer(num_phosphenes=100)
   out = tmp_path / "out"
   summary = prediction.predict_paths(predictor, tmp_path / "clip.mp4", out,
-                                     renderer=renderer, progress=False)
+                                     renderer=_renderer(num_phosphenes=100),
+                                     progress=False, video_panels=True)
   assert summary["failed"] == {}
+  assert "frames/s" in summary["timings"][str(tmp_path / "clip.mp4")]
   record = json.loads((out / "clip.json").read_text())
   assert len(record["frames"]) == 5 and record["fps"] == pytest.approx(10)
   assert record["frames"][4]["time"] == pytest.approx(0.4)
-  video = imageio.mimread(out / "clip_panel.mp4")
-  assert len(video) == 5 and video[0].shape[0] > 100
+  for frame in record["frames"]:
+    assert list(frame["joints"]) == list(kp.JOINT_NAMES)
+    assert list(frame["contour"]) == list(kp.CONTOUR_NAMES)
+  video = imageio.mimread(out / "clip_phosphenes.mp4")
+  assert len(video) == 5 and video[0].shape[:2] == (64, 3 * 64)  # input | joints | triplet
+  panels = imageio.mimread(out / "clip_panel.mp4")
+  assert len(panels) == 5 and panels[0].shape[0] > 100
 
 
 def test_phosphenes_build_up_over_frames():
-  renderer = prediction.PhospheneRenderer(num_phosphenes=300, frames_per_image=1)
+  renderer = _renderer(num_phosphenes=300, frames_per_image=1)
   joints = np.random.default_rng(0).uniform(10, 54, size=(16, 2))
-  state = renderer.init_state()
+  states = renderer.init_state(("joints",))
   brightness = []
   for _ in range(4):
-    state, image, mask = renderer.step(state, joints, image_size=(64, 64), kind="joints")
+    states, out = renderer.step(states, {"joints": joints}, image_size=(64, 64))
+    image, mask = out["joints"]
     brightness.append(float(np.asarray(image).sum()))
   assert brightness[0] > 0 and brightness[3] > brightness[0]  # temporal dynamics
   assert np.asarray(mask).max() == pytest.approx(1.0)  # the drawn skeleton
+
+
+@pytest.mark.parametrize("shape, box, fill", [((100, 300), (200, 20, 279, 99), (0, 0, 0)),
+                                               ((200, 90), None, (255, 255, 255)),
+                                               ((48, 64), None, (0, 0, 0))])
+def test_stream_crop_matches_the_still_crop(shape, box, fill):
+  rng = np.random.default_rng(0)
+  # A smooth image: the two bilinear warps then agree to a grey level or two.
+  small = rng.integers(0, 255, (shape[0] // 8 + 2, shape[1] // 8 + 2, 3)).astype(np.uint8)
+  image = np.asarray(prediction.reading.Image.fromarray(small).resize(
+      (shape[1], shape[0]), prediction.reading.Image.BILINEAR))
+  still, _ = prediction.crop(image, 32, box=box, fill=fill)
+  geometry = stream_lib.crop_geometry(shape, 32, box)
+  live = stream_lib.crop_frames(image[None], geometry.reduced_affine, size=32,
+                                factor=geometry.factor, fill=tuple(map(float, fill)))[0]
+  diff = np.abs(np.asarray(live, np.int32) - still.astype(np.int32)).max(axis=-1)
+  # Equal to a grey level or two, except along the image's edges (at most
+  # three lines of 32): PIL fills a pixel whose centre maps outside where the
+  # jax warp blends it, and PIL's box reduction keeps a partial last block.
+  assert np.median(diff) <= 1 and (diff > 3).mean() <= 3 / 32
+
+
+def test_stream_carries_state_across_chunks_and_padding(workdirs):
+  predictor = prediction.Predictor(str(workdirs["joint"]), str(workdirs["triplet"]),
+                                   batch_size=4, flip_test=False)
+  renderer = _renderer(num_phosphenes=200)
+  rng = np.random.default_rng(1)
+  frames = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(6)]
+  chunked = list(prediction.PhospheneStream(predictor, renderer, batch_size=4).run(frames))
+  single = list(prediction.PhospheneStream(predictor, renderer, batch_size=1).run(frames))
+  assert [f.index for f in chunked] == list(range(6))
+  # 4 + 2 (padded to 4) frames give what 6 single frames give: the padding
+  # leaves the state alone and the state runs on from chunk to chunk.
+  for a, b in zip(chunked, single):
+    for name in ("joints", "contour"):
+      np.testing.assert_allclose(a.keypoints[name], b.keypoints[name], atol=1e-3)
+      np.testing.assert_allclose(a.phosphenes[name], b.phosphenes[name], atol=1)
+  brightness = [int(f.phosphenes["contour"].astype(int).sum()) for f in single]
+  assert brightness[-1] > 0
+  assert single[0].picture.shape == (64, 3 * 64, 3)
 
 
 def test_launch_predict_on_messy_folder(workdirs, tmp_path):

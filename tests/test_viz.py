@@ -2,18 +2,15 @@
 
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
-import tiny_workdirs
 from triplet_pose import heatmaps as hm
 from triplet_pose import keypoints as kp
+from triplet_pose import phosphenes
 from triplet_pose import viz
-
-
-@pytest.fixture(scope="session")
-def workdirs(tmp_path_factory):
-  return tiny_workdirs.trained(tmp_path_factory)
+from triplet_pose.phosphenes import readability
 
 
 def _pose(seed=0):
@@ -28,14 +25,15 @@ def test_pose_panel_has_two_rows_of_three():
   image = np.full((64, 64, 3), 128, np.uint8)
   maps = np.asarray(hm.render(np.asarray(joints[None] / 4, np.float32), height=16))[0]
   phos = np.zeros((32, 32))
-  fig = viz.pose_panel(image, joints=joints, contour=contour, joint_heatmaps=maps,
-                       contour_heatmaps=np.zeros((16, 16, 26)), joint_phosphenes=phos,
-                       contour_phosphenes=phos, gt_joints=joints + 1, title="t")
+  fig = viz.pose_panel(image, points={"joints": joints, "contour": contour},
+                       heatmaps={"joints": maps, "contour": np.zeros((16, 16, 26))},
+                       phosphenes={"joints": (phos, None), "contour": (phos, phos)},
+                       ground_truth={"joints": joints + 1}, title="t")
   assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
   array = viz.figure_to_array(fig)
   assert array.dtype == np.uint8 and array.shape == (630, 900, 3)
   # Joints only: one row, and the skeleton's colours appear in the picture.
-  array = viz.figure_to_array(viz.pose_panel(image, joints=joints))
+  array = viz.figure_to_array(viz.pose_panel(image, points={"joints": joints}))
   red = (array[..., 0] > 200) & (array[..., 1] < 90) & (array[..., 2] < 90)
   blue = (array[..., 2] > 200) & (array[..., 0] < 90)
   assert red.sum() > 20 and blue.sum() > 20
@@ -90,3 +88,23 @@ def test_phosphene_picture_tints_the_mask():
   picture = viz.phosphene_picture(phosphenes, mask)
   np.testing.assert_allclose(picture[2, 2], [1, 1, 1])
   assert picture[5, 0, 2] > picture[5, 0, 0] == 0.0 and picture[0, 0].sum() == 0.0
+
+
+def test_readability_figure_crops_to_the_pose(tmp_path):
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 64]
+  x, y = phosphenes.phosphenes_by_magnification(params, 200, key=jax.random.PRNGKey(0))
+  sim = phosphenes.Simulator.create(params, x, y)
+  result = readability.compare_overlap_modes(
+      sim, readability.CROSSING_CONTOUR, image_size=readability.CROSSING_IMAGE_SIZE,
+      style=phosphenes.DrawStyle(line_width=2.0), frames=2)
+  fig = viz.overlap_figure({"crossing": result})
+  assert len(fig.axes) == 6
+  assert [ax.get_title().split("\n")[0] for ax in fig.axes[::2]] == [
+      "plain", "nearest in front", "no fill at crossings"]
+  # The crop keeps the pose's columns only (the pose spans columns ~21 to ~43
+  # of 64, so 12 px of margin leave ~47).
+  shown = fig.axes[0].get_images()[0].get_array().shape
+  assert shown[0] == 64 and 40 < shown[1] < 56
+  path = viz.write_readability_figure(tmp_path / "r.png", sim, line_width=2.0, frames=2)
+  assert path.read_bytes()[:4] == b"\x89PNG"

@@ -11,6 +11,7 @@ head and torso green, so a flipped prediction is visible at a glance.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from typing import Mapping, Sequence
@@ -21,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from triplet_pose import keypoints as kp
+from triplet_pose import phosphenes
+from triplet_pose.phosphenes import readability
 
 RIGHT, LEFT, CENTRE = "#e8383d", "#2f7fff", "#33cc66"
 
@@ -143,91 +146,92 @@ def _image_axes(ax, image, title: str) -> None:
   ax.set_yticks([])
 
 
-def pose_panel(image, *, joints=None, joint_visible=None, contour=None,
-               contour_visible=None, joint_heatmaps=None, contour_heatmaps=None,
-               joint_phosphenes=None, contour_phosphenes=None, gt_joints=None,
-               gt_visible=None, joint_mask=None, contour_mask=None,
+_ROW_TITLES = {"joints": ("Joints", "Joint heatmaps", "Phosphenes of the joints"),
+               "contour": ("Triplet points", "Contour heatmaps", "Phosphenes of the triplet")}
+
+
+def pose_panel(image, *, points: Mapping[str, np.ndarray] | None = None,
+               visible: Mapping[str, np.ndarray] | None = None,
+               heatmaps: Mapping[str, np.ndarray] | None = None,
+               phosphenes: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None,
+               ground_truth: Mapping[str, np.ndarray] | None = None,
+               ground_truth_visible: Mapping[str, np.ndarray] | None = None,
                title: str | None = None, panel_size: float = 3.0) -> Figure:
   """The thesis figures 6-13 in one panel for one image.
 
-  One row for the joints (image with skeleton, heatmaps, phosphenes: thesis
-  figures 6 and 10) and one for the triplet (image with contour points and
-  limb outlines, heatmaps, phosphenes: figures 7 and 11); each picture only
-  when its input is given.
+  One row per keypoint set: the joints (image with skeleton, heatmaps,
+  phosphenes: thesis figures 6 and 10) and the triplet (image with contour
+  points and limb outlines, heatmaps, phosphenes: figures 7 and 11); each
+  picture only when its input is given. Every mapping is keyed by keypoint
+  set name ('joints', 'contour').
 
   Args:
     image: (H, W, 3) the image the keypoints' pixels refer to.
-    joints: (16, 2) predicted joints.
-    joint_visible: (16,) joints to draw (e.g. confidence above a threshold).
-    contour: (26, 2) predicted contour points.
-    contour_visible: (26,) contour points to draw.
-    joint_heatmaps: (h, w, 16) heatmaps covering the image.
-    contour_heatmaps: (h, w, 26).
-    joint_phosphenes: (Hp, Wp) phosphene image in [0, 1] of the joints.
-    contour_phosphenes: (Hp, Wp) phosphene image of the triplet.
-    gt_joints: (16, 2) ground truth drawn (white) under the prediction.
-    gt_visible: (16,) annotated ground-truth joints.
-    joint_mask: (Hp, Wp) activation mask behind `joint_phosphenes`, shown as
-      a faint blue tint so the reader sees what was stimulated.
-    contour_mask: the same for `contour_phosphenes`.
+    points: {set: (K, 2)} predicted keypoints.
+    visible: {set: (K,)} keypoints to draw (e.g. confidence above a
+      threshold); default all.
+    heatmaps: {set: (h, w, K)} heatmaps covering the image.
+    phosphenes: {set: (phosphene image (Hp, Wp) in [0, 1], activation mask
+      (Hp, Wp) or None)}; the mask is shown as a faint blue tint so the
+      reader sees what was stimulated.
+    ground_truth: {set: (K, 2)} drawn (white) under the prediction (joints).
+    ground_truth_visible: {set: (K,)} annotated ground truth.
     title: figure title.
     panel_size: inches per picture.
 
   Returns:
     The figure (Agg canvas attached).
   """
+  points, heatmaps, phosphenes = dict(points or {}), dict(heatmaps or {}), dict(phosphenes or {})
+  ground_truth = dict(ground_truth or {})
   rows = []
-  if joints is not None or gt_joints is not None:
-    rows.append([("joints", "Joints")]
-                + ([("joint_heatmaps", "Joint heatmaps")] if joint_heatmaps is not None else [])
-                + ([("joint_phosphenes", "Phosphenes of the joints")]
-                   if joint_phosphenes is not None else []))
-  if contour is not None:
-    rows.append([("triplet", "Triplet points")]
-                + ([("contour_heatmaps", "Contour heatmaps")]
-                   if contour_heatmaps is not None else [])
-                + ([("contour_phosphenes", "Phosphenes of the triplet")]
-                   if contour_phosphenes is not None else []))
+  for name in _ROW_TITLES:
+    if points.get(name) is None and ground_truth.get(name) is None:
+      continue
+    titles = _ROW_TITLES[name]
+    rows.append([("points", name, titles[0])]
+                + ([("heatmaps", name, titles[1])] if heatmaps.get(name) is not None else [])
+                + ([("phosphenes", name, titles[2])]
+                   if phosphenes.get(name) is not None else []))
   if not rows:
-    rows.append([("image", "Image")])
+    rows.append([("image", None, "Image")])
   ncols = max(len(r) for r in rows)
   top = 0.3 if title else 0.0
   fig = Figure(figsize=(panel_size * ncols, panel_size * len(rows) + top), dpi=100,
                layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(len(rows), ncols, squeeze=False)
+  inputs = dict(points=points, visible=dict(visible or {}), heatmaps=heatmaps,
+                phosphenes=phosphenes, ground_truth=ground_truth,
+                ground_truth_visible=dict(ground_truth_visible or {}))
   for row, row_axes in zip(rows, axes):
     for ax in row_axes[len(row):]:
       ax.set_axis_off()
-    for ax, (kind, label) in zip(row_axes, row):
-      _draw_panel(ax, kind, label, image, dict(
-          joints=joints, joint_visible=joint_visible, contour=contour,
-          contour_visible=contour_visible, joint_heatmaps=joint_heatmaps,
-          contour_heatmaps=contour_heatmaps, joint_phosphenes=joint_phosphenes,
-          contour_phosphenes=contour_phosphenes, gt_joints=gt_joints,
-          gt_visible=gt_visible, joint_mask=joint_mask, contour_mask=contour_mask))
+    for ax, picture in zip(row_axes, row):
+      _draw_panel(ax, picture, image, inputs)
   if title:
     fig.suptitle(title, fontsize=11)
   return fig
 
 
-def _draw_panel(ax, kind: str, label: str, image, a: dict) -> None:
-  """Draws one picture of `pose_panel`; `a` holds its keyword arguments."""
-  if kind in ("joints", "triplet", "image"):
-    _image_axes(ax, _to_float(image), label)
-    if kind == "joints":
-      if a["gt_joints"] is not None:
-        draw_skeleton(ax, a["gt_joints"], visible=a["gt_visible"], colour="white",
-                      linewidth=3.5, markersize=5, alpha=0.7)
-      if a["joints"] is not None:
-        draw_skeleton(ax, a["joints"], visible=a["joint_visible"])
-    elif kind == "triplet":
-      draw_triplet(ax, a["contour"], visible=a["contour_visible"])
-  elif kind.endswith("heatmaps"):
-    _image_axes(ax, heatmap_overlay(image, a[kind]), label)
-  else:
-    mask = a["joint_mask" if kind == "joint_phosphenes" else "contour_mask"]
-    _image_axes(ax, phosphene_picture(a[kind], mask), label)
+def _draw_panel(ax, picture: tuple[str, str | None, str], image, a: dict) -> None:
+  """Draws one picture (kind, keypoint set, label) of `pose_panel` from its inputs `a`."""
+  kind, name, label = picture
+  if kind == "heatmaps":
+    _image_axes(ax, heatmap_overlay(image, a["heatmaps"][name]), label)
+    return
+  if kind == "phosphenes":
+    _image_axes(ax, phosphene_picture(*a["phosphenes"][name]), label)
+    return
+  _image_axes(ax, _to_float(image), label)
+  if kind == "image":
+    return
+  draw = draw_skeleton if name == kp.JOINTS.name else draw_triplet
+  if a["ground_truth"].get(name) is not None and name == kp.JOINTS.name:
+    draw_skeleton(ax, a["ground_truth"][name], visible=a["ground_truth_visible"].get(name),
+                  colour="white", linewidth=3.5, markersize=5, alpha=0.7)
+  if a["points"].get(name) is not None:
+    draw(ax, a["points"][name], visible=a["visible"].get(name))
 
 
 def phosphene_picture(phosphenes, mask=None) -> np.ndarray:
@@ -391,3 +395,89 @@ def loss_per_stack_figure(workdir: str | pathlib.Path, *, smooth: int = 1) -> Fi
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
   return fig
+
+
+_OVERLAP_TITLES = {"none": "plain", "nearest": "nearest in front",
+                   "outline": "no fill at crossings"}
+
+
+def _crop_box(masks, margin: int) -> tuple[slice, slice]:
+  """Rows and columns around the non-zero part of (H, W) masks, plus a margin."""
+  union = np.max(np.stack(masks), axis=0) > 0
+  if not union.any():
+    return slice(None), slice(None)
+  rows, cols = np.nonzero(union.any(axis=1))[0], np.nonzero(union.any(axis=0))[0]
+  h, w = union.shape
+  return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+          slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)))
+
+
+def overlap_figure(comparisons: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+                   *, crop_margin: int | None = 12, panel_width: float = 1.6) -> Figure:
+  """Overlap modes side by side: one row per comparison; per mode, mask and phosphenes.
+
+  Args:
+    comparisons: {row label: `readability.compare_overlap_modes` result of
+      one (H, W) pose}, every row with the same modes (column titles: the
+      modes).
+    crop_margin: show only the masks' non-zero area plus this many pixels
+      (same crop for the whole figure); None shows the whole images.
+    panel_width: width of one picture in inches.
+
+  Returns:
+    a matplotlib `Figure` (`save_figure` writes it, `figure_to_array` turns
+    it into an array for `Report.image`).
+  """
+  modes = list(next(iter(comparisons.values())))
+  box = (slice(None), slice(None))
+  if crop_margin is not None:
+    box = _crop_box([m for result in comparisons.values() for m, _ in result.values()],
+                    crop_margin)
+  h, w = next(iter(comparisons.values()))[modes[0]][0][box].shape
+  rows, cols = len(comparisons), 2 * len(modes)
+  fig = Figure(figsize=(panel_width * cols, (panel_width * h / w + 0.5) * rows), dpi=100)
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, cols, squeeze=False)
+  for r, (label, result) in enumerate(comparisons.items()):
+    for c, mode in enumerate(modes):
+      for k, (kind, picture) in enumerate(zip(("mask", "phosphenes"), result[mode])):
+        ax = axes[r, 2 * c + k]
+        ax.imshow(picture[box], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(f"{_OVERLAP_TITLES.get(mode, mode)}\n{kind}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c == 0 and k == 0:
+          ax.set_ylabel(label, fontsize=8)
+  fig.tight_layout(pad=0.4, w_pad=0.3, h_pad=0.6)
+  return fig
+
+
+def write_readability_figure(path, sim, *, line_width: float = 5.0, frames: int = 10):
+  """Writes the overlap modes of `readability.CROSSING_CONTOUR` (docs/phosphene_readability.png).
+
+  Rows: contour lines only (the thesis's rendering), then filled limbs and
+  torso (masks and phosphenes each); columns: plain, 'nearest', 'nearest'
+  with a gap of `line_width`, 'outline'.
+
+  Args:
+    path: the PNG to write.
+    sim: a `Simulator`, e.g. the demo's (`prediction.PhospheneRenderer().sim`).
+    line_width: contour line width in simulator pixels (the demo's 5).
+    frames: frames of constant stimulation.
+
+  Returns:
+    the path written.
+  """
+  rows = {}
+  for label, fill in (("contour lines", False), ("filled limbs and torso", True)):
+    style = phosphenes.DrawStyle(line_width=line_width, fill_limbs=fill, fill_torso=fill)
+    compare = functools.partial(readability.compare_overlap_modes, sim,
+                                readability.CROSSING_CONTOUR,
+                                image_size=readability.CROSSING_IMAGE_SIZE, frames=frames)
+    plain = compare(style=style)
+    gap = compare(style=style.replace(overlap="nearest", overlap_gap=line_width),
+                  modes=("nearest",))
+    rows[label] = {"none": plain["none"], "nearest": plain["nearest"],
+                   f"nearest, gap {line_width:g} px": gap["nearest"],
+                   "outline": plain["outline"]}
+  return save_figure(overlap_figure(rows), path)

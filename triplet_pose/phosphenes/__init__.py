@@ -6,6 +6,9 @@
     state = sim.init_state(batch_shape=())
     state, image = sim.step(state, amplitude)
     images = sim.run(amplitudes)                     # (T, *batch, N) -> (T, *batch, H, W)
+    mask = phosphenes.render_pose({"joints": joints}, image_size=(256, 256),
+                                  output_size=sim.resolution,
+                                  style=phosphenes.DrawStyle(line_width=4.0))
     amplitude = sim.sample_stimulus(mask, rescale=True)
 
 See docs/phosphenes.md.
@@ -27,9 +30,12 @@ from triplet_pose.phosphenes.layout import visual_field_to_cortex
 from triplet_pose.phosphenes.params import DEFAULT_PARAMS
 from triplet_pose.phosphenes.params import default_params
 from triplet_pose.phosphenes.params import load_params
+from triplet_pose.phosphenes.pose import DrawStyle
 from triplet_pose.phosphenes.pose import image_to_simulator_coordinates
+from triplet_pose.phosphenes.pose import pose_stimulus
 from triplet_pose.phosphenes.pose import pose_to_phosphenes
 from triplet_pose.phosphenes.pose import render_pose
+from triplet_pose.phosphenes.pose import render_pose_at
 from triplet_pose.phosphenes.simulator import Options
 from triplet_pose.phosphenes.simulator import PhospheneFrame
 from triplet_pose.phosphenes.simulator import Simulator

@@ -1,15 +1,16 @@
 """Pose to phosphenes: differentiable drawing of keypoints as an activation mask.
 
-Joints (..., 16, 2) and contour points (..., 26, 2), in pixels of a source
-image, are mapped to the simulator resolution (integer coordinates are pixel
-centres: x -> (x + 0.5) * W / W_img - 0.5) and drawn as anti-aliased
-primitives, each optional:
+A pose is a dict keyed by keypoint set, `{'joints': (..., 16, 2),
+'contour': (..., 26, 2)}` (either or both), in pixels of a source image.
+The points are mapped to the simulator resolution (integer coordinates are
+pixel centres: x -> (x + 0.5) * W / W_img - 0.5) and drawn as anti-aliased
+primitives, each switched by one frozen, hashable `DrawStyle`:
 
 * joints as discs of `point_radius` pixels,
-* the skeleton (`keypoints.SKELETON_EDGES`) and the contour
-  (`keypoints.CONTOUR_EDGES`) as line segments `line_width` pixels wide,
-* filled limb outlines: the quadrilateral of each `keypoints.LIMB_SEGMENTS`
-  entry (medial and lateral point at both ends).
+* the skeleton (`keypoints.JOINTS.edges`) and the contour
+  (`keypoints.CONTOUR.edges`) as line segments `line_width` pixels wide,
+* filled limb outlines (`keypoints.LIMB_QUADS`: medial and lateral point at
+  both ends of each `keypoints.LIMB_SEGMENTS` entry).
 
 Coverage of a pixel is `clip(half_width + 0.5 - distance, 0, 1)` (a one
 pixel ramp), so the mask is piecewise differentiable in the keypoints and
@@ -20,9 +21,9 @@ allowed). Any leading batch axes are handled with `vmap`; the result is
 (..., H, W) in [0, 1], ready for `Simulator.sample_stimulus(mask,
 rescale=True)`.
 
-Overlapping limbs (`overlap`): the plain drawing blends an arm in front of
+Overlapping limbs (`DrawStyle.overlap`): the plain drawing blends an arm in front of
 the body into the body's outline (the thesis's open problem). With
-'nearest', the contour primitives get a depth order (`TORSO_POLYGON`
+'nearest', the contour primitives get a depth order (`keypoints.TORSO_POLYGON`
 farthest, then `LIMB_SEGMENTS` in order, later = nearer) and each is
 multiplied by the soft coverage left free by the union of the nearer
 polygons, so a nearer limb keeps its outline and what lies behind it
@@ -36,29 +37,25 @@ and the side-by-side comparison.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from triplet_pose import keypoints as kp
+from triplet_pose.phosphenes import sampling
 
 _EPS = 1e-12  # Squared pixels; keeps sqrt differentiable on the primitive.
 
-_SKELETON = np.asarray(kp.SKELETON_EDGES, np.int32)
-_CONTOUR = np.asarray(kp.CONTOUR_EDGES, np.int32)
-_LIMBS = np.asarray([(s["medial"][0], s["medial"][1], s["lateral"][1], s["lateral"][0])
-                     for s in kp.LIMB_SEGMENTS.values()], np.int32)
-# The torso: the region closed by `CONTOUR_TORSO_EDGES` and the tops of the
-# limbs (neck base, shoulder tops, armpits, hip sides, crotch), in order
-# around it. Its sides are the drawn armpit-hip edges, so an arm hanging
+_SKELETON = np.asarray(kp.JOINTS.edges, np.int32)
+_CONTOUR = np.asarray(kp.CONTOUR.edges, np.int32)
+_LIMBS = np.asarray(kp.LIMB_QUADS, np.int32)
+# The torso polygon's sides are the drawn armpit-hip edges, so an arm hanging
 # beside the body does not count as overlapping it.
-TORSO_POLYGON: tuple[int, ...] = tuple(kp.CONTOUR_INDEX[n] for n in (
-    "right_neck", "lateral_right_shoulder", "medial_right_shoulder",
-    "lateral_right_hip", "medial_right_hip", "medial_left_hip", "lateral_left_hip",
-    "medial_left_shoulder", "lateral_left_shoulder", "left_neck"))
-_TORSO = np.asarray([TORSO_POLYGON], np.int32)
+_TORSO = np.asarray([kp.TORSO_POLYGON], np.int32)
 # Depth layer of every contour edge: 0 the torso, 1 + i limb segment i.
 _CONTOUR_LAYER = np.asarray(
     [1 + i for i in range(len(kp.LIMB_SEGMENTS)) for _ in range(2)]
@@ -66,9 +63,60 @@ _CONTOUR_LAYER = np.asarray(
 assert len(_CONTOUR_LAYER) == len(_CONTOUR)
 # Polygons (torso, limbs) that share a corner meet at a joint: the gap of
 # 'nearest' is not cut between them, or every joint would show one.
-_POLYGON_POINTS = [set(TORSO_POLYGON)] + [set(q) for q in _LIMBS.tolist()]
+_POLYGON_POINTS = [set(kp.TORSO_POLYGON)] + [set(q) for q in kp.LIMB_QUADS]
 _ADJACENT = np.asarray([[bool(a & b) for b in _POLYGON_POINTS] for a in _POLYGON_POINTS])
 OVERLAP_MODES: tuple[str, ...] = ("none", "nearest", "outline")
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawStyle:
+  """How a pose is drawn as an activation mask (frozen, hashable: a jit static).
+
+  Attributes:
+    point_radius: joint disc radius in output pixels.
+    line_width: line width in output pixels.
+    draw_joints, draw_skeleton, draw_contour: which primitives; a keypoint
+      set that is not given draws nothing whatever its switches.
+    fill_limbs: fill the limb quads (`keypoints.LIMB_QUADS`): body width.
+    fill_torso: also fill the torso polygon (`keypoints.TORSO_POLYGON`).
+    overlap: where contour primitives overlap: 'none' draws everything;
+      'nearest' suppresses contour lines and fills under nearer limbs (depth
+      order: torso, then `LIMB_SEGMENTS` in order, later = nearer);
+      'outline' fills only where one filled polygon alone covers the pixel
+      (lines unchanged: without fills it equals 'none'). Joints and
+      skeleton are never suppressed.
+    overlap_gap: with 'nearest', a nearer polygon also hides what lies
+      within this many pixels of it (a dark halo that separates it from
+      what is behind), except for polygons that meet it at a joint.
+
+  Raises:
+    ValueError: for an unknown `overlap`, or a gap without 'nearest'.
+  """
+  point_radius: float = 1.5
+  line_width: float = 2.0
+  draw_joints: bool = True
+  draw_skeleton: bool = True
+  draw_contour: bool = True
+  fill_limbs: bool = False
+  fill_torso: bool = False
+  overlap: str = "none"
+  overlap_gap: float = 0.0
+
+  def __post_init__(self):
+    if self.overlap not in OVERLAP_MODES:
+      raise ValueError(f"overlap must be one of {OVERLAP_MODES}, got {self.overlap!r}")
+    if self.overlap_gap < 0 or (self.overlap_gap > 0 and self.overlap != "nearest"):
+      raise ValueError(f"overlap_gap must be >= 0 and needs overlap='nearest', got "
+                       f"{self.overlap_gap} with overlap={self.overlap!r}")
+    # Normalise the types, so equal styles hash alike (2 and 2.0 are one style).
+    for field in ("point_radius", "line_width", "overlap_gap"):
+      object.__setattr__(self, field, float(getattr(self, field)))
+    for field in ("draw_joints", "draw_skeleton", "draw_contour", "fill_limbs", "fill_torso"):
+      object.__setattr__(self, field, bool(getattr(self, field)))
+
+  def replace(self, **changes) -> "DrawStyle":
+    """A copy with `changes` (checked like a new style)."""
+    return dataclasses.replace(self, **changes)
 
 
 def image_to_simulator_coordinates(points, *, image_size: tuple[int, int],
@@ -168,16 +216,14 @@ def _covered_alone(cover):
   return cover * jnp.stack(before) * _free_of_nearer(cover)[:-1]
 
 
-def _render_one(joints, joints_vis, contour, contour_vis, *, output_size,
-                point_radius, line_width, draw_joints, draw_skeleton,
-                draw_contour, fill_limbs, fill_torso, overlap, overlap_gap):
-  # All primitives share one distance computation over (segments, H, W):
+def _render_one(joints, joints_vis, contour, contour_vis, *, px, py, style: DrawStyle):
+  # All primitives share one distance computation over (segments, *pixels):
   # discs are zero-length segments, and polygons use their edges' minimum
-  # distance with the sign from the (gradient-free) inside test.
-  h, w = output_size
+  # distance with the sign from the (gradient-free) inside test. The pixels
+  # are a grid, px (1, W) and py (H, 1), or any points, e.g. (1, N) each.
   dtype = (joints if joints is not None else contour).dtype
-  py = jnp.arange(h, dtype=dtype)[:, None]
-  px = jnp.arange(w, dtype=dtype)[None, :]
+  px, py = px.astype(dtype), py.astype(dtype)
+  shape = jnp.broadcast_shapes(px.shape, py.shape)
   top = 1 + len(_LIMBS)  # Depth layer above every contour layer: never occluded.
   starts, ends, half_widths, weights, depth = [], [], [], [], []
 
@@ -188,28 +234,28 @@ def _render_one(joints, joints_vis, contour, contour_vis, *, output_size,
     weights.append(weight)
     depth.append(np.broadcast_to(layer, weight.shape))
 
-  if joints is not None and draw_joints:
-    add(joints, joints, point_radius, joints_vis, top)
+  if joints is not None and style.draw_joints:
+    add(joints, joints, style.point_radius, joints_vis, top)
   for points, vis, edges, draw, layer in (
-      (joints, joints_vis, _SKELETON, draw_skeleton, top),
-      (contour, contour_vis, _CONTOUR, draw_contour, _CONTOUR_LAYER)):
+      (joints, joints_vis, _SKELETON, style.draw_skeleton, top),
+      (contour, contour_vis, _CONTOUR, style.draw_contour, _CONTOUR_LAYER)):
     if points is not None and draw:
-      add(points[edges[:, 0]], points[edges[:, 1]], line_width / 2,
+      add(points[edges[:, 0]], points[edges[:, 1]], style.line_width / 2,
           vis[edges[:, 0]] * vis[edges[:, 1]], layer)
   num_lines = sum(a.shape[0] for a in starts)
   # Polygons in depth order (torso first): they are fills, occluders or both.
   polygons = []
-  if contour is not None and (fill_limbs or fill_torso or overlap != "none"):
-    torso = overlap == "nearest" or fill_torso
+  if contour is not None and (style.fill_limbs or style.fill_torso or style.overlap != "none"):
+    torso = style.overlap == "nearest" or style.fill_torso
     polygons = [_TORSO, _LIMBS] if torso else [_LIMBS]
   for index in polygons:
     vertices = contour[index]  # (P, V, 2)
     starts.append(vertices.reshape(-1, 2))
     ends.append(jnp.roll(vertices, -1, axis=1).reshape(-1, 2))
   if not starts:
-    return jnp.zeros((h, w), dtype)
+    return jnp.zeros(shape, dtype)
   dist = _segment_distance(px, py, jnp.concatenate(starts), jnp.concatenate(ends))
-  layers = [jnp.zeros((1, h, w), dtype)]
+  layers = [jnp.zeros((1,) + shape, dtype)]
   lines = fills = None
   if num_lines:
     hw = jnp.concatenate(half_widths)[:, None, None]
@@ -225,24 +271,38 @@ def _render_one(joints, joints_vis, contour, contour_vis, *, output_size,
     signed, wgt = jnp.concatenate(signed), jnp.concatenate(wgt)
     cover = wgt * jnp.clip(0.5 - signed, 0.0, 1.0)  # (layers, H, W): [torso,] limbs.
     # Which layers are filled: the limbs, the torso, or both.
-    filled = np.asarray([fill_torso] * (len(polygons) == 2) + [fill_limbs] * len(_LIMBS))
-    if overlap == "nearest":
-      dilated = (wgt * jnp.clip(0.5 + overlap_gap - signed, 0.0, 1.0)
-                 if overlap_gap > 0 else None)
+    filled = np.asarray([style.fill_torso] * (len(polygons) == 2)
+                        + [style.fill_limbs] * len(_LIMBS))
+    if style.overlap == "nearest":
+      dilated = (wgt * jnp.clip(0.5 + style.overlap_gap - signed, 0.0, 1.0)
+                 if style.overlap_gap > 0 else None)
       free = _free_of_nearer(cover, dilated)
       if lines is not None:
         lines = lines * free[np.concatenate(depth)]
       fills = (cover * free[:-1])[filled]
-    elif overlap == "outline" and filled.any():
+    elif style.overlap == "outline" and filled.any():
       fills = _covered_alone(cover[filled])  # Unfilled polygons do not count.
-    elif overlap == "none":
+    elif style.overlap == "none":
       fills = cover[filled]
   layers += [x for x in (lines, fills) if x is not None]
   return jnp.max(jnp.concatenate(layers, axis=0), axis=0)
 
 
-def _prepare(points, visible, count, name, image_size, output_size):
-  points = _float(points)
+def checked_points(points, visible, keypoint_set: kp.KeypointSet):
+  """Validated float points (..., K, 2) and visibility (..., K) of one keypoint set.
+
+  Hidden keypoints may hold NaN or junk: they are set to 0 without touching
+  the gradients of the visible ones.
+
+  Args:
+    points: (..., K, 2) array-like, K = `keypoint_set.size`.
+    visible: (..., K) weights, or None for all 1.
+    keypoint_set: `keypoints.JOINTS` or `keypoints.CONTOUR`.
+
+  Raises:
+    ValueError: on a shape that does not fit the set.
+  """
+  points, name, count = _float(points), keypoint_set.name, keypoint_set.size
   if points.shape[-2:] != (count, 2):
     raise ValueError(f"{name} must be (..., {count}, 2), got {points.shape}")
   if visible is None:
@@ -250,87 +310,113 @@ def _prepare(points, visible, count, name, image_size, output_size):
   visible = jnp.asarray(visible, points.dtype)
   if visible.shape != points.shape[:-1]:
     raise ValueError(f"{name} visibility must be {points.shape[:-1]}, got {visible.shape}")
-  # Hidden keypoints may hold NaN or junk: zero them without touching gradients.
-  points = jnp.where(visible[..., None] > 0, points, 0.0)
-  return image_to_simulator_coordinates(points, image_size=image_size,
-                                        output_size=output_size), visible
+  return jnp.where(visible[..., None] > 0, points, 0.0), visible
 
 
-def render_pose(joints=None, contour=None, *, image_size: tuple[int, int],
-                output_size: tuple[int, int], joints_visible=None,
-                contour_visible=None, point_radius: float = 1.5,
-                line_width: float = 2.0, draw_joints: bool = True,
-                draw_skeleton: bool = True, draw_contour: bool = True,
-                fill_limbs: bool = False, fill_torso: bool = False,
-                overlap: str = "none", overlap_gap: float = 0.0) -> jax.Array:
+def _prepare(points, visible, image_size, output_size):
+  """Checked points in output pixels, flattened to one batch axis, and the batch shape."""
+  visible = dict(visible or {})
+  unknown = (set(points) | set(visible)) - {kp.JOINTS.name, kp.CONTOUR.name}
+  if unknown or not points:
+    raise ValueError(f"render_pose takes {{'joints': ..., 'contour': ...}} (either or both), "
+                     f"got the keys {sorted(points)} and visibility keys {sorted(visible)}")
+  batch = None
+  args = []
+  for keypoint_set in (kp.JOINTS, kp.CONTOUR):
+    if points.get(keypoint_set.name) is None:
+      args += [None, None]
+      continue
+    p, v = checked_points(points[keypoint_set.name], visible.get(keypoint_set.name),
+                          keypoint_set)
+    if batch is not None and p.shape[:-2] != batch:
+      raise ValueError(f"joints and contour batch shapes differ: {batch} vs {p.shape[:-2]}")
+    batch = p.shape[:-2]
+    p = image_to_simulator_coordinates(p, image_size=image_size, output_size=output_size)
+    args += [p.reshape((-1, keypoint_set.size, 2)), v.reshape((-1, keypoint_set.size))]
+  return args, batch
+
+
+def render_pose(points: Mapping[str, jax.Array], *, image_size: tuple[int, int],
+                output_size: tuple[int, int],
+                visible: Mapping[str, jax.Array] | None = None,
+                style: DrawStyle = DrawStyle()) -> jax.Array:
   """Draws a pose (or a batch) as an activation mask in [0, 1].
 
   Args:
-    joints: (..., 16, 2) MPII joints (x, y) in source pixels, or None.
-    contour: (..., 26, 2) contour points in source pixels, or None.
+    points: {'joints': (..., 16, 2), 'contour': (..., 26, 2)}, either or
+      both, (x, y) in source pixels.
     image_size: (H_img, W_img) of the source image.
     output_size: (H, W) of the mask, usually `sim.resolution`.
-    joints_visible: (..., 16) visibility weights; default all 1.
-    contour_visible: (..., 26) visibility weights; default all 1.
-    point_radius: joint disc radius in output pixels.
-    line_width: line width in output pixels.
-    draw_joints, draw_skeleton, draw_contour, fill_limbs: which primitives.
-    fill_torso: also fill the torso polygon (`TORSO_POLYGON`).
-    overlap: where contour primitives overlap: 'none' draws everything;
-      'nearest' suppresses contour lines and fills under nearer limbs (depth
-      order: torso, then `LIMB_SEGMENTS` in order, later = nearer);
-      'outline' fills only where one filled polygon alone covers the pixel
-      (lines unchanged: without fills it equals 'none'). Joints and
-      skeleton are never suppressed.
-    overlap_gap: with 'nearest', a nearer polygon also hides what lies
-      within this many pixels of it (a dark halo that separates it from
-      what is behind), except for polygons that meet it at a joint.
+    visible: {keypoint set name: (..., K) visibility weights}; a set not in
+      it is all visible.
+    style: what is drawn and how (`DrawStyle`).
 
   Returns:
     (..., H, W) float32 mask.
 
   Raises:
-    ValueError: if both poses are None, shapes disagree or `overlap` is
-      unknown.
+    ValueError: for no points, an unknown keypoint set, or shapes that
+      disagree.
   """
-  if joints is None and contour is None:
-    raise ValueError("render_pose needs joints, contour or both")
-  if overlap not in OVERLAP_MODES:
-    raise ValueError(f"overlap must be one of {OVERLAP_MODES}, got {overlap!r}")
-  if overlap_gap < 0 or (overlap_gap > 0 and overlap != "nearest"):
-    raise ValueError(f"overlap_gap must be >= 0 and needs overlap='nearest', got "
-                     f"{overlap_gap} with overlap={overlap!r}")
-  batch = None
-  args = []
-  for points, vis, count, name in ((joints, joints_visible, kp.NUM_JOINTS, "joints"),
-                                   (contour, contour_visible, kp.NUM_CONTOUR, "contour")):
-    if points is None:
-      args += [None, None]
-      continue
-    p, v = _prepare(points, vis, count, name, image_size, output_size)
-    if batch is not None and p.shape[:-2] != batch:
-      raise ValueError(f"joints and contour batch shapes differ: {batch} vs {p.shape[:-2]}")
-    batch = p.shape[:-2]
-    args += [p.reshape((-1, count, 2)), v.reshape((-1, count))]
-  masks = _render_batch(*args, output_size=tuple(int(v) for v in output_size),
-                        point_radius=float(point_radius), line_width=float(line_width),
-                        draw_joints=bool(draw_joints), draw_skeleton=bool(draw_skeleton),
-                        draw_contour=bool(draw_contour), fill_limbs=bool(fill_limbs),
-                        fill_torso=bool(fill_torso), overlap=overlap,
-                        overlap_gap=float(overlap_gap))
-  return masks.reshape(batch + tuple(output_size))
+  args, batch = _prepare(points, visible, image_size, output_size)
+  h, w = (int(v) for v in output_size)
+  grid = (jnp.arange(w, dtype=jnp.float32)[None, :], jnp.arange(h, dtype=jnp.float32)[:, None])
+  return _render_batch(*args, *grid, style=style).reshape(batch + (h, w))
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "output_size", "point_radius", "line_width", "draw_joints", "draw_skeleton",
-    "draw_contour", "fill_limbs", "fill_torso", "overlap", "overlap_gap"))
-def _render_batch(joints, joints_vis, contour, contour_vis, **options):
-  return jax.vmap(functools.partial(_render_one, **options))(
+def render_pose_at(points: Mapping[str, jax.Array], rows, cols, *,
+                   image_size: tuple[int, int], output_size: tuple[int, int],
+                   visible: Mapping[str, jax.Array] | None = None,
+                   style: DrawStyle = DrawStyle()) -> jax.Array:
+  """`render_pose(...)[..., rows, cols]` without drawing the rest of the mask.
+
+  What a simulator that samples the mask at its phosphenes' centre pixels
+  needs: N values instead of H * W (the simulator's
+  `centre_rows`/`centre_cols`), the same numbers and gradients.
+
+  Args:
+    points, image_size, output_size, visible, style: as in `render_pose`.
+    rows, cols: (N,) integer pixel coordinates in the (H, W) mask.
+
+  Returns:
+    (..., N) float32 mask values.
+  """
+  args, batch = _prepare(points, visible, image_size, output_size)
+  px = jnp.asarray(cols, jnp.float32)[None, :]
+  py = jnp.asarray(rows, jnp.float32)[None, :]
+  return _render_batch(*args, px, py, style=style).reshape(batch + (px.shape[1],))
+
+
+@functools.partial(jax.jit, static_argnames=("style",))
+def _render_batch(joints, joints_vis, contour, contour_vis, px, py, *, style):
+  return jax.vmap(functools.partial(_render_one, px=px, py=py, style=style))(
       joints, joints_vis, contour, contour_vis)
 
 
-def pose_to_phosphenes(sim, state, joints=None, contour=None, *,
-                       image_size: tuple[int, int], **render_kwargs):
+def pose_stimulus(points: Mapping[str, jax.Array], pixels: sampling.SamplePixels, *,
+                  image_size: tuple[int, int],
+                  visible: Mapping[str, jax.Array] | None = None,
+                  style: DrawStyle = DrawStyle()) -> jax.Array:
+  """Amplitude per phosphene (..., N) of a drawn pose; mask 1 = `stimulus_scale` amperes.
+
+  Equals `sim.sample_stimulus(render_pose(...), rescale=True)` with
+  `pixels = sim.sample_pixels()`, but draws the mask only at the pixels the
+  simulator reads (`render_pose_at`): a few thousand instead of H * W, what
+  makes a pose cheap to simulate at high resolution.
+
+  Args:
+    points, image_size, visible, style: as in `render_pose`.
+    pixels: the simulator's `sample_pixels()` (computed once, outside jit).
+  """
+  values = render_pose_at(points, pixels.rows, pixels.cols, image_size=image_size,
+                          output_size=pixels.resolution, visible=visible, style=style)
+  return pixels.gather(values) * pixels.stimulus_scale
+
+
+def pose_to_phosphenes(sim, state, points: Mapping[str, jax.Array], *,
+                       image_size: tuple[int, int],
+                       visible: Mapping[str, jax.Array] | None = None,
+                       style: DrawStyle = DrawStyle()):
   """Renders a pose, samples the stimulus and steps the simulator once.
 
   The mask value 1 maps to `sampling.stimulus_scale` amperes.
@@ -338,15 +424,14 @@ def pose_to_phosphenes(sim, state, joints=None, contour=None, *,
   Args:
     sim: a `Simulator`.
     state: its state, batch shape equal to the pose batch shape.
-    joints, contour: as in `render_pose`.
+    points, visible, style: as in `render_pose`.
     image_size: (H_img, W_img) of the source image.
-    **render_kwargs: further `render_pose` options.
 
   Returns:
     (new state, phosphene image (..., H, W), activation mask (..., H, W)).
   """
-  mask = render_pose(joints, contour, image_size=image_size,
-                     output_size=sim.resolution, **render_kwargs)
+  mask = render_pose(points, image_size=image_size, output_size=sim.resolution,
+                     visible=visible, style=style)
   amplitude = sim.sample_stimulus(mask, rescale=True)
   state, image = sim.step(state, amplitude)
   return state, image, mask

@@ -8,6 +8,8 @@ host: the centre pixel of each phosphene, and for receptive fields a small
 window around it (the same size for all phosphenes, large enough for the
 largest field) with a boolean mask of the pixels inside the field. Sampling
 is then a gather of N x Ky x Kx values per image, never N x H x W.
+`SamplePixels` lists the distinct pixels read, for code that draws the mask
+itself and need not draw the rest (`pose.pose_stimulus`).
 
 Distances are computed in float32 with the same formulas as dynaphos, so
 that ties and field borders fall on the same pixels.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,3 +129,61 @@ def sample_windows(mask: jax.Array, win_rows: jax.Array, win_cols: jax.Array,
   """
   patch = mask[..., win_rows[:, :, None], win_cols[:, None, :]]
   return jnp.max(jnp.where(inside, patch, 0), axis=(-2, -1))
+
+
+@struct.dataclass
+class SamplePixels:
+  """The only mask pixels a simulator reads, and which phosphene reads which.
+
+  Something that draws the mask itself (`pose.pose_stimulus`) can evaluate
+  it at these U pixels instead of all H * W, then take each phosphene's
+  maximum over its M (pixel, phosphene) pairs: the same amplitudes.
+
+  Attributes:
+    rows, cols: (U,) the distinct pixels read.
+    pixel: (M,) index into `rows`/`cols` of each pair.
+    phosphene: (M,) the phosphene of each pair.
+    num_phosphenes: N.
+    resolution: (H, W) of the mask.
+    stimulus_scale: amperes per mask unit (`sampling.stimulus_scale`).
+  """
+  rows: jax.Array
+  cols: jax.Array
+  pixel: jax.Array
+  phosphene: jax.Array
+  num_phosphenes: int = struct.field(pytree_node=False)
+  resolution: tuple[int, int] = struct.field(pytree_node=False)
+  stimulus_scale: float = struct.field(pytree_node=False)
+
+  def gather(self, values: jax.Array) -> jax.Array:
+    """(..., U) mask values at the pixels -> (..., N) per-phosphene maximum (>= 0)."""
+    pairs = jnp.moveaxis(values[..., self.pixel], -1, 0)  # (M, ...)
+    best = jax.ops.segment_max(pairs, self.phosphene, num_segments=self.num_phosphenes,
+                               indices_are_sorted=True)
+    return jnp.moveaxis(jnp.maximum(best, 0), 0, -1)
+
+
+def sample_pixels(centre_rows, centre_cols, window_rows=None, window_cols=None,
+                  window_inside=None, *, resolution: tuple[int, int],
+                  stimulus_scale: float) -> SamplePixels:
+  """The `SamplePixels` of centre sampling, or of receptive fields when windows are given.
+
+  Host code (numpy): call it on concrete arrays, e.g. `Simulator.sample_pixels()`.
+  """
+  if window_rows is None:
+    phosphene = np.arange(len(np.asarray(centre_rows)))
+    flat = np.asarray(centre_rows) * resolution[1] + np.asarray(centre_cols)
+  else:
+    inside = np.asarray(window_inside)
+    rows = np.broadcast_to(np.asarray(window_rows)[:, :, None], inside.shape)
+    cols = np.broadcast_to(np.asarray(window_cols)[:, None, :], inside.shape)
+    phosphene = np.nonzero(inside)[0]  # Sorted: row-major order of (N, Ky, Kx).
+    flat = (rows * resolution[1] + cols)[inside]
+  unique, pixel = np.unique(flat, return_inverse=True)
+  return SamplePixels(
+      rows=jnp.asarray(unique // resolution[1], jnp.int32),
+      cols=jnp.asarray(unique % resolution[1], jnp.int32),
+      pixel=jnp.asarray(pixel.ravel(), jnp.int32),
+      phosphene=jnp.asarray(phosphene, jnp.int32),
+      num_phosphenes=int(np.asarray(centre_rows).shape[0]),
+      resolution=tuple(int(v) for v in resolution), stimulus_scale=float(stimulus_scale))

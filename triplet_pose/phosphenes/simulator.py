@@ -281,6 +281,14 @@ class Simulator:
                                       and mask.max() > 1)
     return _sample(self, jnp.asarray(mask, self.config.dtype), bool(scale), bool(rescale))
 
+  def sample_pixels(self) -> sampling.SamplePixels:
+    """The mask pixels `sample_stimulus` reads (host code: not under `jit`)."""
+    windows = ((self.window_rows, self.window_cols, self.window_inside)
+               if self.config.sampling_method == "receptive_fields" else ())
+    return sampling.sample_pixels(self.centre_rows, self.centre_cols, *windows,
+                                  resolution=self.resolution,
+                                  stimulus_scale=self.config.stimulus_scale)
+
   def frame(self, state: SimulatorState, amplitude, pulse_width=None,
             frequency=None) -> PhospheneFrame:
     """The per-phosphene quantities `update` would produce (convenience)."""
