@@ -3,6 +3,7 @@ r"""Examples/s of the input side (host pipeline, on-device augmentation) vs the 
   python benchmarks/input_pipeline.py                      # synthetic_figures, batch 16
   python benchmarks/input_pipeline.py --train_step_json=/tmp/ts.json   # reuse a train_step run
   python benchmarks/input_pipeline.py --skip_train_step    # input side only
+  python benchmarks/input_pipeline.py --skip_train_step --compare_grain   # vs grain
 
 Measured in this process:
 
@@ -12,6 +13,14 @@ Measured in this process:
 * on-device augmentation: `augment.augment_batch` under `jax.jit` on a
   batch of uint8 256x256 images (rotation, scale, translation, flip, colour
   jitter), after compilation.
+
+With --compare_grain, the same records and decoding are also read through
+grain (`grain.DataLoader` + `IndexSampler` with `ShardByJaxProcess` over
+the TFDS `as_data_source`), with its decoding in the consuming thread
+(worker_count=0) and in worker processes; the two pipelines alternate in one
+process. It also checks that a grain iterator restored from its saved state
+yields the same batches, and whether two processes' shares of a global batch
+make up the one-process batch (which the training loop needs, issue 18).
 
 The train step of the joint model (thesis configuration, 8 stacks) comes
 from `benchmarks/train_step.py`, run in a subprocess (or read from the JSON
@@ -50,32 +59,116 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument("--stacks", type=int, default=8)
   p.add_argument("--train_step_json", default="", help="JSON written by train_step.py --json")
   p.add_argument("--skip_train_step", action="store_true")
+  p.add_argument("--compare_grain", action="store_true",
+                 help="also time grain's DataLoader on the same data (pip install grain)")
+  p.add_argument("--grain_workers", type=int, default=2,
+                 help="worker processes of the second grain variant")
+  p.add_argument("--rounds", type=int, default=2, help="alternations ours/grain")
   return p.parse_args(argv)
 
 
-def host_pipeline_rate(args) -> float:
-  from configs import common  # pylint: disable=g-import-not-at-top
-  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
+def _input_config(args):
+  from triplet_pose import config as config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.input_config()
   config.name, config.data_dir, config.manual_dir = args.dataset, args.data_dir, args.manual_dir
   config.num_threads = args.threads
-  iterator = pipeline.create_tfds_iterator(config, split="train", batch_size=args.batch, seed=0,
-                                           shuffle=True, repeat=True)
-  for _ in range(3):  # start the threads, warm the file cache
+  return config
+
+
+def _rate(iterator, args) -> float:
+  """Examples/s of `iterator` over args.batches batches, after 3 warm-up batches."""
+  for _ in range(3):  # start the threads or workers, warm the file cache
     next(iterator)
   start = time.perf_counter()
   for _ in range(args.batches):
     next(iterator)
-  elapsed = time.perf_counter() - start
+  return args.batches * args.batch / (time.perf_counter() - start)
+
+
+def host_pipeline_rate(args) -> float:
+  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
+  iterator = pipeline.create_tfds_iterator(_input_config(args), split="train",
+                                           batch_size=args.batch, seed=0, shuffle=True,
+                                           repeat=True)
+  rate = _rate(iterator, args)
   iterator.close()
-  return args.batches * args.batch / elapsed
+  return rate
+
+
+def _grain_loader(args, *, workers: int, shard_index: int = 0, shard_count: int = 1):
+  """grain's DataLoader over the same TFDS source, decoding and batch size."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import grain  # pylint: disable=g-import-not-at-top  (optional: only for this comparison)
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():  # grain reads absl flags; this script uses argparse
+    flags.FLAGS.mark_as_parsed()
+  from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = _input_config(args)
+  source = pipeline.tfds_source(config, "train")
+  if shard_count == 1:
+    shards = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  else:  # what ShardByJaxProcess gives process `shard_index` of `shard_count`
+    shards = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True)
+  decode = functools.partial(pipeline.decode_record, image_size=config.image_size)
+
+  class Decode(grain.transforms.Map):
+    def map(self, element):
+      return decode(element)
+
+  return grain.DataLoader(
+      data_source=source,
+      sampler=grain.samplers.IndexSampler(len(source), shard_options=shards, shuffle=True,
+                                          num_epochs=None, seed=0),
+      operations=[Decode(), grain.transforms.Batch(args.batch, drop_remainder=True)],
+      worker_count=workers,
+      read_options=grain.ReadOptions(num_threads=args.threads, prefetch_buffer_size=2 * args.batch))
+
+
+def _same_batches(a, b) -> bool:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return all(np.array_equal(np.asarray(x[k]), np.asarray(y[k])) for x, y in zip(a, b) for k in x)
+
+
+def grain_comparison(args) -> None:
+  """Prints examples/s of ours and grain's (alternating), and grain's semantics."""
+  rates = {"ours": [], "grain, decode in the loop thread": [],
+           f"grain, {args.grain_workers} worker processes": []}
+  for _ in range(args.rounds):
+    rates["ours"].append(host_pipeline_rate(args))
+    rates["grain, decode in the loop thread"].append(_rate(iter(_grain_loader(args, workers=0)),
+                                                           args))
+    iterator = iter(_grain_loader(args, workers=args.grain_workers))
+    rates[f"grain, {args.grain_workers} worker processes"].append(_rate(iterator, args))
+    del iterator  # stops the workers
+  ours = statistics.median(rates["ours"])
+  for name, values in rates.items():
+    print(f"  {name:36s} {statistics.median(values):8.1f} examples/s "
+          f"({statistics.median(values) / ours:.2f}x ours; runs: "
+          + ", ".join(f"{v:.1f}" for v in values) + ")", flush=True)
+  # Resume: a fresh iterator set to a saved state yields the same batches.
+  iterator = iter(_grain_loader(args, workers=0))
+  for _ in range(5):
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(3)]
+  resumed = iter(_grain_loader(args, workers=0))
+  resumed.set_state(state)
+  print(f"  grain resumes at the saved position: {_same_batches(expected, [next(resumed) for _ in range(3)])}"
+        f" (state: {len(state)} bytes)")
+  # Two processes' first batches vs one process's first two batches.
+  one = iter(_grain_loader(args, workers=0))
+  single = {n for _ in range(2) for n in next(one)["image_name"].tolist()}
+  shares = {n for i in range(2) for n in next(iter(_grain_loader(
+      args, workers=0, shard_index=i, shard_count=2)))["image_name"].tolist()}
+  print(f"  grain, 2 processes: union of their first batches == one process's first 2 batches: "
+        f"{single == shares} ({len(single & shares)} of {len(single)} examples in common)")
 
 
 def augmentation_rate(args) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from triplet_pose import config as config_lib  # pylint: disable=g-import-not-at-top
   from triplet_pose.data import augment  # pylint: disable=g-import-not-at-top
   config = config_lib.augment_config()
   config.enabled = True
@@ -129,6 +222,8 @@ def main(argv=None) -> None:
   host = host_pipeline_rate(args)
   print(f"host pipeline ({args.dataset}, batch {args.batch}, {args.threads} decode threads): "
         f"{host:8.1f} examples/s", flush=True)
+  if args.compare_grain:
+    grain_comparison(args)
   aug = augmentation_rate(args)
   print(f"on-device augmentation (jit, batch {args.batch}, 256x256):            "
         f"{aug:8.1f} examples/s", flush=True)

@@ -7,7 +7,8 @@ parameters after training and every evaluation figure must agree. Then one
 of two processes is killed mid-run: the other must stop within a minute
 naming it, and a restart of both must end where the uninterrupted job did.
 
-Each run compiles in its own processes: about a minute of CPU per run.
+Every process compiles the same few programs; a compilation cache shared by
+the runs of this module lets the later runs skip most of that.
 """
 
 import json
@@ -44,28 +45,33 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int = 1) -> dict[str, str]:
+def _env(devices: int, cache: pathlib.Path) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
 
 
-def _start(workdir: pathlib.Path, log: pathlib.Path, *, process_id: int | None = None,
-           port: int | None = None, devices: int = 1) -> subprocess.Popen:
+def _start(workdir: pathlib.Path, log: pathlib.Path, cache: pathlib.Path, *,
+           process_id: int | None = None, port: int | None = None,
+           devices: int = 1) -> subprocess.Popen:
   args = [sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
           f"--workdir={workdir}", *_OVERRIDES]
   if process_id is not None:
     args += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
              f"--process_id={process_id}"]
-  return subprocess.Popen(args, cwd=REPO, env=_env(devices), stdout=log.open("w"),
+  return subprocess.Popen(args, cwd=REPO, env=_env(devices, cache), stdout=log.open("w"),
                           stderr=subprocess.STDOUT)
 
 
-def _start_pair(workdir: pathlib.Path, tag: str) -> tuple[list[subprocess.Popen], list]:
+def _start_pair(workdir: pathlib.Path, tag: str, cache: pathlib.Path
+                ) -> tuple[list[subprocess.Popen], list[pathlib.Path]]:
   port = _free_port()
   logs = [workdir.parent / f"{tag}_{i}.log" for i in range(2)]
-  return [_start(workdir, logs[i], process_id=i, port=port) for i in range(2)], logs
+  return [_start(workdir, logs[i], cache, process_id=i, port=port) for i in range(2)], logs
 
 
 def _wait(procs: list[subprocess.Popen], logs: list[pathlib.Path]) -> None:
@@ -108,12 +114,13 @@ def _assert_same_params(a: dict, b: dict, rtol: float) -> None:
 def runs(tmp_path_factory):
   """Workdirs of the same training: two processes, and one process of two devices."""
   root = tmp_path_factory.mktemp("multihost")
+  cache = root / "compilation_cache"
   two = root / "two_processes"
-  procs, logs = _start_pair(two, "two")
+  procs, logs = _start_pair(two, "two", cache)
   one = root / "one_process"
-  single = _start(one, root / "one.log", devices=2)
+  single = _start(one, root / "one.log", cache, devices=2)
   _wait(procs + [single], logs + [root / "one.log"])
-  return {"two": two, "one": one, "logs": logs}
+  return {"two": two, "one": one, "logs": logs, "cache": cache}
 
 
 def test_two_processes_train_and_evaluate_as_one(runs):
@@ -137,7 +144,7 @@ def test_two_processes_train_and_evaluate_as_one(runs):
 
 def test_killed_process_stops_the_other_and_restart_resumes(runs, tmp_path):
   workdir = tmp_path / "killed"
-  procs, logs = _start_pair(workdir, "killed")
+  procs, logs = _start_pair(workdir, "killed", runs["cache"])
   first = workdir / "checkpoints" / "2"
   deadline = time.monotonic() + _TIMEOUT_S
   while not first.is_dir():
@@ -159,7 +166,7 @@ def test_killed_process_stops_the_other_and_restart_resumes(runs, tmp_path):
   print(f"survivor stopped {time.monotonic() - killed_at:.1f} s after the kill")
   assert f"step {STEPS}/{STEPS}" not in output  # it did stop mid-run
 
-  procs, logs = _start_pair(workdir, "restarted")
+  procs, logs = _start_pair(workdir, "restarted", runs["cache"])
   _wait(procs, logs)
   assert "resumed from" in logs[0].read_text()
   _assert_same_params(_params(workdir), _params(runs["two"]), rtol=1e-6)

@@ -98,3 +98,4 @@ def test_process_states_round_trip_and_check_the_process_count():
   with pytest.raises(ValueError, match="2 processes, this job has 1"):
     parallel.own_process_state({"processes": [state, state]})
   assert parallel.lost_processes() == []
+  assert parallel.raise_if_process_lost(RuntimeError("Gloo all-reduce failed")) is None

@@ -9,9 +9,8 @@ Several processes (hosts) form one job after `initialize_distributed`: each
 process feeds its own rows of every global batch
 (`jax.make_array_from_process_local_data`), host-side state that differs per
 process (the input position) is gathered with `gather_json` so that process 0
-can checkpoint it, and `to_host` brings a global array to every process (for
-metrics over the whole validation split). When a process dies, the next
-collective fails on the others; `lost_processes` names the dead ones.
+can checkpoint it. When a process dies, the next collective fails on the
+others; `raise_if_process_lost` names the dead ones.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax._src import distributed as jax_distributed  # its client: no public accessor
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -133,16 +133,6 @@ def local_part(x: jax.Array, mesh: Mesh) -> np.ndarray:
       x, mesh, P(DATA_AXIS)))
 
 
-def to_host(tree: Any) -> Any:
-  """The whole value of every (possibly sharded) global array, on every process.
-
-  With several processes this is a collective: every process must call it.
-  """
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  return multihost_utils.process_allgather(tree, tiled=True)
-
-
 def gather_json(value: Any) -> list[Any]:
   """Every process's JSON-serialisable `value`, in process order, on every process.
 
@@ -197,9 +187,7 @@ def lost_processes(timeout_s: float = _LOST_CHECK_S) -> list[int]:
   """
   if jax.process_count() == 1:
     return []
-  # pylint: disable-next=g-import-not-at-top  (the client has no public accessor)
-  from jax._src import distributed
-  client = distributed.global_state.client
+  client = jax_distributed.global_state.client
   everyone = set(range(jax.process_count()))
   try:
     client.key_value_set(f"{_LOST_CHECK_KEY}/{jax.process_index()}", "1",
@@ -213,6 +201,31 @@ def lost_processes(timeout_s: float = _LOST_CHECK_S) -> list[int]:
       time.sleep(0.5)
   except Exception:  # pylint: disable=broad-except  (any RPC error: the store is gone)
     return [0]
+
+
+def raise_if_process_lost(error: BaseException) -> None:
+  """In an `except` of a multi-process job: raises ProcessLostError naming
+  the lost processes when `error` is a failed collective and some process
+  did not fail with this one; otherwise returns (re-raise `error`).
+
+  Waits up to a few seconds for the other survivors (`lost_processes`).
+
+  Raises:
+    ProcessLostError: with the message, also logged.
+  """
+  if jax.process_count() == 1 or not _is_communication_error(error):
+    return
+  lost = lost_processes()
+  if lost:
+    message = lost_process_message(error, lost)
+    logging.error(message)
+    raise ProcessLostError(message) from error
+
+
+def _is_communication_error(error: BaseException) -> bool:
+  """A failure of the runtime (a collective, the coordination service), not
+  an error of this process's own Python code, which the others do not share."""
+  return isinstance(error, jax.errors.JaxRuntimeError) or "Gloo" in str(error)
 
 
 def lost_process_message(error: BaseException, lost: list[int]) -> str:

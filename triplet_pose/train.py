@@ -369,12 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   except Exception as e:
     # With several processes, a dead one makes the next collective fail here:
     # name it before the JAX distributed service ends this process.
-    if jax.process_count() > 1 and not isinstance(e, NonFiniteLossError):
-      lost = parallel.lost_processes()
-      if lost:
-        message = parallel.lost_process_message(e, lost)
-        logging.error(message)
-        raise parallel.ProcessLostError(message) from e
+    parallel.raise_if_process_lost(e)
     raise
   finally:
     # Also on error: let a pending asynchronous save complete, so the last
