@@ -1,5 +1,7 @@
 """The TFDS datasets register on `import triplet_pose.data`, as community datasets do."""
 
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -7,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import triplet_pose.data  # pylint: disable=unused-import  (registers the builders)
+from triplet_pose.data import array_record_builder
 from conftest import REPO
 
 
@@ -50,3 +53,16 @@ def test_tfrecord_build_reads_with_as_dataset(tmp_path):
   builder.download_and_prepare()
   example = next(iter(builder.as_dataset(split="validation").take(1)))
   assert tuple(example["joints"].shape) == (16, 2)
+
+
+def test_a_damaged_build_names_its_folder(tiny_data_dir, tmp_path):
+  data_dir = tmp_path / "tfds"
+  shutil.copytree(tiny_data_dir, data_dir)
+  builder = tfds.builder("synthetic_figures/tiny", data_dir=data_dir)
+  for f in pathlib.Path(builder.data_dir).glob("*train.array_record*"):
+    data = f.read_bytes()
+    f.write_bytes(data[:len(data) // 2] + b"x" * (len(data) - len(data) // 2))
+  source = tfds.data_source("synthetic_figures/tiny", data_dir=data_dir, split="train")
+  with pytest.raises(array_record_builder.DamagedDatasetError) as e:
+    source.__getitems__(list(range(len(source))))
+  assert str(builder.data_dir) in str(e.value) and "rebuild" in str(e.value)
