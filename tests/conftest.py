@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
@@ -40,3 +41,26 @@ def combined_workdir(tmp_path_factory):
   """The workdir of a tiny combined model, made once per session."""
   import tiny_workdirs  # pylint: disable=g-import-not-at-top  # builds models: only when used
   return tiny_workdirs.combined(tmp_path_factory)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """mount(size) -> a fresh tmpfs of `size` ('2m'): a disk that fills up.
+
+  Needs root in a container that allows mounts; the test is skipped elsewhere.
+  """
+  mounts = []
+
+  def mount(size: str) -> pathlib.Path:
+    path = tmp_path / f"tmpfs{len(mounts)}"
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, check=False).returncode:
+      pytest.skip("cannot mount a small tmpfs here")
+    mounts.append(path)
+    return path
+
+  yield mount
+  for path in mounts:
+    subprocess.run(["umount", "-l", str(path)], check=False)

@@ -2,10 +2,8 @@
 
 import json
 import logging
-import os
 import pathlib
 import shutil
-import subprocess
 
 import jax.numpy as jnp
 import ml_collections
@@ -147,24 +145,11 @@ def test_unwritable_directory_is_named(tmp_path, monkeypatch):
     ckpt.save(2, _state(2), {"position": 2})
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-  """A 2 MB tmpfs (needs root in a container that allows mounts; else skip)."""
-  mount = tmp_path / "small"
-  mount.mkdir()
-  if os.geteuid() != 0 or subprocess.run(
-      ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-      capture_output=True).returncode:
-    pytest.skip("cannot mount a small tmpfs here")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monkeypatch):
   # The space check is bypassed so that the write itself hits ENOSPC, as
   # when another process fills the disk after the check.
   monkeypatch.setattr(checkpointing.Checkpointer, "_check_space", lambda *_: None)
-  workdir = small_tmpfs / "w"
+  workdir = small_tmpfs("2m") / "w"
   ckpt = checkpointing.Checkpointer(workdir, keep=100)
   big = lambda s: {"w": jnp.asarray(np.random.default_rng(s).normal(size=(256, 256)),
                                     jnp.float32), "step": jnp.int32(s)}

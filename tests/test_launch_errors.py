@@ -78,21 +78,8 @@ def test_missing_input_files(tmp_path):
   assert code == 2 and "nope.pth" in _error_line("import_torch", stderr)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-  """A 1 MB tmpfs (needs root in a container that allows mounts; else skip)."""
-  mount = tmp_path / "small"
-  mount.mkdir()
-  if os.geteuid() != 0 or subprocess.run(
-      ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-      capture_output=True).returncode:
-    pytest.skip("cannot mount a small tmpfs here")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_predict_on_a_full_disk_names_the_directory(workdirs, small_tmpfs):
-  out = small_tmpfs / "out"
+  out = small_tmpfs("1m") / "out"
   code, stderr = _run("predict", f"--joint_workdir={workdirs['joint']}",
                       f"--input={REPO / 'README.md'}", f"--output={out}")
   assert code == 2
