@@ -1,4 +1,4 @@
-"""Checkpointer faults: damaged, half-written and missing checkpoints, lost config, full disk."""
+"""Checkpointer faults (damaged, half-written, missing checkpoints; lost config; full disk) and storage."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from triplet_pose import checkpointing
+from triplet_pose import storage
 
 
 def _state(step):
@@ -124,9 +125,8 @@ def test_too_little_space_stops_before_writing(tmp_path, monkeypatch):
   _workdir(tmp_path, steps=(1,))
   ckpt = checkpointing.Checkpointer(tmp_path)
   usage = shutil.disk_usage(tmp_path)
-  monkeypatch.setattr(checkpointing.shutil, "disk_usage",
-                      lambda _: usage._replace(free=1000))
-  with pytest.raises(checkpointing.SaveError) as e:
+  monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+  with pytest.raises(storage.SaveError) as e:
     ckpt.save(2, _state(2), {"position": 2})
   message = str(e.value)
   assert str(tmp_path / "checkpoints") in message and "needs about" in message
@@ -140,8 +140,8 @@ def test_too_little_space_stops_before_writing(tmp_path, monkeypatch):
 def test_unwritable_directory_is_named(tmp_path, monkeypatch):
   _workdir(tmp_path, steps=(1,))
   ckpt = checkpointing.Checkpointer(tmp_path)
-  monkeypatch.setattr(checkpointing.os, "access", lambda *_: False)
-  with pytest.raises(checkpointing.SaveError, match="is not writable"):
+  monkeypatch.setattr(storage.os, "access", lambda *_: False)
+  with pytest.raises(storage.SaveError, match="is not writable"):
     ckpt.save(2, _state(2), {"position": 2})
 
 
@@ -153,7 +153,7 @@ def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monk
   ckpt = checkpointing.Checkpointer(workdir, keep=100)
   big = lambda s: {"w": jnp.asarray(np.random.default_rng(s).normal(size=(256, 256)),
                                     jnp.float32), "step": jnp.int32(s)}
-  with pytest.raises(checkpointing.SaveError) as e:
+  with pytest.raises(storage.SaveError) as e:
     for step in range(1, 20):
       ckpt.save(step, big(step), {"position": step})
       ckpt.wait_until_finished()
@@ -166,14 +166,28 @@ def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monk
 
 
 def test_check_writable_names_the_directory(tmp_path, monkeypatch):
-  checkpointing.check_writable(tmp_path / "new" / "dir", needed_bytes=10)
+  storage.check_writable(tmp_path / "new" / "dir", needed_bytes=10)
   usage = shutil.disk_usage(tmp_path)
-  monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda _: usage._replace(free=5))
-  with pytest.raises(OSError, match=f"in {tmp_path / 'out'}: needs about"):
-    checkpointing.check_writable(tmp_path / "out", needed_bytes=10 << 20, what="predictions")
+  monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: usage._replace(free=5))
+  with pytest.raises(storage.SaveError, match=f"in {tmp_path / 'out'}: needs about"):
+    storage.check_writable(tmp_path / "out", needed_bytes=10 << 20, what="predictions")
 
 
 def test_config_json_is_written_whole(tmp_path):
   checkpointing.save_config(ml_collections.ConfigDict({"a": 1}), tmp_path)
   assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
   assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+  path = tmp_path / "panel.png"
+  path.write_bytes(b"old")
+  with pytest.raises(OSError):
+    with storage.atomic_write(path) as tmp:
+      tmp.write_bytes(b"half")
+      raise OSError(28, "No space left on device")
+  assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["panel.png"]
+  with storage.atomic_write(path) as tmp:
+    assert tmp.suffix == ".png"
+    tmp.write_bytes(b"new")
+  assert path.read_bytes() == b"new"

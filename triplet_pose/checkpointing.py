@@ -20,7 +20,7 @@ Faults are recovered, not just reported:
   warning with the reason and continues from the newest intact checkpoint;
   when none is left, `CheckpointError` lists every step tried.
 * A full disk or an unwritable directory: `save` checks the free space
-  first and turns a failed write into `SaveError`, naming the
+  first and turns a failed write into `storage.SaveError`, naming the
   directory and the space needed; the previous checkpoint stays intact.
 * A missing or unreadable config.json: `load_config` falls back to the copy
   saved in the newest checkpoint holding one.
@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import shutil
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -42,6 +41,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from triplet_pose import config as config_lib
+from triplet_pose import storage
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -63,10 +63,6 @@ _WRITE_FAILURES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left",
 
 class CheckpointError(ValueError):
   """No intact checkpoint, or one that does not fit the model asked for."""
-
-
-class SaveError(OSError):
-  """A checkpoint or an output could not be written (disk full, unwritable)."""
 
 
 class Checkpointer:
@@ -109,7 +105,7 @@ class Checkpointer:
     """Saves asynchronously; the previous checkpoint stays valid until done.
 
     Raises:
-      SaveError: too little free space for the checkpoint, or a
+      storage.SaveError: too little free space for the checkpoint, or a
         write (of this or of the previous asynchronous save) failed.
     """
     if metrics is not None:
@@ -118,7 +114,7 @@ class Checkpointer:
     # waiting here first makes the free space measured below final.
     self.wait_until_finished()
     latest = self.latest_step()
-    written = _disk_size(self.directory / str(latest)) if latest is not None else 0
+    written = storage.disk_size(self.directory / str(latest)) if latest is not None else 0
     needed = int(max(_nbytes(state), written) * SPACE_FACTOR) + SPACE_MARGIN_BYTES
     if jax.process_index() == 0:
       self._check_space(step, needed)
@@ -185,7 +181,7 @@ class Checkpointer:
     return None
 
   def wait_until_finished(self) -> None:
-    """Waits for the pending save; raises SaveError if it failed."""
+    """Waits for the pending save; raises storage.SaveError if it failed."""
     with self._save_errors():
       self._manager.wait_until_finished()
     self._pending = None
@@ -253,23 +249,19 @@ class Checkpointer:
     return target
 
   def _check_space(self, step: int, needed: int) -> None:
-    """Raises SaveError when `needed` bytes will not fit."""
-    if not os.access(self.directory, os.W_OK):
-      raise SaveError(
-          f"cannot save checkpoint {step}: {self.directory} is not writable"
-          f"{self._previous_note()}")
-    free = shutil.disk_usage(self.directory).free
-    if free < needed:
-      raise SaveError(
-          f"not enough space to save checkpoint {step} in {self.directory}: needs "
-          f"about {_mb(needed)}, {_mb(free)} free{self._previous_note()}")
+    """Raises storage.SaveError when `needed` bytes will not fit."""
+    try:
+      storage.check_writable(self.directory, needed_bytes=needed,
+                             what=f"checkpoint {step}")
+    except storage.SaveError as e:
+      raise storage.SaveError(f"{e}{self._previous_note()}") from None
 
   @contextlib.contextmanager
   def _save_errors(self):
-    """Turns a failed write into a SaveError naming the directory."""
+    """Turns a failed write into a storage.SaveError naming the directory."""
     try:
       yield
-    except SaveError:
+    except storage.SaveError:
       raise
     except OSError as e:  # ENOSPC, EACCES, EROFS... from orbax's writer threads
       raise self._save_failed(e) from e
@@ -278,58 +270,21 @@ class Checkpointer:
         raise
       raise self._save_failed(e) from e
 
-  def _save_failed(self, e: Exception) -> SaveError:
+  def _save_failed(self, e: Exception) -> storage.SaveError:
     step, needed = self._pending or (None, 0)
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
-    free = _mb(shutil.disk_usage(self.directory).free) if self.directory.exists() else "?"
+    free = (storage.format_mb(shutil.disk_usage(self.directory).free)
+            if self.directory.exists() else "?")
     self._pending = None
-    return SaveError(
+    return storage.SaveError(
         f"cannot save {what} in {self.directory} ({_write_failure(e)}): needs "
-        f"about {_mb(needed)}, {free} free{self._previous_note()}")
+        f"about {storage.format_mb(needed)}, {free} free{self._previous_note()}")
 
   def _previous_note(self) -> str:
     self._manager.reload()
     latest = self.latest_step()
     return ("; nothing was saved before" if latest is None
             else f"; the previous checkpoint (step {latest}) is intact")
-
-
-def check_writable(directory: str | pathlib.Path, *, needed_bytes: int = 0,
-                   what: str = "outputs") -> None:
-  """Raises SaveError unless `directory` takes `needed_bytes` more.
-
-  For writers of other outputs (e.g. launch.predict): a check before
-  writing, so a full disk stops the job with a message naming the directory
-  instead of a traceback from the middle of a file.
-  """
-  directory = pathlib.Path(directory).absolute()
-  existing = directory
-  while not existing.exists() and existing != existing.parent:
-    existing = existing.parent
-  if not os.access(existing, os.W_OK):
-    raise SaveError(f"cannot write {what}: {existing} is not writable")
-  free = shutil.disk_usage(existing).free
-  if free < needed_bytes:
-    raise SaveError(f"not enough space to write {what} in {directory}: needs "
-                              f"about {_mb(needed_bytes)}, {_mb(free)} free")
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
-  """Yields a temporary path beside `path`, renamed onto it when the block ends.
-
-  For writers of outputs (JSON, images, videos): a write cut short by a full
-  disk or a kill leaves no truncated file under the final name, so every
-  file already there stays valid. On an error the temporary file is removed.
-  """
-  path = pathlib.Path(path)
-  # The same extension: image and video writers pick the format by it.
-  tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-  try:
-    yield tmp
-    tmp.replace(path)
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
@@ -342,7 +297,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) 
     return
   path = pathlib.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  with atomic_write(path) as tmp:
+  with storage.atomic_write(path) as tmp:
     tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
@@ -401,14 +356,6 @@ def _nbytes(tree: Any) -> int:
   return sum(getattr(x, "nbytes", 8) for x in jax.tree.leaves(tree))
 
 
-def _disk_size(directory: pathlib.Path) -> int:
-  """Bytes of the files under `directory` (0 when it is gone)."""
-  try:
-    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-  except OSError:  # removed meanwhile by orbax's retention policy
-    return 0
-
-
 def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
   try:
     value = json.loads(path.read_text())
@@ -432,6 +379,3 @@ def _write_failure(e: Exception) -> str:
       return reason + ("" if reason != "No space left" else " on device")
   return _one_line(e)
 
-
-def _mb(num_bytes: int) -> str:
-  return f"{num_bytes / 2**20:.1f} MB"
