@@ -26,8 +26,8 @@ from absl import app
 from absl import flags
 
 from launch import common
-from triplet_pose import checkpointing
 from triplet_pose import prediction
+from triplet_pose import storage
 
 _JOINT_WORKDIR = flags.DEFINE_string(
     "joint_workdir", None, "Workdir of a trained joint model, or of a combined model "
@@ -61,7 +61,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   box = prediction.parse_box(_BOX.value)
   # Before the (slow) model loading: an unwritable or full output disk.
-  checkpointing.check_writable(_OUTPUT.value, needed_bytes=MIN_FREE_BYTES, what="predictions")
+  storage.check_writable(_OUTPUT.value, needed_bytes=MIN_FREE_BYTES, what="predictions")
   predictor = prediction.Predictor(_JOINT_WORKDIR.value, _TRIPLET_WORKDIR.value,
                                    batch_size=_BATCH_SIZE.value, flip_test=_FLIP_TEST.value)
   renderer = (prediction.PhospheneRenderer(_PHOSPHENE_PARAMS.value,
