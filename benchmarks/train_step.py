@@ -2,15 +2,31 @@ r"""Images/s and peak memory of the jitted train step, against PyTorch in the sa
 
   python benchmarks/train_step.py               # thesis joint model: 8 stacks, batch 4 and 16
   python benchmarks/train_step.py --quick       # 1 stack, batch 4
+  python benchmarks/train_step.py --quick --repeats=3 --isa=avx2   # AVX2-only CPUs
   python benchmarks/train_step.py --stacks=2 --batches=4 --repeats=3 \
       --xla_flags=--xla_cpu_enable_fast_math=true
 
-Ours: `triplet_pose.train.train_step` (real TrainState, Adam, masked MSE per
-stack summed over stacks) under `jax.jit` with the state donated, on a fixed
-batch of the 'fake' input (uint8 images 256x256, 16 joints). Peer (when
-torch is installed): the reference graph in PyTorch
-(`triplet_pose.models.torch_reference`), Adam, MSE per stack, the same
-images and target heatmaps.
+What one step includes (printed with the results):
+* ours (`jax`): `triplet_pose.train.train_step` under `jax.jit`, state donated:
+  target heatmaps rendered from the keypoints, forward pass in training mode
+  (batch statistics and their running averages), masked MSE per stack summed
+  over stacks, backward pass, gradient norm, Adam update; the batch (uint8
+  images, keypoints) is already on the device; the loss is fetched to the host.
+* PyTorch eager (`torch`): the reference graph
+  (`triplet_pose.models.torch_reference`) in training mode, zero_grad, MSE per
+  stack summed over stacks, backward, `torch.optim.Adam` step, loss fetched;
+  images (float) and target heatmaps are precomputed on the device.
+* PyTorch compiled (`torch_compile`): the same step with forward + loss
+  (and, through AOTAutograd, their backward) under `torch.compile`, the Adam
+  step eager; reported as unavailable with the reason when compiling fails
+  (e.g. no C++ compiler).
+
+--isa=avx2 emulates a CPU without AVX-512 on one that has it: XLA gets
+`--xla_cpu_max_isa=AVX2` (it limits the code XLA generates; the YNNPACK and
+Eigen kernels that XLA calls pick their instructions from CPUID and keep
+AVX-512), PyTorch gets ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2
+(ATen's kernels and oneDNN's convolutions both honour them). Each worker
+reports what took effect.
 
 Every (framework, batch) measurement runs in a fresh subprocess, so that
 each has the whole machine, its own XLA_FLAGS and its own memory high-water
@@ -37,6 +53,21 @@ import sys
 import time
 
 _WORKER = "--_worker"
+# Environment that limits each framework to an instruction set.
+_ISA_ENV = {
+    "native": {"jax": {}, "torch": {}},
+    "avx2": {"jax": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+             "torch": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}},
+}
+STEP_CONTENTS = {
+    "jax": "ours: targets rendered + forward (train BN) + masked MSE/stack + backward "
+           "+ grad norm + Adam, one jit, state donated, loss to host",
+    "torch": "pytorch eager: zero_grad + forward (train BN) + MSE/stack + backward + "
+             "Adam (foreach), targets precomputed, loss to host",
+    "torch_compile": "pytorch compiled: as eager, forward+loss (and their backward) "
+                     "under torch.compile, Adam eager",
+}
+NAMES = {"jax": "ours (jax)", "torch": "pytorch", "torch_compile": "torch.compile"}
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -49,11 +80,19 @@ def _parse(argv=None) -> argparse.Namespace:
                  help="timed steps per run (default 3; 2 with --quick)")
   p.add_argument("--warmup", type=int, default=1, help="untimed steps (compile) per run")
   p.add_argument("--repeats", type=int, default=1, help="runs per (framework, batch)")
-  p.add_argument("--frameworks", default="jax,torch")
+  p.add_argument("--frameworks", default="jax,torch,torch_compile",
+                 help="any of jax, torch (eager), torch_compile")
   p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all allowed)")
   p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
   p.add_argument("--remat", action="store_true", help="rematerialise each hourglass (ours)")
   p.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS for our workers")
+  p.add_argument("--isa", default="native", choices=sorted(_ISA_ENV),
+                 help="limit both frameworks' CPU instruction set (avx2: emulate "
+                      "an AVX2-only CPU)")
+  p.add_argument("--conv_impl", default="auto", choices=("auto", "xla", "cpu_vjp"),
+                 help="our convolutions' gradient (cpu_conv.conv2d impl)")
+  p.add_argument("--timeout", type=float, default=1800,
+                 help="seconds before a worker is abandoned")
   p.add_argument("--quick", action="store_true", help="1 stack, batch 4, 2 timed steps")
   p.add_argument("--wait_idle", type=float, default=0.0,
                  help="before each run, wait up to this many seconds for other "
@@ -61,6 +100,8 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument("--json", default="", help="also write all results to this file")
   p.add_argument(_WORKER, default="", help=argparse.SUPPRESS)
   p.add_argument("--_batch", type=int, default=0, help=argparse.SUPPRESS)
+  p.add_argument("--_no_isa_report", dest="report_isa", action="store_false",
+                 help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.quick:
     args.stacks, args.batches = 1, "4"
@@ -156,9 +197,11 @@ def _worker_jax(args) -> dict:
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from triplet_pose import train  # pylint: disable=g-import-not-at-top
+  from triplet_pose import workdir  # pylint: disable=g-import-not-at-top
   base_rss = _current_rss_mb()
   config = _config(args)
-  state = train.create_train_state(config, jax.random.key(0))
+  model = workdir.create_model(config).clone(conv_impl=args.conv_impl)
+  state = train.create_train_state(config, jax.random.key(0), model=model)
   batch = jax.device_put({k: v for k, v in _fake_batch(args._batch, args.image_size).items()})
   step_fn = jax.jit(functools.partial(train.train_step, config=config),
                     donate_argnums=(0,))
@@ -176,6 +219,9 @@ def _worker_jax(args) -> dict:
   out = {"first_step_s": first, "step_s": times, "cpu_s": cpu_times,
          "step_peak_rss_mb": step_rss, "loss": holder["loss"],
          "device": f"{device.platform}:{device.device_kind}",
+         # XLA:CPU's intra-op pool has one thread per CPU it may run on.
+         "threads": len(os.sched_getaffinity(0)),
+         "isa": "XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""),
          "base_rss_mb": base_rss, "peak_rss_mb": _rss_mb()}
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats:
@@ -183,33 +229,52 @@ def _worker_jax(args) -> dict:
   return out
 
 
+def _torch_isa(torch) -> str:
+  """ATen's CPU capability and the ISA oneDNN reports (its verbose header)."""
+  capability = torch.backends.cpu.get_cpu_capability()
+  sys.stdout.flush()
+  # oneDNN prints "onednn_verbose,...,isa:<name>" on its first verbose
+  # primitive; the driver reads it from this worker's stdout.
+  with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+    torch.nn.functional.conv2d(torch.ones(4, 64, 32, 32), torch.ones(64, 64, 3, 3), padding=1)
+  return f"aten={capability}"
+
+
 def _worker_torch(args) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from triplet_pose import inputs  # pylint: disable=g-import-not-at-top
+  from triplet_pose import keypoints as kp  # pylint: disable=g-import-not-at-top
   from triplet_pose.models import torch_reference  # pylint: disable=g-import-not-at-top
   if args.threads:
     torch.set_num_threads(args.threads)
   config = _config(args)
   batch = _fake_batch(args._batch, args.image_size)
   with jax.default_device(jax.devices("cpu")[0]):
-    targets, _ = inputs.targets(config, jax.tree.map(np.asarray, batch))
+    targets, _ = inputs.targets(config, jax.tree.map(np.asarray, batch), kp.JOINTS)
   base_rss = _current_rss_mb()
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  isa = _torch_isa(torch) if device.type == "cpu" and args.report_isa else ""
   images = torch.from_numpy(batch["image"].astype(np.float32) / 255.0).to(device)
   targets = torch.from_numpy(np.asarray(targets).transpose(0, 3, 1, 2).copy()).to(device)
   torch.manual_seed(0)
   net = torch_reference.posenet(args.stacks, num_features=args.features).to(device).train()
   opt = torch.optim.Adam(net.parameters(), lr=2.5e-4)
   use_bf16 = args.dtype == "bfloat16"
+
+  def forward_loss(images, targets):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+      preds = net(images)
+    return torch_reference.heatmap_loss(preds.float(), targets)
+
+  if args._worker == "torch_compile":
+    forward_loss = torch.compile(forward_loss)
   holder = {}
 
   def step(_):
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-      preds = net(images)
-    loss = torch_reference.heatmap_loss(preds.float(), targets)
+    loss = forward_loss(images, targets)
     loss.backward()
     opt.step()
     if device.type == "cuda":
@@ -219,7 +284,8 @@ def _worker_torch(args) -> dict:
   first, times, cpu_times, step_rss = _time_steps(step, args.warmup, args.steps)
   out = {"first_step_s": first, "step_s": times, "cpu_s": cpu_times,
          "step_peak_rss_mb": step_rss, "loss": holder["loss"],
-         "device": str(device), "threads": torch.get_num_threads(),
+         "device": str(device), "isa": isa,
+         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
          "base_rss_mb": base_rss, "peak_rss_mb": _rss_mb()}
   if device.type == "cuda":
     out["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -230,7 +296,7 @@ def _worker(args) -> None:
   if args.threads:
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     os.sched_setaffinity(0, cpus)
-  fn = {"jax": _worker_jax, "torch": _worker_torch}[args._worker]
+  fn = _worker_jax if args._worker == "jax" else _worker_torch
   result = fn(args)
   print("RESULT " + json.dumps(result), flush=True)
 
@@ -290,24 +356,133 @@ def _wait_until_idle(max_wait: float) -> float:
   return busy
 
 
-def _run_worker(args, framework: str, batch: int, threads: int) -> dict:
+def _cpu_flags() -> str:
+  """The vector extensions this CPU reports (AVX2, AVX-512 foundation, AMX)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((line.split(":", 1)[1].split() for line in f
+                    if line.startswith("flags")), [])
+  except OSError:
+    return "unknown"
+  return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+                  if f in flags) or "none of avx2/avx512"
+
+
+def worker_env(framework: str, isa: str, xla_flags: str = "") -> dict[str, str]:
+  """The environment of a `framework` worker limited to instruction set `isa`."""
+  env = dict(os.environ)
+  extra = dict(_ISA_ENV[isa]["jax" if framework == "jax" else "torch"])
+  if framework == "jax":
+    extra["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS", ""),
+                                                extra.get("XLA_FLAGS", ""), xla_flags]))
+  env.update(extra)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH", "")]))
+  return env
+
+
+def run_worker(args, framework: str, batch: int, threads: int) -> dict:
+  """One measurement in a fresh process; {'error': reason} when it fails."""
   cmd = [sys.executable, os.path.abspath(__file__), _WORKER, framework,
          "--_batch", str(batch), "--stacks", str(args.stacks),
          "--features", str(args.features), "--image_size", str(args.image_size),
          "--steps", str(args.steps), "--warmup", str(args.warmup),
-         "--threads", str(threads), "--dtype", args.dtype]
+         "--threads", str(threads), "--dtype", args.dtype,
+         "--conv_impl", args.conv_impl]
   if args.remat:
     cmd.append("--remat")
-  env = dict(os.environ)
-  if framework == "jax" and args.xla_flags:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH", "")]))
-  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+  env = worker_env(framework, args.isa, args.xla_flags)
+  try:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
+                          timeout=args.timeout)
+  except subprocess.TimeoutExpired:
+    return {"error": f"no result within {args.timeout:.0f} s"}
+  result, onednn_isa = None, ""
   for line in proc.stdout.splitlines():
     if line.startswith("RESULT "):
-      return json.loads(line[len("RESULT "):])
-  raise RuntimeError(f"{framework} worker (batch {batch}) failed:\n{proc.stderr[-3000:]}")
+      result = json.loads(line[len("RESULT "):])
+    elif "onednn_verbose" in line and ",isa:" in line:
+      onednn_isa = line.split(",isa:", 1)[1].strip()
+  if result is None:
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    return {"error": (lines[-1] if lines else f"exit status {proc.returncode}")[:300],
+            "stderr": proc.stderr[-3000:]}
+  if onednn_isa:
+    result["isa"] += f", oneDNN {onednn_isa}"
+  return result
+
+
+def _summarise(results: dict) -> dict:
+  """{(framework, batch): row} from the runs of each (framework, batch)."""
+  summary = {}
+  for (framework, batch), runs in results.items():
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+      summary[(framework, batch)] = {"error": runs[-1]["error"]}
+      continue
+    step_s = statistics.median(statistics.median(r["step_s"]) for r in ok)
+    cpu_s = statistics.median(statistics.median(r["cpu_s"]) for r in ok)
+    summary[(framework, batch)] = {
+        "img_s": batch / step_s, "best_img_s": batch / min(min(r["step_s"]) for r in ok),
+        "step_s": step_s, "cpu_s": cpu_s, "img_per_cpu_s": batch / cpu_s,
+        "first_step_s": statistics.median(r["first_step_s"] for r in ok),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
+        "step_peak_rss_mb": max(r["step_peak_rss_mb"] for r in ok),
+        "device_peak_mb": max(r.get("device_peak_mb", float("nan")) for r in ok),
+        "threads": ok[0].get("threads"), "isa": ok[0].get("isa", ""),
+        "runs": len(ok)}
+  return summary
+
+
+def _print_table(summary: dict, frameworks: list[str], batches: list[int]) -> None:
+  header = (f"{'framework':13s} {'batch':>5s} {'img/s':>7s} {'best':>7s} {'step s':>7s} "
+            f"{'CPU s':>6s} {'1st step s':>10s} {'RSS MB run':>10s} {'RSS MB steps':>12s} "
+            f"{'dev MB':>7s}")
+  print(header)
+  print("-" * len(header))
+  for batch in batches:
+    for framework in frameworks:
+      row = summary[(framework, batch)]
+      if "error" in row:
+        print(f"{NAMES[framework]:13s} {batch:5d} unavailable: {row['error']}")
+        continue
+      print(f"{NAMES[framework]:13s} {batch:5d} {row['img_s']:7.3f} {row['best_img_s']:7.3f} "
+            f"{row['step_s']:7.2f} {row['cpu_s']:6.2f} {row['first_step_s']:10.1f} "
+            f"{row['peak_rss_mb']:10.0f} {row['step_peak_rss_mb']:12.0f} "
+            f"{row['device_peak_mb']:7.0f}")
+  print("(img/s: median over runs of each run's median step; best: fastest step; "
+        "CPU s: process CPU time per step, all threads; RSS MB run: high-water mark of "
+        "the whole worker, compilation included; RSS MB steps: high-water mark during "
+        "the timed steps; dev MB: accelerator allocator peak)")
+
+
+def ratios(summary: dict, batches: list[int]) -> dict[str, float]:
+  """ours / peer images/s for every peer and batch that ran."""
+  out = {}
+  for batch in batches:
+    ours = summary.get(("jax", batch), {})
+    for peer in ("torch", "torch_compile"):
+      theirs = summary.get((peer, batch), {})
+      if "img_s" in ours and "img_s" in theirs:
+        out[f"{peer}_b{batch}"] = ours["img_s"] / theirs["img_s"]
+        out[f"{peer}_b{batch}_cpu"] = ours["img_per_cpu_s"] / theirs["img_per_cpu_s"]
+  return out
+
+
+def _header(args, frameworks: list[str], threads: int) -> None:
+  print(f"machine: {_cpu_model()} ({_cpu_flags()}), {os.cpu_count()} CPUs, {threads} "
+        f"thread(s) for each framework; {platform.platform()}")
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in _versions(frameworks).items()))
+  print(f"instruction set: {args.isa}; XLA_FLAGS (ours): "
+        f"{worker_env('jax', args.isa, args.xla_flags)['XLA_FLAGS'] or '(none)'}; "
+        "PyTorch env: " + (" ".join(f"{k}={v}" for k, v in _ISA_ENV[args.isa]["torch"].items())
+                          or "(none)"))
+  print(f"model: {args.stacks} stack(s), {args.features} features, 16 keypoints, "
+        f"{args.image_size}x{args.image_size}, dtype {args.dtype}"
+        f"{', remat' if args.remat else ''}, conv gradient {args.conv_impl}; "
+        f"{args.warmup} warm-up + {args.steps} timed step(s) per run, {args.repeats} run(s)")
+  for framework in frameworks:
+    print(f"step of {STEP_CONTENTS[framework]}")
 
 
 def main(argv=None) -> None:
@@ -316,71 +491,54 @@ def main(argv=None) -> None:
     _worker(args)
     return
   frameworks = [f for f in args.frameworks.split(",") if f]
-  if "torch" in frameworks:
+  if any(f.startswith("torch") for f in frameworks):
     try:
       import torch  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       print("torch not installed: measuring ours only (pip install -e '.[torch]')")
-      frameworks.remove("torch")
+      frameworks = [f for f in frameworks if not f.startswith("torch")]
   batches = [int(b) for b in args.batches.split(",")]
   threads = args.threads or len(os.sched_getaffinity(0))
-  xla_flags = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-  print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs, {threads} thread(s) for "
-        f"each framework; {platform.platform()}")
-  print("versions: " + ", ".join(f"{k} {v}" for k, v in _versions(frameworks).items()))
-  print(f"XLA_FLAGS (ours): {xla_flags or '(none)'}")
-  print(f"model: {args.stacks} stack(s), {args.features} features, 16 keypoints, "
-        f"{args.image_size}x{args.image_size}, dtype {args.dtype}"
-        f"{', remat' if args.remat else ''}; {args.warmup} warm-up + {args.steps} "
-        f"timed step(s) per run, {args.repeats} run(s)")
+  _header(args, frameworks, threads)
 
   results = {}
   for batch in batches:
     for r in range(args.repeats):
       for framework in frameworks:
+        if r and "error" in results[(framework, batch)][-1]:
+          continue  # it failed once (e.g. torch.compile unavailable): not again.
         busy = _wait_until_idle(args.wait_idle)
-        res = _run_worker(args, framework, batch, threads)
+        res = run_worker(args, framework, batch, threads)
         res["busy_cpus_before"] = busy
         results.setdefault((framework, batch), []).append(res)
-        print(f"  run {r + 1}: {framework:5s} batch {batch:3d}: "
+        if "error" in res:
+          print(f"  run {r + 1}: {NAMES[framework]} batch {batch}: failed: {res['error']}",
+                flush=True)
+          continue
+        print(f"  run {r + 1}: {NAMES[framework]:13s} batch {batch:3d}: "
               f"{batch / statistics.median(res['step_s']):7.3f} img/s "
               f"(steps {', '.join(f'{t:.2f}' for t in res['step_s'])} s; CPU "
-              f"{', '.join(f'{t:.2f}' for t in res['cpu_s'])} s; other load "
-              f"before the run: {busy:.2f} CPUs)", flush=True)
+              f"{', '.join(f'{t:.2f}' for t in res['cpu_s'])} s; {res['threads']} "
+              f"thread(s); {res['isa']}; other load before the run: {busy:.2f} CPUs)",
+              flush=True)
 
   print()
-  header = (f"{'framework':10s} {'batch':>5s} {'img/s':>7s} {'best':>7s} {'step s':>7s} {'CPU s':>6s} "
-            f"{'1st step s':>10s} {'RSS MB run':>10s} {'RSS MB steps':>12s} {'dev MB':>7s}")
-  print(header)
-  print("-" * len(header))
-  summary = {}
-  for (framework, batch), runs in results.items():
-    step_s = statistics.median(statistics.median(r["step_s"]) for r in runs)
-    best = batch / min(min(r["step_s"]) for r in runs)
-    cpu_s = statistics.median(statistics.median(r["cpu_s"]) for r in runs)
-    first = statistics.median(r["first_step_s"] for r in runs)
-    peak = max(r["peak_rss_mb"] for r in runs)
-    step_peak = max(r["step_peak_rss_mb"] for r in runs)
-    dev = max(r.get("device_peak_mb", float("nan")) for r in runs)
-    name = "ours (jax)" if framework == "jax" else "pytorch"
-    summary[(framework, batch)] = (batch / step_s, batch / cpu_s)
-    print(f"{name:10s} {batch:5d} {batch / step_s:7.3f} {best:7.3f} {step_s:7.2f} {cpu_s:6.2f} "
-          f"{first:10.1f} {peak:10.0f} {step_peak:12.0f} {dev:7.0f}")
-  print("(img/s: median over runs of each run's median step; best: fastest step; "
-        "CPU s: process CPU time "
-        "per step, all threads; RSS MB run: high-water mark of the whole worker, "
-        "compilation included; RSS MB steps: high-water mark during the timed steps; "
-        "dev MB: accelerator allocator peak)")
-  if "jax" in frameworks and "torch" in frameworks:
+  summary = _summarise(results)
+  _print_table(summary, frameworks, batches)
+  found = ratios(summary, batches)
+  if found:
     print()
-    for batch in batches:
-      wall = summary[("jax", batch)][0] / summary[("torch", batch)][0]
-      cpu = summary[("jax", batch)][1] / summary[("torch", batch)][1]
-      print(f"batch {batch}: ours / pytorch = {wall:.2f}x images/s "
-            f"({cpu:.2f}x images per CPU-second)")
+  for batch in batches:
+    for peer in ("torch", "torch_compile"):
+      if f"{peer}_b{batch}" in found:
+        print(f"batch {batch}: ours / {NAMES[peer]} = {found[f'{peer}_b{batch}']:.2f}x "
+              f"images/s ({found[f'{peer}_b{batch}_cpu']:.2f}x images per CPU-second)")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"args": vars(args), "xla_flags": xla_flags, "cpu": _cpu_model(),
+      json.dump({"args": vars(args), "cpu": _cpu_model(), "cpu_flags": _cpu_flags(),
+                 "step_contents": {k: STEP_CONTENTS[k] for k in frameworks},
+                 "summary": {f"{k[0]}_b{k[1]}": v for k, v in summary.items()},
+                 "ratios": found,
                  "results": {f"{k[0]}_b{k[1]}": v for k, v in results.items()}}, f, indent=1)
 
 

@@ -1,0 +1,352 @@
+r"""Accelerator benchmark: train step, simulator and video path against their peers.
+
+  python benchmarks/gpu.py                       # on a GPU: < 8 minutes
+  python benchmarks/gpu.py --quick               # tiny sizes: about a minute on a CPU
+  python benchmarks/gpu.py --json=/tmp/gpu.json --joint_workdir=W1 --triplet_workdir=W2
+
+Measures, on whatever device JAX sees (PyTorch on the same device: CUDA when
+available), in one process:
+
+1. train step: the thesis joint model (8 stacks, 256 features, 256 px) in
+   float32 and bfloat16 at batch 4, 16 and 64: ours
+   (`triplet_pose.train.train_step`, jitted) against PyTorch eager and
+   `torch.compile` on the reference graph (benchmarks/train_step.py's
+   workers: `train_step.STEP_CONTENTS` says what each step includes);
+2. simulator: 1,000 and 10,000 phosphenes at 256 and 512 px, batch 1 and 64:
+   ours (`Simulator.run`, jit + lax.scan) against dynaphos'
+   `GaussianSimulator` (benchmarks/phosphenes.py's measurements); dynaphos
+   configurations whose (phosphenes x H x W) tensors would not fit are
+   skipped and marked;
+3. video: frames/s of `triplet_pose.prediction.stream.PhospheneStream`
+   (crop, joint 8-stack + triplet 5-stack models, pose masks, simulator with
+   its state carried over, side-by-side picture, keypoints back to frame
+   pixels) on in-memory 256x256 frames (decode and encode excluded); with
+   untrained thesis models unless --joint_workdir/--triplet_workdir are given
+   (the cost does not depend on the weights).
+
+Goals on a GPU (issue 16): train step >= 1.0x PyTorch in float32, >= 2x with
+bfloat16; >= 1,000 frames/s at 10,000 phosphenes / 256 px, batch 64; >= 30
+frames/s end-to-end video with the 8 + 5 stack models. Each part has a time
+budget (--budget_s is shared out in order); what does not fit is printed as
+skipped with the reason. Prints one table and writes all results as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+# Both frameworks share the accelerator: JAX must not take 75% of its memory
+# up front (set before JAX is imported; this script is an entry point).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import phosphenes as phosphene_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _parse(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true",
+                 help="tiny model, simulator and video: checks the script on a CPU")
+  p.add_argument("--json", default="gpu_benchmark.json", help="results file")
+  p.add_argument("--budget_s", type=float, default=None,
+                 help="seconds for all parts (shares: train 60%%, simulator 20%%, video "
+                      "20%%); default 450, no limit with --quick")
+  p.add_argument("--dtypes", default=None, help="train-step dtypes (default float32,bfloat16)")
+  p.add_argument("--batches", default=None,
+                 help="train-step batch sizes (default 16,64,4; --quick: 2)")
+  p.add_argument("--parts", default="train,simulator,video")
+  p.add_argument("--frameworks", default="jax,torch,torch_compile")
+  p.add_argument("--joint_workdir", default="", help="trained joint model for the video")
+  p.add_argument("--triplet_workdir", default="", help="trained triplet model for the video")
+  args = p.parse_args(argv)
+  dtypes, batches = args.dtypes, args.batches
+  if args.quick:
+    args.stacks, args.features, args.image_size = 1, 32, 64
+    args.dtypes, args.batches, args.steps = ("float32", "bfloat16"), (2,), 2
+    args.sim_grid = [(100, 64, 1), (100, 64, 4)]
+    args.video_stacks, args.video_frames, args.video_batch = (1, 1), 8, 4
+    # torch.compile's C++ build of even a tiny model takes minutes on a CPU.
+    args.frameworks = ",".join(f for f in args.frameworks.split(",") if f != "torch_compile")
+  else:
+    args.stacks, args.features, args.image_size = 8, 256, 256
+    args.dtypes, args.batches, args.steps = ("float32", "bfloat16"), (16, 64, 4), 5
+    args.sim_grid = [(n, r, b) for n in (10000, 1000) for r in (256, 512) for b in (64, 1)]
+    args.video_stacks, args.video_frames, args.video_batch = (8, 5), 256, 16
+  if dtypes:
+    args.dtypes = tuple(dtypes.split(","))
+  if batches:
+    args.batches = tuple(int(b) for b in batches.split(","))
+  if args.budget_s is None:
+    args.budget_s = float("inf") if args.quick else 450.0
+  return args
+
+
+class _Budget:
+  """Seconds left for one part; `left()` <= 0 once it is spent."""
+
+  def __init__(self, seconds: float):
+    self.end = time.perf_counter() + seconds
+
+  def left(self) -> float:
+    return self.end - time.perf_counter()
+
+
+def _device() -> str:
+  d = jax.devices()[0]
+  out = f"JAX {d.platform}:{d.device_kind}"
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    out += (f"; torch {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+            else "; torch cpu")
+  except ImportError:
+    out += "; torch not installed"
+  return out + f"; CPU {train_step._cpu_model()}"  # pylint: disable=protected-access
+
+
+# ----------------------------------------------------------------------------- train step
+
+
+def _train_args(args, batch: int, dtype: str, framework: str) -> argparse.Namespace:
+  ns = train_step._parse([])  # pylint: disable=protected-access
+  ns.stacks, ns.features, ns.image_size = args.stacks, args.features, args.image_size
+  ns.steps, ns.warmup, ns.dtype, ns._batch = args.steps, 1, dtype, batch
+  ns._worker = framework
+  ns.report_isa = False  # oneDNN's verbose ISA line would go to this process's stdout
+  return ns
+
+
+def train_part(args, budget: _Budget) -> list[dict]:
+  """Images/s of every (dtype, batch, framework) that fits in the budget."""
+  rows = []
+  frameworks = [f for f in args.frameworks.split(",") if f]
+  for dtype in args.dtypes:
+    for batch in args.batches:
+      for framework in frameworks:
+        row = {"part": "train", "dtype": dtype, "batch": batch, "framework": framework}
+        rows.append(row)
+        if budget.left() <= 0:
+          row["skipped"] = "train-step time budget spent"
+          continue
+        ns = _train_args(args, batch, dtype, framework)
+        worker = train_step._worker_jax if framework == "jax" else train_step._worker_torch  # pylint: disable=protected-access
+        try:
+          res = worker(ns)
+        except Exception as e:  # pylint: disable=broad-except
+          # Out of memory, torch.compile unavailable: reported, not fatal.
+          row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+          continue
+        step = float(np.median(res["step_s"]))
+        row.update(img_s=batch / step, step_s=step, first_step_s=res["first_step_s"],
+                   device_peak_mb=res.get("device_peak_mb"), loss=res["loss"])
+        _release_torch_memory()
+  for row in rows:
+    ours = next((r for r in rows if r["framework"] == "jax" and r["dtype"] == row["dtype"]
+                 and r["batch"] == row["batch"] and "img_s" in r), None)
+    if ours and row["framework"] != "jax" and "img_s" in row:
+      row["ours_over_this"] = ours["img_s"] / row["img_s"]
+  return rows
+
+
+def _release_torch_memory() -> None:
+  if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+    sys.modules["torch"].cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- simulator
+
+
+def _dynaphos_fits(n: int, res: int, batch: int) -> str:
+  """'' when dynaphos' (batch x N x H x W) float32 tensors fit, else why not."""
+  need_gb = 3 * n * res * res * 4 * max(batch, 1) / 2**30  # three live copies
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    have_gb = (torch.cuda.get_device_properties(0).total_memory / 2**30
+               if torch.cuda.is_available() else os.sysconf("SC_PHYS_PAGES")
+               * os.sysconf("SC_PAGE_SIZE") / 2**30 / 2)
+  except ImportError:
+    return "torch not installed"
+  return "" if need_gb < have_gb else f"needs ~{need_gb:.0f} GB, {have_gb:.0f} GB available"
+
+
+def simulator_part(args, budget: _Budget) -> list[dict]:
+  """Frames/s of ours and dynaphos for every (phosphenes, px, batch)."""
+  rows = []
+  threads = len(os.sched_getaffinity(0))
+  frames = 4 if args.quick else 16
+  for n, res, batch in args.sim_grid:
+    for framework in ("jax", "dynaphos"):
+      row = {"part": "simulator", "phosphenes": n, "resolution": res, "batch": batch,
+             "framework": framework}
+      rows.append(row)
+      why = ("simulator time budget spent" if budget.left() <= 0 else
+             _dynaphos_fits(n, res, batch) if framework == "dynaphos" else "")
+      if why:
+        row["skipped"] = why
+        continue
+      try:
+        if framework == "jax":
+          res_ = phosphene_bench._measure_ours(n, res, batch, frames, 3, 0, threads)  # pylint: disable=protected-access
+        else:
+          res_ = phosphene_bench._measure_dynaphos(n, res, batch, 2, 0, threads)  # pylint: disable=protected-access
+      except Exception as e:  # pylint: disable=broad-except
+        row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        continue
+      row.update(fps=res_["fps"], phosphenes=res_["n"])
+      _release_torch_memory()
+  for row in rows:
+    if row["framework"] == "dynaphos" and "fps" in row:
+      ours = rows[rows.index(row) - 1]
+      if "fps" in ours:
+        row["ours_over_this"] = ours["fps"] / row["fps"]
+  return rows
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def _untrained_predictor(args, batch_size: int):
+  """A `Predictor` with freshly initialised joint + triplet models (no workdirs).
+
+  Built attribute by attribute as `Predictor.__init__` does from workdirs:
+  timing needs the thesis architectures, not trained weights.
+  """
+  # Benchmarks compose experiment configs like launch/ does.
+  from configs import joint as joint_config  # pylint: disable=g-import-not-at-top
+  from configs import triplet as triplet_config  # pylint: disable=g-import-not-at-top
+  from triplet_pose import inference  # pylint: disable=g-import-not-at-top
+  from triplet_pose import inputs  # pylint: disable=g-import-not-at-top
+  from triplet_pose import keypoints as kp  # pylint: disable=g-import-not-at-top
+  from triplet_pose import workdir  # pylint: disable=g-import-not-at-top
+  from triplet_pose.prediction import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  loaded = []
+  for get_config, stacks in ((joint_config.get_config, args.video_stacks[0]),
+                             (triplet_config.get_config, args.video_stacks[1])):
+    config = get_config()
+    config.model.num_stacks = stacks
+    if args.quick:
+      config.model.num_features, config.model.stem_features = 32, 32
+      config.input.image_size, config.input.heatmap_size = 64, 16
+    model = workdir.create_model(config)
+    size = config.input.image_size
+    dummy = jax.numpy.zeros((1, size, size, inputs.num_input_channels(config)))
+    variables = jax.jit(model.init)(jax.random.key(0), dummy)
+    loaded.append(workdir.LoadedModel(config, model, variables, "untrained", 0))
+  p = object.__new__(predictor_lib.Predictor)
+  p.models = inference.PoseModels(joint=loaded[0], triplet=loaded[1])
+  p.image_size, p.batch_size, p.flip_test = p.models.image_size, batch_size, False
+  p.variables = p.models.variables()
+  p.infer = inference.make_inference_fn(p.models, flip_test=False)
+  p.fill = predictor_lib.padding_fill(loaded[0].config.input)
+  p.keypoint_names = (kp.JOINTS.name, kp.CONTOUR.name)
+  return p
+
+
+def video_part(args, budget: _Budget) -> list[dict]:
+  """End-to-end frames/s of the streaming video path, per stage."""
+  row = {"part": "video", "batch": args.video_batch, "frames": args.video_frames,
+         "models": "trained workdirs" if args.joint_workdir else
+                   f"untrained {args.video_stacks[0]} + {args.video_stacks[1]} stacks"}
+  try:
+    from triplet_pose.prediction import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+    from triplet_pose.prediction import renderer as renderer_lib  # pylint: disable=g-import-not-at-top
+    from triplet_pose.prediction import stream as stream_lib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    row["skipped"] = f"no streaming video API yet ({e})"
+    return [row]
+  if budget.left() <= 0:
+    row["skipped"] = "video time budget spent"
+    return [row]
+  try:
+    predictor = (predictor_lib.Predictor(args.joint_workdir, args.triplet_workdir or None,
+                                         batch_size=args.video_batch, flip_test=False)
+                 if args.joint_workdir else _untrained_predictor(args, args.video_batch))
+    renderer = renderer_lib.PhospheneRenderer(num_phosphenes=100 if args.quick else 1000)
+    live = stream_lib.PhospheneStream(predictor, renderer, batch_size=args.video_batch)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (args.video_frames, 256, 256, 3), dtype=np.uint8)
+    live.process(list(frames[:args.video_batch]))  # compiles
+    live.reset()
+    live.times = stream_lib.StageTimes()
+    start = time.perf_counter()
+    count = sum(1 for _ in live.run(iter(frames)))
+    seconds = time.perf_counter() - start
+  except Exception as e:  # pylint: disable=broad-except
+    row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    row["traceback"] = traceback.format_exc()[-2000:]
+    return [row]
+  row.update(fps=count / seconds, stages_ms=live.times.per_frame_ms(),
+             summary=live.times.summary())
+  return [row]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _describe(row: dict) -> str:
+  if row["part"] == "train":
+    what = f"train {args_dtype(row)} batch {row['batch']:>3d} {train_step.NAMES[row['framework']]}"
+    value = f"{row['img_s']:9.2f} img/s" if "img_s" in row else ""
+  elif row["part"] == "simulator":
+    what = (f"simulator {row['phosphenes']:>6d} phosphenes {row['resolution']:>4d} px "
+            f"batch {row['batch']:>3d} {'ours' if row['framework'] == 'jax' else 'dynaphos'}")
+    value = f"{row['fps']:9.1f} frames/s" if "fps" in row else ""
+  else:
+    what = f"video ({row['models']}) batch {row['batch']}"
+    value = f"{row['fps']:9.1f} frames/s" if "fps" in row else ""
+  if "skipped" in row:
+    return f"{what:60s} skipped: {row['skipped']}"
+  ratio = f"  (ours {row['ours_over_this']:.2f}x)" if "ours_over_this" in row else ""
+  extra = f"  [{row['summary']}]" if "summary" in row else ""
+  return f"{what:60s} {value}{ratio}{extra}"
+
+
+def args_dtype(row: dict) -> str:
+  return {"float32": "f32 ", "bfloat16": "bf16"}[row["dtype"]]
+
+
+def main(argv=None) -> None:
+  args = _parse(argv)
+  start = time.perf_counter()
+  print(f"device: {_device()}; {platform.platform()}; load average {os.getloadavg()}")
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in
+                                 train_step._versions(["torch"]).items()))  # pylint: disable=protected-access
+  print(f"train step: {args.stacks} stack(s), {args.features} features, {args.image_size} px; "
+        + "; ".join(train_step.STEP_CONTENTS[f] for f in args.frameworks.split(",") if f))
+  if args.quick:
+    print("--quick: tiny sizes; torch.compile left out (its C++ build takes minutes on a CPU)")
+  parts = {"train": (train_part, 0.6), "simulator": (simulator_part, 0.2),
+           "video": (video_part, 0.2)}
+  rows = []
+  spare = 0.0
+  for name in [p for p in args.parts.split(",") if p]:
+    fn, share = parts[name]
+    t = time.perf_counter()
+    budget = _Budget(share * args.budget_s + spare)
+    new = fn(args, budget)
+    spare = max(budget.left(), 0.0)  # time a part did not use goes to the next
+    rows.extend(new)
+    for row in new:
+      print("  " + _describe(row), flush=True)
+    print(f"  ({name}: {time.perf_counter() - t:.0f} s)", flush=True)
+  total = time.perf_counter() - start
+  print(f"total {total:.0f} s; load average {os.getloadavg()}")
+  with open(args.json, "w") as f:
+    json.dump({"device": _device(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "quick": args.quick, "seconds": total,
+               "step_contents": train_step.STEP_CONTENTS, "rows": rows}, f, indent=1,
+              default=str)
+  print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()
