@@ -10,7 +10,7 @@ points) or a combined model (joints and contour points from one network).
 Per image: OUT/<name>.json (joints and contour points in original pixels,
 with confidences) and OUT/<name>_panel.png (skeleton, triplet, heatmaps,
 phosphenes). Per video, through the live path (one jitted function per
-chunk of --batch_size frames, temporal dynamics on): OUT/<name>.json (every
+chunk of --video_batch_size frames, temporal dynamics on): OUT/<name>.json (every
 frame's keypoints), OUT/<name>_phosphenes.mp4 (the input with the drawn pose
 | phosphenes of the joints | of the triplet) and, with --video_panels,
 OUT/<name>_panel.mp4 (matplotlib panels: slow); the time of each stage and
@@ -48,6 +48,9 @@ _PHOSPHENE_PARAMS = flags.DEFINE_string(
     "phosphene_params", None, "Simulator params.yaml (dynaphos schema); default built-in.")
 _NUM_PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the phosphene layout.")
+_VIDEO_BATCH_SIZE = flags.DEFINE_integer(
+    "video_batch_size", 1, "Video frames per jitted call (1: the least latency, and "
+    "the most frames/s on a 2-core CPU).")
 _VIDEO_PANELS = flags.DEFINE_bool(
     "video_panels", False, "Also write the matplotlib panels of every video frame "
     "(<name>_panel.mp4; far slower than the phosphene video).")
@@ -70,7 +73,8 @@ def main(argv):
               if _PHOSPHENES.value else None)
   with common.disk_full_names(_OUTPUT.value, what="predictions"):
     summary = prediction.predict_paths(predictor, _INPUT.value, _OUTPUT.value, box=box,
-                                       renderer=renderer, video_panels=_VIDEO_PANELS.value)
+                                       renderer=renderer, video_panels=_VIDEO_PANELS.value,
+                                       video_batch_size=_VIDEO_BATCH_SIZE.value)
   print(f"processed {len(summary['processed'])} input(s) into {_OUTPUT.value}")
   for path, timing in summary["timings"].items():
     print(f"{path}: {timing}")

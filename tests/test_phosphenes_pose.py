@@ -362,3 +362,23 @@ def test_draw_style_is_a_hashable_static_and_checks_itself():
   before = phosphenes.pose._render_batch._cache_size()
   render(phosphenes.DrawStyle(line_width=3.0))
   assert phosphenes.pose._render_batch._cache_size() == before
+
+
+@pytest.mark.parametrize("method", ["center", "receptive_fields"])
+def test_pose_stimulus_draws_only_the_pixels_read(method):
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 48]  # W, H.
+  params["sampling"]["sampling_method"] = method
+  x, y = phosphenes.phosphenes_by_magnification(params, 300, key=jax.random.PRNGKey(1))
+  sim = phosphenes.Simulator.create(params, x, y)
+  pixels = sim.sample_pixels()
+  assert pixels.rows.shape[0] < 48 * 64  # Fewer pixels drawn than the whole mask.
+  rng = np.random.default_rng(8)
+  points = {"joints": rng.uniform(8, 120, (2, 16, 2)), "contour": rng.uniform(8, 120, (2, 26, 2))}
+  style = phosphenes.DrawStyle(line_width=3.0, fill_limbs=True)
+  whole = sim.sample_stimulus(phosphenes.render_pose(
+      points, image_size=(128, 128), output_size=sim.resolution, style=style), rescale=True)
+  fast = jax.jit(lambda p, px: phosphenes.pose_stimulus(p, px, image_size=(128, 128),
+                                                        style=style))(points, pixels)
+  assert fast.shape == (2, sim.num_phosphenes) and float(whole.max()) > 0
+  np.testing.assert_allclose(fast, whole, atol=1e-9)

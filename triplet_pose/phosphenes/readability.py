@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from triplet_pose import keypoints as kp
+from triplet_pose.phosphenes import geometry
 from triplet_pose.phosphenes import pose
 
 # Polygons in depth order: the torso, then every limb quad.
@@ -52,7 +53,7 @@ def _occlusion_one(contour, visible, softness):
   cover = []
   for poly in _POLYGONS:  # Polygons differ in vertex count: one at a time.
     index = np.asarray(poly)
-    signed = pose.polygon_signed_distance(xs, ys, contour[index][None])[0, 0]  # (26,)
+    signed = geometry.polygon_signed_distance(xs, ys, contour[index][None])[0, 0]  # (26,)
     cover.append(jnp.prod(visible[index]) * jnp.clip(0.5 - signed / softness, 0.0, 1.0))
   cover = jnp.stack(cover, axis=1)  # (26, polygons)
   return visible * jnp.prod(1.0 - jnp.asarray(_NEARER, contour.dtype) * cover, axis=1)

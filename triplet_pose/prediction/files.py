@@ -14,6 +14,7 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from absl import logging
+import tqdm
 
 from triplet_pose import keypoints as kp
 from triplet_pose.prediction import predictor as predictor_lib
@@ -42,7 +43,8 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
 def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.Path,
                   output_dir: str | pathlib.Path, *, box=None,
                   renderer: renderer_lib.PhospheneRenderer | None = None,
-                  progress: bool = True, video_panels: bool = False) -> dict[str, Any]:
+                  progress: bool = True, video_panels: bool = False,
+                  video_batch_size: int = 1) -> dict[str, Any]:
   """Predicts every image and video under `input_path` into `output_dir`.
 
   Args:
@@ -55,12 +57,13 @@ def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.
       `PhospheneRenderer` when None.
     progress: show progress bars.
     video_panels: also write the matplotlib panels of every video frame.
+    video_batch_size: video frames per jitted call (1: the least latency;
+      on a 2-core CPU also the most frames/s, see benchmarks/video.py).
 
   Returns:
     {'processed': [input paths], 'failed': {input path: reason}, 'outputs':
     [paths], 'timings': {video path: per-stage times and frames/s}}.
   """
-  import tqdm  # pylint: disable=g-import-not-at-top  # start-up time
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   paths = reading.list_inputs(input_path)
@@ -99,7 +102,7 @@ def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.
   for path in videos:
     try:
       live = stream_lib.PhospheneStream(predictor, renderer, box=box,
-                                        batch_size=predictor.batch_size)
+                                        batch_size=video_batch_size)
       summary["outputs"] += predict_video(live, path, output_dir,
                                           stem=_output_stem(path, paths),
                                           progress=progress, panels=video_panels)
@@ -122,7 +125,6 @@ def predict_video(live: stream_lib.PhospheneStream, path: pathlib.Path,
   Raises:
     UnreadableInputError: when the video cannot be decoded or has no frames.
   """
-  import tqdm  # pylint: disable=g-import-not-at-top  # start-up time
   fps = reading.video_fps(path)
   paths = {"json": output_dir / f"{stem}.json", "video": output_dir / f"{stem}_phosphenes.mp4",
            "panel": output_dir / f"{stem}_panel.mp4"}
