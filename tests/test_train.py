@@ -16,6 +16,7 @@ from triplet_pose import keypoints as kp
 from triplet_pose import optim
 from triplet_pose import train
 from triplet_pose import transforms
+from triplet_pose import workdir as workdir_lib
 
 
 def _batch(config, seed=0):
@@ -266,3 +267,26 @@ def test_phosphene_loss_is_small_for_the_true_pose_and_trains_the_model():
   _, metrics = step(state, batch, jax.random.key(0))
   assert np.isfinite(metrics["phosphene_loss"]) and metrics["phosphene_loss"] > 0
   assert heatmaps.local_mean(target).shape == (4, 16, 2)
+
+
+def test_triplet_resume_reads_the_recorded_joint_checkpoint(tmp_path, workdirs):
+  import shutil  # pylint: disable=g-import-not-at-top
+  joint_dir = tmp_path / "joint"
+  shutil.copytree(workdirs["joint"], joint_dir)
+  config = tiny.get_config("target=contour")
+  config.triplet_input, config.joint_workdir = "predicted", str(joint_dir)
+  _, first = train._joint_model_for_triplet_input(config, tmp_path / "triplet")
+  assert workdir_lib.recorded_joint_step(tmp_path / "triplet", joint_dir) == 2
+  # The joint model trains on: a newer checkpoint with other weights.
+  newer = train.create_train_state(tiny.get_config("stacks=1"), jax.random.key(1))
+  checkpointer = checkpointing.Checkpointer(joint_dir)
+  checkpointer.save(5, newer.replace(step=5), {"position": 5})
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  _, resumed = train._joint_model_for_triplet_input(config, tmp_path / "triplet")
+  jax.tree.map(np.testing.assert_array_equal, first, resumed)
+  # A new triplet run takes the newest joint checkpoint.
+  _, fresh = train._joint_model_for_triplet_input(config, tmp_path / "other")
+  assert workdir_lib.recorded_joint_step(tmp_path / "other", joint_dir) == 5
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh["params"]),
+                                                       jax.tree.leaves(first["params"])))

@@ -258,12 +258,14 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
   Args:
     workdir: a joint, triplet or combined training workdir.
     config: evaluation config; its `input` section picks the data (default:
-      the workdir's own config).
+      the workdir's own config), always the whole split (the thesis's 50
+      sampled test images are a training-time figure).
     joint_workdir: for a triplet model, the joint model predicting its input
       joints (default: the triplet config's `joint_workdir`; without one only
       the ground-truth setting is evaluated).
     step: checkpoint step of `workdir` (default: newest).
-    joint_step: checkpoint step of the joint workdir.
+    joint_step: checkpoint step of the joint workdir (default: the one the
+      triplet model trained on, when recorded; else the newest).
     options: as in `evaluate_models`; the seed is the config's.
 
   Raises:
@@ -281,13 +283,17 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
     models = inference.PoseModels(combined=evaluated)
   else:
     joint_workdir = joint_workdir or evaluated.config.get("joint_workdir") or None
+    if joint_workdir and joint_step is None:
+      joint_step = workdir_lib.recorded_joint_step(workdir, joint_workdir)
     joint = (workdir_lib.load_model(joint_workdir, step=joint_step, expect="joints")
              if joint_workdir else None)
     if joint is None:
       logging.warning("no --joint_workdir: the triplet model is evaluated on "
                       "ground-truth joints only")
     models = inference.PoseModels(joint=joint, triplet=evaluated)
-  input_config = (config or evaluated.config).input
+  input_config = ml_collections.ConfigDict((config or evaluated.config).input.to_dict())
+  if input_config.get("thesis_sampling"):  # a checkpoint is scored on the whole split
+    input_config.thesis_sampling = False
   options = dataclasses.replace(options, seed=(config or evaluated.config).seed)
   results = evaluate_models(models, input_config, options)
   results.update(workdir=str(workdir), step=evaluated.step, target=evaluated.target,

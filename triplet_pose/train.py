@@ -11,7 +11,6 @@ the last good checkpoint intact) when the loss stops being finite.
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 from typing import Any
 
@@ -198,32 +197,24 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
                         for name, maps in last.items()}}
 
 
-JOINT_INPUT_FILE = "joint_input.json"
-
-
 def _joint_model_for_triplet_input(config: ml_collections.ConfigDict,
                                    workdir: pathlib.Path):
   """(predictor, variables) when the triplet model reads predicted joints.
 
-  The joint checkpoint used is recorded in `workdir/joint_input.json` at
-  the first start and the same step is restored on every resume, so a
-  resumed run trains on the same inputs even if the joint model trained on.
+  The joint checkpoint used is recorded in the workdir at the first start
+  (`workdir_lib.recorded_joint_step`) and the same step is restored on every
+  resume, so a resumed run trains on the same inputs even if the joint model
+  trained on.
   """
   if config.model.target != kp.CONTOUR.name or config.triplet_input != "predicted":
     return None, None
   if not config.joint_workdir:
     raise ValueError("config.triplet_input='predicted' needs "
                      "--config.joint_workdir=<a trained joint model's workdir>")
-  record = workdir / JOINT_INPUT_FILE
-  step = None
-  if record.exists():
-    recorded = json.loads(record.read_text())
-    if recorded["workdir"] == str(pathlib.Path(config.joint_workdir).absolute()):
-      step = int(recorded["step"])
+  step = workdir_lib.recorded_joint_step(workdir, config.joint_workdir)
   joint = workdir_lib.load_model(config.joint_workdir, step=step, expect=kp.JOINTS.name)
   if jax.process_index() == 0 and step is None:
-    record.write_text(json.dumps({"workdir": str(pathlib.Path(joint.workdir).absolute()),
-                                  "step": joint.step}))
+    workdir_lib.record_joint_step(workdir, joint)
   logging.info("triplet input: joints predicted by the model in %s at step %d",
                config.joint_workdir, joint.step)
   return functools.partial(joint.model.apply, train=False), joint.variables

@@ -4,6 +4,8 @@
   one keypoint set, a `CombinedHourglass` for both).
 * `load_model`: the config, network and variables of a `launch.train`
   workdir at a checkpoint step, as a `LoadedModel`.
+* `record_joint_step` / `recorded_joint_step`: which joint checkpoint a
+  triplet model trained on predicted joints reads (`joint_input.json`).
 
 Training, evaluation, inference and prediction all build and load models
 here; this module imports nothing above the models and checkpoints.
@@ -12,6 +14,7 @@ here; this module imports nothing above the models and checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any, Sequence
 
@@ -24,6 +27,7 @@ from triplet_pose.models import CombinedHourglass
 from triplet_pose.models import StackedHourglass
 
 TARGETS = ("joints", "contour", "combined")
+JOINT_INPUT_FILE = "joint_input.json"
 
 
 def check_target(config: ml_collections.ConfigDict) -> None:
@@ -96,3 +100,23 @@ def load_model(workdir: str | pathlib.Path, *, step: int | None = None,
   # The state's own step: the one restored (the newest intact when None).
   return LoadedModel(config, create_model(config), variables, str(workdir),
                      int(raw["step"]))
+
+
+def record_joint_step(workdir: str | pathlib.Path, joint: LoadedModel) -> None:
+  """Writes which joint checkpoint feeds the triplet model of `workdir`."""
+  path = pathlib.Path(workdir) / JOINT_INPUT_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"workdir": str(pathlib.Path(joint.workdir).absolute()),
+                              "step": joint.step}))
+
+
+def recorded_joint_step(workdir: str | pathlib.Path,
+                        joint_workdir: str | pathlib.Path) -> int | None:
+  """The joint step recorded in `workdir` for `joint_workdir`, or None."""
+  path = pathlib.Path(workdir) / JOINT_INPUT_FILE
+  if not path.exists():
+    return None
+  recorded = json.loads(path.read_text())
+  if recorded.get("workdir") != str(pathlib.Path(joint_workdir).absolute()):
+    return None
+  return int(recorded["step"])
