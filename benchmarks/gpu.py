@@ -20,9 +20,9 @@ available), in one process:
 3. video: frames/s of `triplet_pose.prediction.stream.PhospheneStream`
    (crop, joint 8-stack + triplet 5-stack models, pose masks, simulator with
    its state carried over, side-by-side picture, keypoints back to frame
-   pixels) on in-memory 256x256 frames (decode and encode excluded); with
-   untrained thesis models unless --joint_workdir/--triplet_workdir are given
-   (the cost does not depend on the weights).
+   pixels; no flip test) on in-memory 256x256 frames (decode and encode
+   excluded); with untrained thesis models unless --joint_workdir /
+   --triplet_workdir are given (the cost does not depend on the weights).
 
 Goals on a GPU (issue 16): train step >= 1.0x PyTorch in float32, >= 2x with
 bfloat16; >= 1,000 frames/s at 10,000 phosphenes / 256 px, batch 64; >= 30
@@ -60,7 +60,7 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument("--json", default="gpu_benchmark.json", help="results file")
   p.add_argument("--budget_s", type=float, default=None,
                  help="seconds for all parts (shares: train 60%%, simulator 20%%, video "
-                      "20%%); default 450, no limit with --quick")
+                      "20%%); default 420, no limit with --quick")
   p.add_argument("--dtypes", default=None, help="train-step dtypes (default float32,bfloat16)")
   p.add_argument("--batches", default=None,
                  help="train-step batch sizes (default 16,64,4; --quick: 2)")
@@ -87,7 +87,7 @@ def _parse(argv=None) -> argparse.Namespace:
   if batches:
     args.batches = tuple(int(b) for b in batches.split(","))
   if args.budget_s is None:
-    args.budget_s = float("inf") if args.quick else 450.0
+    args.budget_s = float("inf") if args.quick else 420.0
   return args
 
 
@@ -110,14 +110,14 @@ def _device() -> str:
             else "; torch cpu")
   except ImportError:
     out += "; torch not installed"
-  return out + f"; CPU {train_step._cpu_model()}"  # pylint: disable=protected-access
+  return out + f"; CPU {train_step.cpu_model()}"
 
 
 # ----------------------------------------------------------------------------- train step
 
 
 def _train_args(args, batch: int, dtype: str, framework: str) -> argparse.Namespace:
-  ns = train_step._parse([])  # pylint: disable=protected-access
+  ns = train_step.parse_args([])
   ns.stacks, ns.features, ns.image_size = args.stacks, args.features, args.image_size
   ns.steps, ns.warmup, ns.dtype, ns._batch = args.steps, 1, dtype, batch
   ns._worker = framework
@@ -129,8 +129,9 @@ def train_part(args, budget: _Budget) -> list[dict]:
   """Images/s of every (dtype, batch, framework) that fits in the budget."""
   rows = []
   frameworks = [f for f in args.frameworks.split(",") if f]
-  for dtype in args.dtypes:
-    for batch in args.batches:
+  # Batch-major, so that a budget that runs out leaves both dtypes measured.
+  for batch in args.batches:
+    for dtype in args.dtypes:
       for framework in frameworks:
         row = {"part": "train", "dtype": dtype, "batch": batch, "framework": framework}
         rows.append(row)
@@ -138,7 +139,7 @@ def train_part(args, budget: _Budget) -> list[dict]:
           row["skipped"] = "train-step time budget spent"
           continue
         ns = _train_args(args, batch, dtype, framework)
-        worker = train_step._worker_jax if framework == "jax" else train_step._worker_torch  # pylint: disable=protected-access
+        worker = train_step.worker_jax if framework == "jax" else train_step.worker_torch
         try:
           res = worker(ns)
         except Exception as e:  # pylint: disable=broad-except
@@ -319,7 +320,7 @@ def main(argv=None) -> None:
   start = time.perf_counter()
   print(f"device: {_device()}; {platform.platform()}; load average {os.getloadavg()}")
   print("versions: " + ", ".join(f"{k} {v}" for k, v in
-                                 train_step._versions(["torch"]).items()))  # pylint: disable=protected-access
+                                 train_step.versions(["torch"]).items()))
   print(f"train step: {args.stacks} stack(s), {args.features} features, {args.image_size} px; "
         + "; ".join(train_step.STEP_CONTENTS[f] for f in args.frameworks.split(",") if f))
   if args.quick:

@@ -70,7 +70,7 @@ STEP_CONTENTS = {
 NAMES = {"jax": "ours (jax)", "torch": "pytorch", "torch_compile": "torch.compile"}
 
 
-def _parse(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--stacks", type=int, default=8)
   p.add_argument("--features", type=int, default=256)
@@ -193,7 +193,7 @@ def _time_steps(step, n_warmup: int, n_steps: int
   return first, times, cpu_times, (_status_mb("VmHWM") if reset else float("nan"))
 
 
-def _worker_jax(args) -> dict:
+def worker_jax(args) -> dict:
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from triplet_pose import train  # pylint: disable=g-import-not-at-top
@@ -240,7 +240,7 @@ def _torch_isa(torch) -> str:
   return f"aten={capability}"
 
 
-def _worker_torch(args) -> dict:
+def worker_torch(args) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -296,7 +296,7 @@ def _worker(args) -> None:
   if args.threads:
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
     os.sched_setaffinity(0, cpus)
-  fn = _worker_jax if args._worker == "jax" else _worker_torch
+  fn = worker_jax if args._worker == "jax" else worker_torch
   result = fn(args)
   print("RESULT " + json.dumps(result), flush=True)
 
@@ -304,7 +304,7 @@ def _worker(args) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -315,7 +315,7 @@ def _cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
-def _versions(frameworks: list[str]) -> dict[str, str]:
+def versions(frameworks: list[str]) -> dict[str, str]:
   out = {"python": platform.python_version()}
   import jax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
@@ -470,9 +470,9 @@ def ratios(summary: dict, batches: list[int]) -> dict[str, float]:
 
 
 def _header(args, frameworks: list[str], threads: int) -> None:
-  print(f"machine: {_cpu_model()} ({_cpu_flags()}), {os.cpu_count()} CPUs, {threads} "
+  print(f"machine: {cpu_model()} ({_cpu_flags()}), {os.cpu_count()} CPUs, {threads} "
         f"thread(s) for each framework; {platform.platform()}")
-  print("versions: " + ", ".join(f"{k} {v}" for k, v in _versions(frameworks).items()))
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in versions(frameworks).items()))
   print(f"instruction set: {args.isa}; XLA_FLAGS (ours): "
         f"{worker_env('jax', args.isa, args.xla_flags)['XLA_FLAGS'] or '(none)'}; "
         "PyTorch env: " + (" ".join(f"{k}={v}" for k, v in _ISA_ENV[args.isa]["torch"].items())
@@ -486,7 +486,7 @@ def _header(args, frameworks: list[str], threads: int) -> None:
 
 
 def main(argv=None) -> None:
-  args = _parse(argv)
+  args = parse_args(argv)
   if args._worker:
     _worker(args)
     return
@@ -535,7 +535,7 @@ def main(argv=None) -> None:
               f"images/s ({found[f'{peer}_b{batch}_cpu']:.2f}x images per CPU-second)")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"args": vars(args), "cpu": _cpu_model(), "cpu_flags": _cpu_flags(),
+      json.dump({"args": vars(args), "cpu": cpu_model(), "cpu_flags": _cpu_flags(),
                  "step_contents": {k: STEP_CONTENTS[k] for k in frameworks},
                  "summary": {f"{k[0]}_b{k[1]}": v for k, v in summary.items()},
                  "ratios": found,
