@@ -168,6 +168,25 @@ def _batches(input_config, options: EvalOptions, split: str):
   return iterator
 
 
+def _score(settings: dict[str, Setting], batches, options: EvalOptions
+           ) -> tuple[dict[str, evaluators.Pckh], dict[str, np.ndarray] | None]:
+  """One pass over `batches`: every setting's PCKh metric, and the first batch."""
+  fns = _inference_fns(settings, options.flip_test)
+  pckh = {name: evaluators.Pckh(s.keypoint_set) for name, s in settings.items()}
+  variables = {s.run_key: jax.device_put(s.models.variables()) for s in settings.values()}
+  first_batch = None
+  for i, batch in enumerate(batches):
+    if options.num_batches is not None and i >= options.num_batches:
+      break
+    first_batch = batch if first_batch is None else first_batch
+    outputs = {key: jax.device_get(fn(variables[key], batch["image"], batch["joints"],
+                                      batch["joints_visible"]))
+               for key, fn in fns.items()}
+    for name, setting in settings.items():
+      pckh[name].update(batch, outputs[setting.run_key])
+  return pckh, first_batch
+
+
 def evaluate_models(models: inference.PoseModels, input_config: ml_collections.ConfigDict,
                     options: EvalOptions = EvalOptions()) -> dict[str, Any]:
   """PCKh, parameters and speed of every available setting over one pass of a split.
@@ -194,20 +213,7 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
     raise ValueError(f"config.input.image_size={input_config.image_size} but the "
                      f"models were trained at {size}")
   settings = settings_for(models)
-  fns = _inference_fns(settings, options.flip_test)
-  pckh = {name: evaluators.Pckh(s.keypoint_set) for name, s in settings.items()}
-  variables = {key: jax.device_put(s.models.variables())
-               for s in settings.values() for key in [s.run_key]}
-  first_batch = None
-  for i, batch in enumerate(_batches(input_config, options, split)):
-    if options.num_batches is not None and i >= options.num_batches:
-      break
-    first_batch = batch if first_batch is None else first_batch
-    outputs = {key: jax.device_get(fn(variables[key], batch["image"], batch["joints"],
-                                      batch["joints_visible"]))
-               for key, fn in fns.items()}
-    for name, setting in settings.items():
-      pckh[name].update(batch, outputs[setting.run_key])
+  pckh, first_batch = _score(settings, _batches(input_config, options, split), options)
   if first_batch is None:
     raise ValueError(f"split {split!r} of input {input_config.name!r} yielded no examples")
   results = {"split": split, "input": input_config.name, "flip_test": options.flip_test,

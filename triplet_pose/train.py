@@ -287,9 +287,39 @@ def _evaluate(evaluator: evaluators.Evaluator, state: TrainState, writer,
   return scalars
 
 
+def _resume(config: ml_collections.ConfigDict, checkpointer: checkpointing.Checkpointer,
+            mesh, init_rng: jax.Array):
+  """(state, train iterator): restored from the newest intact checkpoint, or new."""
+  state = parallel.replicate(create_train_state(config, init_rng), mesh)
+  train_iter = data.create_iterator(
+      config.input, split=config.input.train_split,
+      batch_size=config.input.batch_size, seed=config.seed)
+  if checkpointer.latest_step() is not None:
+    state, input_state = checkpointer.restore(state)
+    train_iter.set_state(parallel.own_process_state(input_state))
+    logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+  return state, train_iter
+
+
+def _jit_steps(config: ml_collections.ConfigDict, joint_predictor):
+  """The jitted train step (state donated) and eval step of `config`."""
+  simulator = None
+  if config.phosphene_loss_weight > 0:
+    simulator = phosphene_loss.create_simulator(config.phosphene)
+  step_fn = jax.jit(functools.partial(train_step, config=config,
+                                      joint_predictor=joint_predictor,
+                                      simulator=simulator),
+                    donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(eval_step, config=config,
+                                      joint_predictor=joint_predictor))
+  return step_fn, eval_fn
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | pathlib.Path) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest checkpoint."""
+  # One piece on purpose: the loop's order (step, finite check, log,
+  # evaluate, save) is what a resumed or failed run relies on.
   workdir = pathlib.Path(workdir)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
@@ -300,29 +330,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       workdir, keep=config.keep_checkpoints,
       keep_best=config.keep_best_checkpoints, best_metric=config.best_metric,
       best_mode=config.best_mode)
-
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = parallel.replicate(create_train_state(config, init_rng), mesh)
-  train_iter = data.create_iterator(
-      config.input, split=config.input.train_split,
-      batch_size=config.input.batch_size, seed=config.seed)
-  if checkpointer.latest_step() is not None:
-    state, input_state = checkpointer.restore(state)
-    train_iter.set_state(parallel.own_process_state(input_state))
-    logging.info("resumed from %s at step %d", checkpointer.directory, int(state.step))
+  state, train_iter = _resume(config, checkpointer, mesh, init_rng)
   joint_predictor, joint_variables = _joint_model_for_triplet_input(config, workdir)
   if joint_variables is not None:
     joint_variables = parallel.replicate(joint_variables, mesh)
-
-  simulator = None
-  if config.phosphene_loss_weight > 0:
-    simulator = phosphene_loss.create_simulator(config.phosphene)
-  step_fn = jax.jit(functools.partial(train_step, config=config,
-                                      joint_predictor=joint_predictor,
-                                      simulator=simulator),
-                    donate_argnums=(0,))
-  eval_fn = jax.jit(functools.partial(eval_step, config=config,
-                                      joint_predictor=joint_predictor))
+  step_fn, eval_fn = _jit_steps(config, joint_predictor)
   evaluator = create_evaluator(config, eval_fn, mesh, joint_variables)
   schedule = optim.learning_rate_schedule(config.optimizer, config.num_train_steps)
   start, total = int(state.step), config.num_train_steps
