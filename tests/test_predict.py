@@ -168,11 +168,14 @@ def test_stream_carries_state_across_chunks_and_padding(workdirs):
   renderer = _renderer(num_phosphenes=200)
   rng = np.random.default_rng(1)
   frames = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(6)]
-  chunked = list(prediction.PhospheneStream(predictor, renderer, batch_size=4).run(frames))
+  stream = prediction.PhospheneStream(predictor, renderer, batch_size=4)
+  # A short chunk (2 frames padded to 4), then a full one: what a camera loop
+  # whose frames come unevenly does.
+  chunked = stream.process(frames[:2]) + stream.process(frames[2:])
   single = list(prediction.PhospheneStream(predictor, renderer, batch_size=1).run(frames))
   assert [f.index for f in chunked] == list(range(6))
-  # 4 + 2 (padded to 4) frames give what 6 single frames give: the padding
-  # leaves the state alone and the state runs on from chunk to chunk.
+  # They give what 6 single frames give: the padding leaves the state alone
+  # and the state runs on from chunk to chunk.
   for a, b in zip(chunked, single):
     for name in ("joints", "contour"):
       np.testing.assert_allclose(a.keypoints[name], b.keypoints[name], atol=1e-3)
@@ -180,6 +183,9 @@ def test_stream_carries_state_across_chunks_and_padding(workdirs):
   brightness = [int(f.phosphenes["contour"].astype(int).sum()) for f in single]
   assert brightness[-1] > 0
   assert single[0].picture.shape == (64, 3 * 64, 3)
+  # The generator pulls chunks of 4 and pads the last one.
+  stream.reset()
+  assert [f.index for f in stream.run(frames)] == list(range(6))
 
 
 def test_launch_predict_on_messy_folder(workdirs, tmp_path):

@@ -107,11 +107,6 @@ class DrawStyle:
     if self.overlap_gap < 0 or (self.overlap_gap > 0 and self.overlap != "nearest"):
       raise ValueError(f"overlap_gap must be >= 0 and needs overlap='nearest', got "
                        f"{self.overlap_gap} with overlap={self.overlap!r}")
-    # Normalise the types, so equal styles hash alike (2 and 2.0 are one style).
-    for field in ("point_radius", "line_width", "overlap_gap"):
-      object.__setattr__(self, field, float(getattr(self, field)))
-    for field in ("draw_joints", "draw_skeleton", "draw_contour", "fill_limbs", "fill_torso"):
-      object.__setattr__(self, field, bool(getattr(self, field)))
 
   def replace(self, **changes) -> "DrawStyle":
     """A copy with `changes` (checked like a new style)."""
