@@ -59,11 +59,17 @@ class LiveFrame:
 
 
 class StageTimes:
-  """Wall time per stage, accumulated over frames."""
+  """Wall time per stage, accumulated over frames.
+
+  The jitted call of a new frame size compiles: it is kept apart
+  (`compile_seconds`), so the stages and frames/s are those of the steady
+  state (the frames of that call count, at no pose+phosphenes time).
+  """
 
   def __init__(self):
     self.seconds: dict[str, float] = collections.defaultdict(float)
     self.frames = 0
+    self.compile_seconds = 0.0
 
   def add(self, stage: str, seconds: float) -> None:
     self.seconds[stage] += seconds
@@ -72,11 +78,12 @@ class StageTimes:
     return {k: 1000.0 * v / max(self.frames, 1) for k, v in self.seconds.items()}
 
   def summary(self) -> str:
-    """E.g. 'decode 1.2 ms, pose+phosphenes 30.1 ms, ... per frame; 26.3 frames/s'."""
+    """E.g. '100 frames: decode 1.2 ms, ... per frame; 26.3 frames/s (+ 9.1 s compiling)'."""
     total = sum(self.seconds.values())
     stages = ", ".join(f"{k} {v:.1f} ms" for k, v in self.per_frame_ms().items())
     fps = self.frames / total if total > 0 else float("nan")
-    return f"{self.frames} frames: {stages} per frame; {fps:.1f} frames/s"
+    return (f"{self.frames} frames: {stages} per frame; {fps:.1f} frames/s "
+            f"(+ {self.compile_seconds:.1f} s compiling)")
 
 
 class PhospheneStream:
@@ -123,6 +130,7 @@ class PhospheneStream:
     if not 0 < n <= self.batch_size:
       raise ValueError(f"a chunk holds 1 to {self.batch_size} frames, got {n}")
     start = time.perf_counter()
+    compiles = tuple(frames[0].shape[:2]) not in self._fns
     fn, geometry = self._function(tuple(frames[0].shape[:2]))
     to_original = geometry.crop_to_original
     batch = np.stack(frames)
@@ -136,7 +144,10 @@ class PhospheneStream:
     self._states, out = fn(self.predictor.variables, self.renderer.sim, self.renderer.pixels,
                            self._states, jnp.asarray(batch), affine, valid)
     out = jax.device_get(out)
-    self.times.add("pose+phosphenes", time.perf_counter() - start)
+    if compiles:
+      self.times.compile_seconds += time.perf_counter() - start
+    else:
+      self.times.add("pose+phosphenes", time.perf_counter() - start)
     start = time.perf_counter()
     names = list(out["keypoints"])
     original = {k: transforms.apply_affine(to_original, v[:n].astype(np.float64))
