@@ -49,8 +49,8 @@ _PHOSPHENE_PARAMS = flags.DEFINE_string(
 _NUM_PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the phosphene layout.")
 _VIDEO_BATCH_SIZE = flags.DEFINE_integer(
-    "video_batch_size", 1, "Video frames per jitted call (1: the least latency, and "
-    "the most frames/s on a 2-core CPU).")
+    "video_batch_size", 1, "Video frames per jitted call (1: the least latency; "
+    "benchmarks/video.py measures larger chunks).")
 _VIDEO_PANELS = flags.DEFINE_bool(
     "video_panels", False, "Also write the matplotlib panels of every video frame "
     "(<name>_panel.mp4; far slower than the phosphene video).")

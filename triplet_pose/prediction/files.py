@@ -58,7 +58,7 @@ def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.
     progress: show progress bars.
     video_panels: also write the matplotlib panels of every video frame.
     video_batch_size: video frames per jitted call (1: the least latency;
-      on a 2-core CPU also the most frames/s, see benchmarks/video.py).
+      benchmarks/video.py measures larger chunks).
 
   Returns:
     {'processed': [input paths], 'failed': {input path: reason}, 'outputs':
