@@ -71,13 +71,13 @@ def draw_triplet(ax, contour, *, visible=None, linewidth: float = 1.5,
                  markersize: float = 3.5, fill: bool = True) -> None:
   """Draws the 26 contour points, limb outlines and torso edges on `ax`.
 
-  Each limb segment of LIMB_SEGMENTS is outlined (and lightly filled) by the
-  quadrilateral of its medial and lateral points at both ends.
+  Each limb segment is outlined (and lightly filled) by its quad
+  (`keypoints.LIMB_QUADS`: its medial and lateral points at both ends).
   """
   contour = np.asarray(contour, np.float64)
   shown = _shown(visible, len(contour))
-  for name, seg in kp.LIMB_SEGMENTS.items():
-    corners = [seg["medial"][0], seg["medial"][1], seg["lateral"][1], seg["lateral"][0]]
+  for name, quad in zip(kp.LIMB_SEGMENTS, kp.LIMB_QUADS):
+    corners = list(quad)
     if fill and shown[corners].all():
       ax.add_patch(Polygon(contour[corners], closed=True, lw=0, alpha=0.25,
                            color=_side_colour(name)))
