@@ -63,7 +63,7 @@ def predict_poses(images: np.ndarray, *, joint_workdir: str,
           for name in predictor.keypoint_names}
 
 
-def _cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
+def cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
                 meta: str) -> dict[str, np.ndarray]:
   """Loads `path` if it was made with `meta`, else makes and writes it."""
   if path.exists():
@@ -83,11 +83,12 @@ def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
   """Train and validation splits, and the predicted validation poses (cached).
 
   Returns:
-    {'train': split, 'validation': split, 'predicted': {set: keypoints} or {}}.
+    {'train': split, 'validation': split, 'predicted': {set: keypoints} or {},
+     'meta': what the data depends on (for caches made from it)}.
   """
   meta = json.dumps({k: config[k] for k in ("num_train", "num_validation", "data_seed",
                                             "simulator_resolution")}, sort_keys=True)
-  data = _cached_npz(workdir / "data.npz", lambda: {
+  data = cached_npz(workdir / "data.npz", lambda: {
       f"{split}/{k}": v for split in STREAMS for k, v in make_split(config, split).items()},
                      meta)
   out = {split: {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(split + "/")}
@@ -99,5 +100,6 @@ def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
       return predict_poses(images, joint_workdir=joint_workdir,
                            triplet_workdir=triplet_workdir)
     source = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
-    out["predicted"] = _cached_npz(workdir / "predictions.npz", make, source)
+    out["predicted"] = cached_npz(workdir / "predictions.npz", make, source)
+  out["meta"] = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
   return out

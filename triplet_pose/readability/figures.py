@@ -35,6 +35,10 @@ def pckh_plot(results: Mapping[str, Any], *, metric: str = "Mean") -> Figure:
   ax.axhline(100 * results["chance"][metric], color="grey", lw=1, ls=":",
              label="chance (mean pose)")
   ax.set_xscale("log")
+  counts = sorted({c["num_phosphenes"] for c in cells})
+  ax.set_xticks(counts, [str(n) for n in counts])
+  ax.minorticks_off()
+  ax.set_ylim(0, 100)
   ax.set_xlabel("phosphenes")
   ax.set_ylabel(f"observer PCKh@0.5 {metric} (%)")
   ax.set_title("Which representation can the observer read? "
