@@ -91,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "an AVX2-only CPU)")
   p.add_argument("--conv_impl", default="auto", choices=("auto", "xla", "cpu_vjp"),
                  help="our convolutions' gradient (cpu_conv.conv2d impl)")
+  p.add_argument("--profile", action="store_true",
+                 help="profile one more step per worker and print each framework's "
+                      "time by kind of operation")
   p.add_argument("--timeout", type=float, default=1800,
                  help="seconds before a worker is abandoned")
   p.add_argument("--quick", action="store_true", help="1 stack, batch 4, 2 timed steps")
@@ -215,18 +218,65 @@ def worker_jax(args) -> dict:
     holder["loss"] = float(metrics["loss"])
 
   first, times, cpu_times, step_rss = _time_steps(step, args.warmup, args.steps)
+  profile = _profile_jax(step, args.warmup + args.steps) if args.profile else None
   device = jax.devices()[0]
   out = {"first_step_s": first, "step_s": times, "cpu_s": cpu_times,
          "step_peak_rss_mb": step_rss, "loss": holder["loss"],
          "device": f"{device.platform}:{device.device_kind}",
          # XLA:CPU's intra-op pool has one thread per CPU it may run on.
          "threads": len(os.sched_getaffinity(0)),
-         "isa": "XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""),
+         "isa": "XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""), "profile": profile,
          "base_rss_mb": base_rss, "peak_rss_mb": _rss_mb()}
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats:
     out["device_peak_mb"] = stats.get("peak_bytes_in_use", 0) / 2**20
   return out
+
+
+def _shares(seconds: dict[str, float]) -> dict[str, float]:
+  total = sum(seconds.values()) or 1.0
+  return {k: round(v / total, 3) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
+def _profile_jax(step, i: int) -> dict[str, float]:
+  """Share of op time (summed over threads) per kind of XLA:CPU thunk, one step."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp):
+      step(i)
+    paths = [os.path.join(d, f) for d, _, fs in os.walk(tmp) for f in fs
+             if f.endswith(".xplane.pb")]
+    data = jax.profiler.ProfileData.from_file(paths[0])
+  seconds = {}
+  for plane in data.planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name and "PjRtCpu" not in line.name:
+        continue  # only the threads that run XLA:CPU's thunks
+      for ev in line.events:
+        name = ev.name
+        if name.startswith("ThunkExecutor") or "Await" in name:
+          continue
+        kind = ("YNNPACK (convolutions, matrix products, sums)" if name.startswith("ynn")
+                else "Eigen matrix products (dW)" if name.startswith(("dot", "custom"))
+                else "XLA fusions (element-wise, reductions)")
+        seconds[kind] = seconds.get(kind, 0.0) + ev.duration_ns / 1e9
+  return _shares(seconds)
+
+
+def _profile_torch(torch, step, i: int) -> dict[str, float]:
+  """Share of op self time per kind of ATen operator, one step."""
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    step(i)
+  seconds = {}
+  for ev in prof.key_averages():
+    name = ev.key
+    kind = ("convolutions" if "conv" in name else
+            "batch norm" if "batch_norm" in name else
+            "ReLU" if name in ("aten::clamp_min", "aten::threshold_backward", "aten::relu")
+            else "other")
+    seconds[kind] = seconds.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
+  return _shares(seconds)
 
 
 def _torch_isa(torch) -> str:
@@ -282,9 +332,10 @@ def worker_torch(args) -> dict:
     holder["loss"] = float(loss)
 
   first, times, cpu_times, step_rss = _time_steps(step, args.warmup, args.steps)
+  profile = _profile_torch(torch, step, 0) if args.profile else None
   out = {"first_step_s": first, "step_s": times, "cpu_s": cpu_times,
          "step_peak_rss_mb": step_rss, "loss": holder["loss"],
-         "device": str(device), "isa": isa,
+         "device": str(device), "isa": isa, "profile": profile,
          "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
          "base_rss_mb": base_rss, "peak_rss_mb": _rss_mb()}
   if device.type == "cuda":
@@ -391,6 +442,8 @@ def run_worker(args, framework: str, batch: int, threads: int) -> dict:
          "--conv_impl", args.conv_impl]
   if args.remat:
     cmd.append("--remat")
+  if args.profile:
+    cmd.append("--profile")
   env = worker_env(framework, args.isa, args.xla_flags)
   try:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
@@ -521,6 +574,9 @@ def main(argv=None) -> None:
               f"{', '.join(f'{t:.2f}' for t in res['cpu_s'])} s; {res['threads']} "
               f"thread(s); {res['isa']}; other load before the run: {busy:.2f} CPUs)",
               flush=True)
+        if res.get("profile"):
+          print("    profile (share of op time): " + ", ".join(
+              f"{k} {100 * v:.0f}%" for k, v in res["profile"].items()), flush=True)
 
   print()
   summary = _summarise(results)
