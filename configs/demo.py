@@ -22,22 +22,13 @@ def get_config(arg: str | None = None):
                               quick=False, smoke=False)
   quick = args.quick
   c = config_lib.base_config()
-  c.input.name = "synthetic_figures/small" if quick else "synthetic_figures"
-  c.input.image_size = 128
-  c.input.heatmap_size = 32
-  c.input.batch_size = 16
-  c.input.eval_batch_size = 32
-  c.model.num_stacks = 1
-  c.model.num_features = 64
-  c.model.hourglass_depth = 3
+  c.input.update(name="synthetic_figures/small" if quick else "synthetic_figures",
+                 image_size=128, heatmap_size=32, batch_size=16, eval_batch_size=32)
   # Why these values (measured): README, "What lets a small model learn this".
-  c.model.stem_features = 32
-  c.heatmap.sigma = 2.0
-  c.heatmap.foreground_weight = 50.0
-  c.optimizer.learning_rate = 1.6e-2
-  c.optimizer.schedule = "warmup_cosine"
-  c.optimizer.warmup_steps = 10 if quick else 50
-  c.optimizer.end_learning_rate_factor = 0.5
+  c.model.update(num_stacks=1, num_features=64, hourglass_depth=3, stem_features=32)
+  c.heatmap.update(sigma=2.0, foreground_weight=50.0)
+  c.optimizer.update(learning_rate=1.6e-2, schedule="warmup_cosine",
+                     warmup_steps=10 if quick else 50, end_learning_rate_factor=0.5)
   if quick:
     c.num_train_steps = 90
   else:  # the joint model limits both: the triplet model learns in fewer steps
@@ -47,11 +38,8 @@ def get_config(arg: str | None = None):
   c.eval_batches = 4
   c.checkpoint_every_steps = 100
   # Flips (the evaluation's flip test expects them) and colour jitter only.
-  c.augment.enabled = True
-  c.augment.rotation_degrees = 0.0
-  c.augment.scale_range = (1.0, 1.0)
-  c.augment.translation_fraction = 0.0
-  c.augment.color_jitter = 0.1
+  c.augment.update(enabled=True, rotation_degrees=0.0, scale_range=(1.0, 1.0),
+                   translation_fraction=0.0, color_jitter=0.1)
   if args.smoke:
     c.input.name = "synthetic_figures/tiny"
     c.input.image_size, c.input.heatmap_size = 64, 16
