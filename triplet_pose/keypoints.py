@@ -218,6 +218,8 @@ def get(name: str) -> KeypointSet:
   Raises:
     ValueError: for any other name.
   """
-  if name not in KEYPOINT_SETS:
-    raise ValueError(f"unknown keypoint set {name!r}; known: {', '.join(KEYPOINT_SETS)}")
-  return KEYPOINT_SETS[name]
+  try:
+    return KEYPOINT_SETS[name]
+  except KeyError:
+    raise ValueError(f"unknown keypoint set {name!r}; known: "
+                     f"{', '.join(KEYPOINT_SETS)}") from None
