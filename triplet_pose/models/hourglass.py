@@ -19,7 +19,9 @@ Every convolution has a bias and symmetric (k-1)/2 padding, as in PyTorch;
 weights are Xavier-uniform. Convolutions go through `cpu_conv.conv2d` and
 max pools are written as maxima of slices: the same values and parameters as
 `nn.Conv` / `nn.max_pool`, with gradients that are fast on XLA:CPU
-(benchmarks/train_step.py). Batch norm uses PyTorch's momentum 0.1 and eps 1e-5.
+(benchmarks/train_step.py). Batch norm uses PyTorch's momentum 0.1 and eps 1e-5;
+it and the ReLU after it go through `cpu_norm.BatchNormReLU` (`nn.BatchNorm`'s
+variables, a hand-written backward pass).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from triplet_pose.models import cpu_conv
+from triplet_pose.models import cpu_norm
 
 _xavier = nn.initializers.xavier_uniform()
 
@@ -64,10 +67,10 @@ def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any,
   return _Conv(features, kernel, stride, dtype=dtype, impl=impl, name=name)
 
 
-def _norm(train: bool, *, dtype: Any, name: str):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, use_fast_variance=False, dtype=dtype,
-                      name=name)
+def _norm_relu(train: bool, *, dtype: Any, name: str):
+  """relu(BatchNorm(x)): `nn.BatchNorm`'s variables, with a fused backward pass."""
+  return cpu_norm.BatchNormReLU(use_running_average=not train, momentum=0.9,
+                                epsilon=1e-5, dtype=dtype, name=name)
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
@@ -98,11 +101,11 @@ class Residual(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     mid = self.features // 2
     d = self.dtype
-    y = nn.relu(_norm(train, dtype=d, name="bn1")(x))
+    y = _norm_relu(train, dtype=d, name="bn1")(x)
     y = _conv(mid, 1, dtype=d, impl=self.conv_impl, name="conv1")(y)
-    y = nn.relu(_norm(train, dtype=d, name="bn2")(y))
+    y = _norm_relu(train, dtype=d, name="bn2")(y)
     y = _conv(mid, 3, dtype=d, impl=self.conv_impl, name="conv2")(y)
-    y = nn.relu(_norm(train, dtype=d, name="bn3")(y))
+    y = _norm_relu(train, dtype=d, name="bn3")(y)
     y = _conv(self.features, 1, dtype=d, impl=self.conv_impl, name="conv3")(y)
     if x.shape[-1] == self.features:
       skip = x
@@ -173,7 +176,7 @@ class StackedHourglass(nn.Module):
     d, f, stem = self.dtype, self.num_features, self.stem_features
     impl = self.conv_impl
     x = _conv(stem // 2, 7, stride=2, dtype=d, impl=impl, name="pre_conv")(images.astype(d))
-    x = nn.relu(_norm(train, dtype=d, name="pre_bn")(x))
+    x = _norm_relu(train, dtype=d, name="pre_bn")(x)
     x = Residual(stem, dtype=d, conv_impl=impl, name="pre_res1")(x, train)
     x = _max_pool(x)
     x = Residual(stem, dtype=d, conv_impl=impl, name="pre_res2")(x, train)
@@ -186,7 +189,7 @@ class StackedHourglass(nn.Module):
                          name=f"hourglass_{s}")(x, train)
       feat = Residual(f, dtype=d, conv_impl=impl, name=f"features_res_{s}")(hg, train)
       feat = _conv(f, 1, dtype=d, impl=impl, name=f"features_conv_{s}")(feat)
-      feat = nn.relu(_norm(train, dtype=d, name=f"features_bn_{s}")(feat))
+      feat = _norm_relu(train, dtype=d, name=f"features_bn_{s}")(feat)
       pred = _conv(self.num_keypoints, 1, dtype=d, impl=impl, name=f"out_{s}")(feat)
       predictions.append(pred)
       if s < self.num_stacks - 1:
