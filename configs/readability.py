@@ -1,7 +1,7 @@
 r"""The readability benchmark: which pose representation can an observer read?
 
-  python -m launch.readability --workdir=/tmp/readability            # < 30 min, 2 CPU cores
-  python -m launch.readability --workdir=/tmp/readability_quick --quick   # < 5 min
+  python -m launch.readability --workdir=/tmp/readability            # 8 x 4 cells
+  python -m launch.readability --workdir=/tmp/readability_quick --quick   # ~7 min, 2 cores
   python -m launch.readability --workdir=/tmp/readability \
       --joint_workdir=/tmp/triplet_pose_demo/joint \
       --triplet_workdir=/tmp/triplet_pose_demo/triplet    # + predicted-pose rows

@@ -26,7 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/readability.py[:size=quick]; default: the full grid.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (results, table, figures).")
-_QUICK = flags.DEFINE_bool("quick", False, "A few cells, small observers (< 5 min on a CPU).")
+_QUICK = flags.DEFINE_bool("quick", False, "10 cells, 150-step observers (~7 min on 2 cores).")
 _JOINT_WORKDIR = flags.DEFINE_string("joint_workdir", None,
                                      "Trained joint model, for the predicted-pose rows.")
 _TRIPLET_WORKDIR = flags.DEFINE_string("triplet_workdir", None,
