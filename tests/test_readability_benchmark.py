@@ -7,6 +7,7 @@ must not fall from 300 to 3000 phosphenes beyond run-to-run spread.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -107,6 +108,14 @@ def _sanity_config(steps):
   return config
 
 
+# The observer's sanity checks train three observers on 1,500 figures: more
+# than 20 minutes on 2 CPU cores, too long for every CI run. They run with
+# TRIPLET_POSE_LONG_TESTS=1 (python -m pytest -q tests/test_readability_benchmark.py).
+long_test = pytest.mark.skipif(
+    os.environ.get("TRIPLET_POSE_LONG_TESTS") != "1",
+    reason="observer sanity checks take >20 min on 2 cores; set TRIPLET_POSE_LONG_TESTS=1")
+
+
 @pytest.fixture(scope="module")
 def sanity_data(tmp_path_factory):
   config = _sanity_config(steps=0)
@@ -114,6 +123,7 @@ def sanity_data(tmp_path_factory):
 
 
 @pytest.mark.slow
+@long_test
 def test_observer_reads_unrendered_joint_masks(sanity_data):
   # The dedicated setting: 3x the grid's steps (500 steps give 0.77, 1200
   # gave 0.93: Wrist 0.66, Elbow 0.92, all other groups >= 0.95).
@@ -123,6 +133,7 @@ def test_observer_reads_unrendered_joint_masks(sanity_data):
 
 
 @pytest.mark.slow
+@long_test
 def test_observer_on_blank_images_is_at_chance(sanity_data):
   config = _sanity_config(steps=200)
   train, val = sanity_data["train"], sanity_data["validation"]
@@ -138,6 +149,7 @@ def test_observer_on_blank_images_is_at_chance(sanity_data):
 
 
 @pytest.mark.slow
+@long_test
 def test_silhouette_does_not_fall_with_more_phosphenes(sanity_data):
   config = _sanity_config(steps=400)  # the grid's
   silhouette = reps.get("silhouette")
