@@ -35,6 +35,7 @@ class Pckh:
     self.thresholds = thresholds
     self._rows = {k: [] for k in ("pred", "gt", "visible", "head", "valid",
                                   "pred_crop", "gt_crop")}
+    self._gathered: dict[str, np.ndarray] | None = None  # `arrays()`, once
 
   def update(self, batch: common.Batch, predictions: dict[str, Any]) -> None:
     kset = self.keypoint_set
@@ -49,6 +50,7 @@ class Pckh:
             "pred_crop": pred, "gt_crop": gt}
     for key, value in rows.items():
       self._rows[key].append(value)
+    self._gathered = None
 
   def arrays(self) -> dict[str, np.ndarray]:
     """Every valid person's rows: pred, gt (original px), visible, head,
@@ -57,11 +59,14 @@ class Pckh:
     Raises:
       ValueError: when no valid example was seen.
     """
+    if self._gathered is not None:
+      return self._gathered
     gathered = {k: common.gather_rows(v) for k, v in self._rows.items() if v}
     if not gathered or not gathered["valid"].any():
       raise ValueError("no valid example was evaluated (an empty split?)")
     valid = gathered.pop("valid")
-    return {k: v[valid] for k, v in gathered.items()}
+    self._gathered = {k: v[valid] for k, v in gathered.items()}
+    return self._gathered
 
   def report(self) -> dict[str, Any]:
     """`metrics.pckh_report` of everything seen (groups, @0.1, AUC, curve...)."""
