@@ -52,6 +52,8 @@ import subprocess
 import sys
 import time
 
+from launch import huge_pages
+
 _WORKER = "--_worker"
 # Environment that limits each framework to an instruction set.
 _ISA_ENV = {
@@ -89,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--isa", default="native", choices=sorted(_ISA_ENV),
                  help="limit both frameworks' CPU instruction set (avx2: emulate "
                       "an AVX2-only CPU)")
+  p.add_argument("--huge_pages", default="on", choices=("on", "off"),
+                 help="both frameworks' workers malloc with transparent huge pages "
+                      "(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), as launch/ runs")
   p.add_argument("--conv_impl", default="auto", choices=("auto", "xla", "cpu_vjp"),
                  help="our convolutions' gradient (cpu_conv.conv2d impl)")
   p.add_argument("--profile", action="store_true",
@@ -419,9 +424,14 @@ def _cpu_flags() -> str:
                   if f in flags) or "none of avx2/avx512"
 
 
-def worker_env(framework: str, isa: str, xla_flags: str = "") -> dict[str, str]:
-  """The environment of a `framework` worker limited to instruction set `isa`."""
-  env = dict(os.environ)
+def worker_env(framework: str, isa: str, xla_flags: str = "", *,
+               huge_pages_on: bool = True) -> dict[str, str]:
+  """The environment of a `framework` worker limited to instruction set `isa`.
+
+  `huge_pages_on`: malloc with transparent huge pages for both frameworks,
+  as `launch/` entry points run (launch/huge_pages.py).
+  """
+  env = huge_pages.environment() if huge_pages_on else dict(os.environ)
   extra = dict(_ISA_ENV[isa]["jax" if framework == "jax" else "torch"])
   if framework == "jax":
     extra["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS", ""),
@@ -444,7 +454,7 @@ def run_worker(args, framework: str, batch: int, threads: int) -> dict:
     cmd.append("--remat")
   if args.profile:
     cmd.append("--profile")
-  env = worker_env(framework, args.isa, args.xla_flags)
+  env = worker_env(framework, args.isa, args.xla_flags, huge_pages_on=args.huge_pages == "on")
   try:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
                           timeout=args.timeout)
@@ -530,6 +540,8 @@ def _header(args, frameworks: list[str], threads: int) -> None:
         f"{worker_env('jax', args.isa, args.xla_flags)['XLA_FLAGS'] or '(none)'}; "
         "PyTorch env: " + (" ".join(f"{k}={v}" for k, v in _ISA_ENV[args.isa]["torch"].items())
                           or "(none)"))
+  print(f"malloc huge pages (both): {args.huge_pages}; GLIBC_TUNABLES="
+        f"{worker_env('jax', args.isa, huge_pages_on=args.huge_pages == 'on').get('GLIBC_TUNABLES', '')}")
   print(f"model: {args.stacks} stack(s), {args.features} features, 16 keypoints, "
         f"{args.image_size}x{args.image_size}, dtype {args.dtype}"
         f"{', remat' if args.remat else ''}, conv gradient {args.conv_impl}; "

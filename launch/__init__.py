@@ -1,0 +1,10 @@
+"""Entry points: `python -m launch.<name>`.
+
+Starting one restarts the process once with transparent huge pages for
+malloc (`launch/huge_pages.py`: about a quarter off the CPU train step);
+importing the package otherwise (tests, notebooks) changes nothing.
+"""
+
+from launch import huge_pages
+
+huge_pages.maybe_restart()

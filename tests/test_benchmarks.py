@@ -55,6 +55,7 @@ def _installed(module: str) -> bool:
 
 def test_worker_env_limits_each_framework_to_the_isa(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
   jax_env = train_step.worker_env("jax", "avx2", "--xla_cpu_enable_fast_math=true")
   assert jax_env["XLA_FLAGS"].split() == [
       "--xla_force_host_platform_device_count=2", "--xla_cpu_max_isa=AVX2",
@@ -63,6 +64,10 @@ def test_worker_env_limits_each_framework_to_the_isa(monkeypatch):
     env = train_step.worker_env(framework, "avx2")
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"  # untouched
+  for framework in ("jax", "torch"):  # the same malloc for both, unless asked
+    assert "glibc.malloc.hugetlb=1" in train_step.worker_env(framework, "native")[
+        "GLIBC_TUNABLES"]
+  assert "GLIBC_TUNABLES" not in train_step.worker_env("jax", "native", huge_pages_on=False)
   native = train_step.worker_env("torch", "native")
   assert "ONEDNN_MAX_CPU_ISA" not in native or native["ONEDNN_MAX_CPU_ISA"] == os.environ.get(
       "ONEDNN_MAX_CPU_ISA")

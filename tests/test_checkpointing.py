@@ -2,7 +2,6 @@
 
 import json
 import logging
-import pathlib
 import shutil
 
 import jax.numpy as jnp

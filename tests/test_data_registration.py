@@ -66,3 +66,13 @@ def test_a_damaged_build_names_its_folder(tiny_data_dir, tmp_path):
   with pytest.raises(array_record_builder.DamagedDatasetError) as e:
     source.__getitems__(list(range(len(source))))
   assert str(builder.data_dir) in str(e.value) and "rebuild" in str(e.value)
+
+
+def test_a_damaged_dataset_info_names_its_folder(tiny_data_dir, tmp_path):
+  data_dir = tmp_path / "tfds"
+  shutil.copytree(tiny_data_dir, data_dir)
+  info = next(data_dir.rglob("dataset_info.json"))
+  info.write_text(info.read_text()[:200])  # cut short, as by a full disk
+  with pytest.raises(array_record_builder.DamagedDatasetError) as e:
+    tfds.builder("synthetic_figures/tiny", data_dir=data_dir)
+  assert str(info.parent) in str(e.value) and "rebuild" in str(e.value)

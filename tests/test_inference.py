@@ -72,7 +72,7 @@ def test_flip_test_of_symmetric_input_is_symmetric():
   x = _symmetric_image(64)
   apply, variables = _init(tiny.get_config("stacks=1"), x)
   maps = _predict(apply, variables, x, flip_test=True)["joints"]
-  coords, _ = inference.decode_to_input_pixels(maps, 64)
+  coords, _ = hm.decode_to_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "joints")
   # Without the flip test the same input gives an asymmetric answer.
   plain = _predict(apply, variables, x, flip_test=False)["joints"]
@@ -95,7 +95,7 @@ def test_flip_test_of_triplet_model_permutes_joint_channels():
       config, jnp.asarray(joints), jnp.ones((1, 16)), image_size=64)], axis=-1)
   apply, variables = _init(config, inputs_)
   maps = _predict(apply, variables, inputs_, flip_test=True)["contour"]
-  coords, _ = inference.decode_to_input_pixels(maps, 64)
+  coords, _ = hm.decode_to_pixels(maps, 64)
   _assert_mirror_symmetric(maps, coords, 64, "contour")
 
 
@@ -109,7 +109,7 @@ def test_flip_test_of_combined_model_unflips_each_output_with_its_permutation():
   assert joint_maps.shape == (1, 16, 16, kp.NUM_JOINTS)
   assert contour_maps.shape == (1, 16, 16, kp.NUM_CONTOUR)
   for maps, kind in ((joint_maps, "joints"), (contour_maps, "contour")):
-    coords, _ = inference.decode_to_input_pixels(maps, 64)
+    coords, _ = hm.decode_to_pixels(maps, 64)
     _assert_mirror_symmetric(maps, coords, 64, kind)
   plain_contour = _predict(apply, variables, x, flip_test=False)["contour"]
   assert not np.allclose(inference.unflip_heatmaps(plain_contour, kp.CONTOUR), plain_contour,
@@ -141,6 +141,9 @@ def test_pose_models_refuses_wrong_combinations():
     inference.PoseModels(joint=joint, combined=combined)
   with pytest.raises(ValueError, match="PoseModels.joint must be"):
     inference.PoseModels(joint=combined)
+  with pytest.raises(ValueError, match="PoseModels.triplet must be"):
+    inference.PoseModels(joint=joint, triplet=joint)
+  assert inference.PoseModels(joint=joint, triplet=triplet).image_size == 64
   with pytest.raises(ValueError, match="at least one"):
     inference.PoseModels()
   big = _Loaded("contour")

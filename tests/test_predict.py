@@ -13,6 +13,7 @@ from triplet_pose import keypoints as kp
 from triplet_pose import phosphenes
 from triplet_pose import prediction
 from triplet_pose.prediction import stream as stream_lib
+from triplet_pose.prediction import writers
 
 
 def _renderer(**kwargs):
@@ -127,6 +128,23 @@ def test_video_gives_mp4s_and_every_frames_keypoints(workdirs, tmp_path):
   assert len(video) == 5 and video[0].shape[:2] == (64, 3 * 64)  # input | joints | triplet
   panels = imageio.mimread(out / "clip_panel.mp4")
   assert len(panels) == 5 and panels[0].shape[0] > 100
+  # Written under hidden names, renamed when complete: nothing else is left.
+  assert sorted(p.name for p in out.iterdir()) == [
+      "clip.json", "clip_panel.mp4", "clip_phosphenes.mp4"]
+
+
+def test_video_writer_keeps_the_frames_before_an_error(tmp_path):
+  imageio = pytest.importorskip("imageio.v2")
+  pytest.importorskip("imageio_ffmpeg")
+  path = tmp_path / "out.mp4"
+  with pytest.raises(KeyboardInterrupt):
+    with writers.VideoWriter(path, fps=5) as video:
+      for i in range(3):
+        video.append(np.full((32, 48, 3), 60 * i, np.uint8))
+        assert not path.exists()  # the final name appears only when complete
+      raise KeyboardInterrupt
+  assert len(imageio.mimread(path)) == 3
+  assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
 def test_phosphenes_build_up_over_frames():

@@ -28,6 +28,7 @@ from triplet_pose.phosphenes import readability
 from triplet_pose import prediction
 from triplet_pose import report as report_lib
 from triplet_pose import results as results_lib
+from triplet_pose import storage
 from triplet_pose import train
 from triplet_pose import viz
 
@@ -122,7 +123,7 @@ def run_demo(workdir: str | pathlib.Path, joint_config: ml_collections.ConfigDic
 
   progress.begin("report")
   summary = _summary(results, size=size)
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  storage.write_text(workdir / "summary.json", json.dumps(summary, indent=2))
   _write_report(workdir, results, table, paths["curve"], panels, overlap, summary)
   progress.end("report")
   logging.info("report: %s", workdir / "report.html")

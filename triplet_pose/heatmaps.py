@@ -129,6 +129,14 @@ def decode(heatmaps: jax.Array) -> tuple[jax.Array, jax.Array]:
   return coords, confidence.astype(jnp.float32)
 
 
+def decode_to_pixels(maps: jax.Array, image_size: int | Sequence[int]
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Heatmaps (B, h, w, K) -> keypoints (B, K, 2) in the pixels of an
+  `image_size` image covering the same area, and confidence (B, K)."""
+  coords, confidence = decode(maps)
+  return rescale_coordinates(coords, maps.shape[1:3], image_size), confidence
+
+
 def local_mean(heatmaps: jax.Array, *, radius: int = 2) -> jax.Array:
   """Differentiable sub-pixel keypoints: the centre of mass near the argmax.
 

@@ -70,12 +70,6 @@ def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
           for name, maps in both.items()}
 
 
-def decode_to_input_pixels(maps: jax.Array, image_size: int) -> tuple[jax.Array, jax.Array]:
-  """Heatmaps (B, h, w, K) -> keypoints (B, K, 2) in input pixels, confidence (B, K)."""
-  coords, confidence = hm.decode(maps)
-  return hm.rescale_coordinates(coords, maps.shape[1:3], image_size), confidence
-
-
 @dataclasses.dataclass
 class PoseModels:
   """The joint and/or the triplet model used together, or one combined model.
@@ -151,7 +145,7 @@ def make_inference_fn(models: PoseModels, *, flip_test: bool = True,
   def run(model, variables, x, out):
     apply = functools.partial(model.model.apply, train=False)
     for name, maps in predict_heatmaps(apply, variables, x, flip_test=flip_test).items():
-      coords, confidence = decode_to_input_pixels(maps, size)
+      coords, confidence = hm.decode_to_pixels(maps, size)
       out["keypoints"][name], out["confidence"][name] = coords, confidence
       out["heatmaps"][name] = maps
 

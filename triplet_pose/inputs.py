@@ -95,8 +95,7 @@ def predict_joints(joint_predictor: JointPredictor, joint_variables: Any,
   into the joint model.
   """
   stacks = jax.lax.stop_gradient(joint_predictor(joint_variables, images)[kp.JOINTS.name])
-  coords, _ = heatmaps.decode(stacks[:, -1])
-  joints = heatmaps.rescale_coordinates(coords, stacks.shape[2], image_size)
+  joints, _ = heatmaps.decode_to_pixels(stacks[:, -1], image_size)
   return joints, jnp.ones(joints.shape[:-1], jnp.float32)
 
 

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from triplet_pose import storage
+
 _STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif;
        max-width: 1200px; margin: 2em auto; color: #222; }
@@ -70,7 +72,4 @@ class Report:
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(self._title)}</title><style>{_STYLE}</style></head>"
             f"<body>{''.join(self._parts)}</body></html>")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return storage.write_text(path, page)

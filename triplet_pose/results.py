@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from triplet_pose import storage
 from triplet_pose import viz
 
 # Row labels of the settings of `evaluation.settings_for`.
@@ -99,8 +100,8 @@ def write_results(results: dict[str, Any], out_dir: str | pathlib.Path) -> dict[
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = {"metrics": out_dir / "metrics.json", "curve": out_dir / "pckh_curve.png",
            "table": out_dir / "table.txt"}
-  paths["metrics"].write_text(json.dumps(results, indent=2, allow_nan=True))
-  paths["table"].write_text(format_table(results) + "\n")
+  storage.write_text(paths["metrics"], json.dumps(results, indent=2, allow_nan=True))
+  storage.write_text(paths["table"], format_table(results) + "\n")
   curves = {f"{SETTING_LABELS[k]} ({v['keypoints']}), AUC {100 * v['AUC']:.1f}":
             (v["curve"]["threshold"], v["curve"]["Mean"])
             for k, v in results["settings"].items()}

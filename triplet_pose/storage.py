@@ -46,6 +46,13 @@ def check_writable(directory: str | pathlib.Path, *, needed_bytes: int = 0,
                     f"about {format_mb(needed_bytes)}, {format_mb(free)} free")
 
 
+def partial_path(path: str | pathlib.Path) -> pathlib.Path:
+  """Where `path` is written before it is complete: a hidden file beside it."""
+  path = pathlib.Path(path)
+  # The same extension: image and video writers pick the format by it.
+  return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
   """Yields a temporary path beside `path`, renamed onto it when the block ends.
@@ -54,14 +61,19 @@ def atomic_write(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
   disk or a kill leaves no truncated file under the final name, so every
   file already there stays valid. On an error the temporary file is removed.
   """
-  path = pathlib.Path(path)
-  # The same extension: image and video writers pick the format by it.
-  tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+  tmp = partial_path(path)
   try:
     yield tmp
     tmp.replace(path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
+  """Writes `text` (UTF-8) to `path` through `atomic_write`; returns the path."""
+  with atomic_write(path) as tmp:
+    tmp.write_text(text, encoding="utf-8")
+  return pathlib.Path(path)
 
 
 def disk_size(directory: pathlib.Path) -> int:

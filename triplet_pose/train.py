@@ -192,8 +192,7 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   last = {name: maps[:, -1] for name, maps in outputs.items()}
   return {"loss_sum": jnp.sum(per_example * valid[:, None], axis=0),
           "count": jnp.sum(valid), "heatmaps": last,
-          "keypoints": {name: heatmaps.rescale_coordinates(
-              heatmaps.decode(maps)[0], maps.shape[1], images.shape[1])
+          "keypoints": {name: heatmaps.decode_to_pixels(maps, images.shape[1:3])[0]
                         for name, maps in last.items()}}
 
 

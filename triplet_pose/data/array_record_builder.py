@@ -18,6 +18,7 @@ import inspect
 
 import tensorflow_datasets as tfds
 from etils import epath
+from google.protobuf import json_format
 
 ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 # What array_record / riegeli raise (RuntimeError) for a damaged file.
@@ -41,7 +42,13 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     return epath.Path(inspect.getfile(cls))
 
   def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or ARRAY_RECORD, **kwargs)
+    try:
+      super().__init__(file_format=file_format or ARRAY_RECORD, **kwargs)
+    except json_format.ParseError as e:  # a damaged dataset_info.json
+      folder = getattr(self, "_data_dir", None) or "its data folder"
+      raise DamagedDatasetError(
+          f"the dataset_info.json in {folder} is damaged ({' '.join(str(e).split())[:160]}); "
+          "delete that folder to rebuild it") from e
 
   def as_data_source(self, split=None, **kwargs):
     """TFDS's random-access sources, whose reads name a damaged build's folder."""

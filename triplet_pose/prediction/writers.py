@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from triplet_pose import keypoints as kp
+from triplet_pose import storage
 from triplet_pose import viz
 from triplet_pose.prediction import predictor as predictor_lib
 from triplet_pose.prediction import renderer as renderer_lib
@@ -50,12 +51,12 @@ def prediction_record(pred: predictor_lib.Prediction, *, source: str, image_shap
 
 
 def write_json(path: pathlib.Path, record: Any) -> str:
-  path.write_text(json.dumps(record, indent=1))
-  return str(path)
+  return str(storage.write_text(path, json.dumps(record, indent=1)))
 
 
 def save_png(picture: np.ndarray, path: pathlib.Path) -> str:
-  Image.fromarray(picture).save(path)
+  with storage.atomic_write(path) as tmp:
+    Image.fromarray(picture).save(tmp)
   return str(path)
 
 
@@ -114,25 +115,31 @@ def side_by_side(crop, phosphenes: Mapping[str, Any], points: Mapping[str, Any])
 class VideoWriter:
   """Appends (H, W, 3) uint8 frames to an MP4 (libx264), opened on the first frame.
 
-  Frames are padded (white) to the first frame's size rounded up to 16.
+  Frames are padded (white) to the first frame's size rounded up to 16. The
+  file is written beside `path` and takes its name when closed (also when
+  the block is left by an error: the frames so far make a valid video), so a
+  killed run never leaves a truncated MP4 under the final name.
   """
 
   def __init__(self, path: str | pathlib.Path, *, fps: float, quality: int = 7):
     self.path, self.fps, self.quality = pathlib.Path(path), fps, quality
     self._writer, self._shape = None, None
+    self._partial = storage.partial_path(self.path)
 
   def append(self, frame: np.ndarray) -> None:
     if self._writer is None:
       # imageio is only needed for video: imported here, off the start-up path.
       import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
       self._shape = tuple(-(-s // 16) * 16 for s in frame.shape[:2])
-      self._writer = imageio.get_writer(self.path, fps=self.fps, codec="libx264",
+      self._writer = imageio.get_writer(self._partial, fps=self.fps, codec="libx264",
                                         macro_block_size=1, quality=self.quality)
     self._writer.append_data(_pad_to(frame, self._shape))
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+      self._writer = None
+      self._partial.replace(self.path)
 
   def __enter__(self):
     return self

@@ -33,6 +33,7 @@ from triplet_pose import metric_writer
 from triplet_pose import metrics
 from triplet_pose import phosphene_loss
 from triplet_pose import phosphenes
+from triplet_pose import storage
 from triplet_pose import viz
 from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import figures as figures_lib
@@ -254,9 +255,7 @@ def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(value, indent=1, default=float))
-  tmp.replace(path)
+  storage.write_text(path, json.dumps(value, indent=1, default=float))
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
@@ -394,8 +393,8 @@ def write_outputs(results: Mapping[str, Any], workdir: str | pathlib.Path
   workdir = pathlib.Path(workdir)
   paths = {"table": workdir / "table.txt", "plot": workdir / "pckh_vs_phosphenes.png",
            "examples": workdir / "examples.png"}
-  paths["table"].write_text(format_table(results) + "\n\n"
-                            + format_table(results, metric="AUC") + "\n")
+  storage.write_text(paths["table"], format_table(results) + "\n\n"
+                     + format_table(results, metric="AUC") + "\n")
   viz.save_figure(figures_lib.pckh_plot(results), paths["plot"])
   viz.save_figure(figures_lib.example_grid(results, workdir / "examples"), paths["examples"])
   return paths

@@ -219,8 +219,7 @@ def _predict_fn(config_key: str, front: FrontFn, source_size: int):
   def run(trained, x):
     images = front(trained["front"], x)
     maps, _ = _observe(observer, trained["observer"], images, False)
-    coords, _ = hm.decode(maps)
-    return hm.rescale_coordinates(coords, maps.shape[1], source_size), images
+    return hm.decode_to_pixels(maps, source_size)[0], images
   return run
 
 
