@@ -58,11 +58,14 @@ def maybe_restart() -> None:
   argv = getattr(sys, "orig_argv", [])
   if "-m" not in argv[:-1] or not argv[argv.index("-m") + 1].startswith("launch."):
     return  # imported (tests, notebooks), not an entry point being started
-  if not useful():
+  if not sys.executable or not useful():
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *argv[1:]], environment())
+  try:
+    os.execve(sys.executable, [sys.executable, *argv[1:]], environment())
+  except OSError:
+    pass  # not restartable here: run on, with 4 KiB pages
 
 
 if __name__ == "__main__":

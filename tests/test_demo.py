@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 
+from PIL import Image
+
 from conftest import REPO
 from triplet_pose import checkpointing
+from triplet_pose import demo
+from triplet_pose import report as report_lib
 
 
 def _demo(workdir):
@@ -43,3 +47,18 @@ def test_demo_writes_report_and_checkpoints_then_resumes(tmp_path):
   records = [json.loads(l) for l in (tmp_path / "joint" / "metrics.jsonl").read_text().splitlines()]
   train_steps = [r["step"] for r in records if "train/loss" in r]
   assert len(train_steps) == len(set(train_steps))
+
+
+def test_report_includes_the_readability_results_once_made(tmp_path):
+  def section():
+    page = report_lib.Report("demo")
+    demo._readability_section(page, tmp_path)
+    return page.write(tmp_path / "report.html").read_text()
+  before = section()  # not run yet: the command that makes it
+  assert f"--joint_workdir={tmp_path / 'joint'}" in before and "<img" not in before
+  folder = tmp_path / demo.READABILITY_DIR
+  folder.mkdir()
+  (folder / "table.txt").write_text("Observer PCKh (Mean, %)\nsilhouette  41.7\n")
+  Image.new("RGB", (8, 8)).save(folder / "pckh_vs_phosphenes.png")
+  after = section()
+  assert "silhouette  41.7" in after and after.count("<img") == 1

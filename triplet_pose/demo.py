@@ -200,4 +200,35 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
       "outlines but no fill where filled limbs cross.")
   page.image(overlap, "Predicted triplets of two validation examples: activation masks "
              "and phosphenes for each overlap mode.")
+  _readability_section(page, workdir)
   page.write(workdir / "report.html")
+
+
+# What `launch.readability` writes into READABILITY_DIR beside the models.
+READABILITY_DIR = "readability"
+_READABILITY_FILES = ("table.txt", "pckh_vs_phosphenes.png", "examples.png")
+
+
+def _readability_section(page: report_lib.Report, workdir: pathlib.Path) -> None:
+  """The computational observer's table and plot when `launch.readability` has
+  run on this demo's models, else the command that makes them."""
+  page.heading("Which representation can a user read?")
+  folder = workdir / READABILITY_DIR
+  table, plot, examples = (folder / f for f in _READABILITY_FILES)
+  if not table.exists():
+    page.paragraph(
+        "An observer network trained on phosphene images alone measures how much of "
+        "the pose each representation carries (joints, triplet, silhouette, learned "
+        "stimulation, ...). Run it on this demo's models, then re-run the demo (it "
+        "resumes) to see its table and plot here:")
+    page.preformatted(
+        f"python -m launch.readability --workdir={folder} "
+        f"--joint_workdir={workdir / 'joint'} --triplet_workdir={workdir / 'triplet'}")
+    return
+  page.paragraph(f"From {folder} (launch.readability on this demo's models): observer "
+                 "PCKh on phosphene images of the true and of the predicted pose.")
+  page.preformatted(table.read_text())
+  for path, caption in ((plot, "Observer PCKh against the number of phosphenes."),
+                        (examples, "One validation person in every representation.")):
+    if path.exists():
+      page.image(path, caption)
