@@ -55,6 +55,8 @@ import time
 from launch import huge_pages
 
 _WORKER = "--_worker"
+# --huge_pages: the frameworks whose workers malloc with transparent huge pages.
+_HUGE_PAGES = {"ours": ("jax",), "both": ("jax", "torch", "torch_compile"), "none": ()}
 # Environment that limits each framework to an instruction set.
 _ISA_ENV = {
     "native": {"jax": {}, "torch": {}},
@@ -91,9 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--isa", default="native", choices=sorted(_ISA_ENV),
                  help="limit both frameworks' CPU instruction set (avx2: emulate "
                       "an AVX2-only CPU)")
-  p.add_argument("--huge_pages", default="on", choices=("on", "off"),
-                 help="both frameworks' workers malloc with transparent huge pages "
-                      "(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), as launch/ runs")
+  p.add_argument("--huge_pages", default="ours", choices=sorted(_HUGE_PAGES),
+                 help="whose workers malloc with transparent huge pages (GLIBC_TUNABLES="
+                      "glibc.malloc.hugetlb=1): 'ours' (as launch/ runs ours; PyTorch as "
+                      "it runs by default), 'both' or 'none'")
   p.add_argument("--conv_impl", default="auto", choices=("auto", "xla", "cpu_vjp"),
                  help="our convolutions' gradient (cpu_conv.conv2d impl)")
   p.add_argument("--profile", action="store_true",
@@ -454,7 +457,8 @@ def run_worker(args, framework: str, batch: int, threads: int) -> dict:
     cmd.append("--remat")
   if args.profile:
     cmd.append("--profile")
-  env = worker_env(framework, args.isa, args.xla_flags, huge_pages_on=args.huge_pages == "on")
+  env = worker_env(framework, args.isa, args.xla_flags,
+                   huge_pages_on=framework in _HUGE_PAGES[args.huge_pages])
   try:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
                           timeout=args.timeout)
@@ -540,8 +544,8 @@ def _header(args, frameworks: list[str], threads: int) -> None:
         f"{worker_env('jax', args.isa, args.xla_flags)['XLA_FLAGS'] or '(none)'}; "
         "PyTorch env: " + (" ".join(f"{k}={v}" for k, v in _ISA_ENV[args.isa]["torch"].items())
                           or "(none)"))
-  print(f"malloc huge pages (both): {args.huge_pages}; GLIBC_TUNABLES="
-        f"{worker_env('jax', args.isa, huge_pages_on=args.huge_pages == 'on').get('GLIBC_TUNABLES', '')}")
+  print(f"malloc with huge pages (GLIBC_TUNABLES={huge_pages.TUNABLE}): "
+        + (", ".join(NAMES[f] for f in _HUGE_PAGES[args.huge_pages]) or "neither"))
   print(f"model: {args.stacks} stack(s), {args.features} features, 16 keypoints, "
         f"{args.image_size}x{args.image_size}, dtype {args.dtype}"
         f"{', remat' if args.remat else ''}, conv gradient {args.conv_impl}; "
