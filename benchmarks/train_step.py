@@ -431,8 +431,8 @@ def worker_env(framework: str, isa: str, xla_flags: str = "", *,
                huge_pages_on: bool = True) -> dict[str, str]:
   """The environment of a `framework` worker limited to instruction set `isa`.
 
-  `huge_pages_on`: malloc with transparent huge pages for both frameworks,
-  as `launch/` entry points run (launch/huge_pages.py).
+  `huge_pages_on`: the worker mallocs with transparent huge pages, as
+  `launch/` entry points run (launch/huge_pages.py).
   """
   env = huge_pages.environment() if huge_pages_on else dict(os.environ)
   extra = dict(_ISA_ENV[isa]["jax" if framework == "jax" else "torch"])

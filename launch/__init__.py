@@ -1,7 +1,7 @@
 """Entry points: `python -m launch.<name>`.
 
 Starting one restarts the process once with transparent huge pages for
-malloc (`launch/huge_pages.py`: about a quarter off the CPU train step);
+malloc (`launch/huge_pages.py`: the demo's wall time down by a quarter);
 importing the package otherwise (tests, notebooks) changes nothing.
 """
 
