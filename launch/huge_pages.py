@@ -66,8 +66,3 @@ def maybe_restart() -> None:
     os.execve(sys.executable, [sys.executable, *argv[1:]], environment())
   except OSError:
     pass  # not restartable here: run on, with 4 KiB pages
-
-
-if __name__ == "__main__":
-  # `python -m launch.huge_pages`: the GLIBC_TUNABLES an entry point runs with.
-  print(os.environ.get("GLIBC_TUNABLES", ""))

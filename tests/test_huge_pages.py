@@ -32,7 +32,7 @@ def test_an_entry_point_runs_with_huge_pages_and_can_opt_out():
   finally:
     if saved is not None:
       os.environ["GLIBC_TUNABLES"] = saved
-  assert _run("-m", "launch.huge_pages") == huge_pages.TUNABLE
-  assert _run("-m", "launch.huge_pages", **{huge_pages.OPT_OUT_ENV: "0"}) == ""
+  assert _run("-m", "launch.environment") == huge_pages.TUNABLE
+  assert _run("-m", "launch.environment", **{huge_pages.OPT_OUT_ENV: "0"}) == ""
   # Importing the package (tests, notebooks) restarts nothing.
   assert _run("-c", "import launch.common, os; print(os.environ.get('GLIBC_TUNABLES', ''))") == ""
