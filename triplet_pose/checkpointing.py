@@ -297,8 +297,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) 
     return
   path = pathlib.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  with storage.atomic_write(path) as tmp:
-    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  storage.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

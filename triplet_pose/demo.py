@@ -26,6 +26,7 @@ from triplet_pose import keypoints as kp
 from triplet_pose import metric_writer
 from triplet_pose.phosphenes import readability
 from triplet_pose import prediction
+from triplet_pose.readability import benchmark as readability_benchmark
 from triplet_pose import report as report_lib
 from triplet_pose import results as results_lib
 from triplet_pose import storage
@@ -204,9 +205,8 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
   page.write(workdir / "report.html")
 
 
-# What `launch.readability` writes into READABILITY_DIR beside the models.
+# Where the report looks for `launch.readability`'s outputs, beside the models.
 READABILITY_DIR = "readability"
-_READABILITY_FILES = ("table.txt", "pckh_vs_phosphenes.png", "examples.png")
 
 
 def _readability_section(page: report_lib.Report, workdir: pathlib.Path) -> None:
@@ -214,7 +214,8 @@ def _readability_section(page: report_lib.Report, workdir: pathlib.Path) -> None
   run on this demo's models, else the command that makes them."""
   page.heading("Which representation can a user read?")
   folder = workdir / READABILITY_DIR
-  table, plot, examples = (folder / f for f in _READABILITY_FILES)
+  table, plot, examples = (folder / readability_benchmark.OUTPUT_FILES[k]
+                            for k in ("table", "plot", "examples"))
   if not table.exists():
     page.paragraph(
         "An observer network trained on phosphene images alone measures how much of "

@@ -23,6 +23,7 @@ import ml_collections
 
 from triplet_pose import checkpointing
 from triplet_pose import keypoints as kp
+from triplet_pose import storage
 from triplet_pose.models import CombinedHourglass
 from triplet_pose.models import StackedHourglass
 
@@ -106,8 +107,8 @@ def record_joint_step(workdir: str | pathlib.Path, joint: LoadedModel) -> None:
   """Writes which joint checkpoint feeds the triplet model of `workdir`."""
   path = pathlib.Path(workdir) / JOINT_INPUT_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"workdir": str(pathlib.Path(joint.workdir).absolute()),
-                              "step": joint.step}))
+  storage.write_text(path, json.dumps({"workdir": str(pathlib.Path(joint.workdir).absolute()),
+                                       "step": joint.step}))
 
 
 def recorded_joint_step(workdir: str | pathlib.Path,

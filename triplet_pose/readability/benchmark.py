@@ -387,12 +387,16 @@ def _persons(results) -> str:
   return str(results["config"].get("num_validation", "?"))
 
 
+# The files `write_outputs` writes into the workdir (the demo's report reads them).
+OUTPUT_FILES = {"table": "table.txt", "plot": "pckh_vs_phosphenes.png",
+                "examples": "examples.png"}
+
+
 def write_outputs(results: Mapping[str, Any], workdir: str | pathlib.Path
                   ) -> dict[str, pathlib.Path]:
   """Writes table.txt (Mean, then AUC), the PCKh-vs-N plot and the example grid."""
   workdir = pathlib.Path(workdir)
-  paths = {"table": workdir / "table.txt", "plot": workdir / "pckh_vs_phosphenes.png",
-           "examples": workdir / "examples.png"}
+  paths = {key: workdir / name for key, name in OUTPUT_FILES.items()}
   storage.write_text(paths["table"], format_table(results) + "\n\n"
                      + format_table(results, metric="AUC") + "\n")
   viz.save_figure(figures_lib.pckh_plot(results), paths["plot"])

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from triplet_pose import storage
 from triplet_pose.data.synthetic_figures import figures
 
 SOURCE_SIZE = figures.SIZE  # the figures' side, in pixels: keypoints refer to it.
@@ -71,9 +72,8 @@ def cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
       if str(f["meta"]) == meta:
         return {k: f[k] for k in f.files if k != "meta"}
   arrays = dict(make())
-  tmp = path.with_suffix(".tmp.npz")
-  np.savez(tmp, meta=np.asarray(meta), **arrays)
-  tmp.replace(path)
+  with storage.atomic_write(path) as tmp:  # keeps the .npz suffix savez wants
+    np.savez(tmp, meta=np.asarray(meta), **arrays)
   return arrays
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from triplet_pose import keypoints as kp
+from triplet_pose import storage
 
 RIGHT, LEFT, CENTRE = "#e8383d", "#2f7fff", "#33cc66"
 
@@ -247,7 +248,8 @@ def save_figure(fig: Figure, path: str | pathlib.Path) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   if not isinstance(fig.canvas, FigureCanvasAgg):
     FigureCanvasAgg(fig)
-  fig.savefig(path, format="png")
+  with storage.atomic_write(path) as tmp:
+    fig.savefig(tmp, format="png")
   return path
 
 
