@@ -137,3 +137,26 @@ def test_accepts_partial_batches_and_runs_inside_jit():
   out = jax.jit(lambda b, k: augment.augment_batch(b, k, config))(batch, jax.random.key(0))
   assert out["joints"].shape == batch["joints"].shape
   assert "contour" not in out
+
+
+def test_flip_only_shortcut_equals_the_warp(monkeypatch):
+  """With no rotation, scale or shift the image is mirrored without the warp's
+  gathers (augment.is_flip_only): the same pixels, keypoints and labels."""
+  batch = {k: v for k, v in _batch(seed=5).items() if k in augment.GEOMETRIC_KEYS}
+  config = _config(rotation_degrees=0.0, scale_range=(1.0, 1.0), translation_fraction=0.0,
+                   flip_probability=0.5, color_jitter=0.1)
+  assert augment.is_flip_only(config)
+  assert not augment.is_flip_only(_config(translation_fraction=0.01))
+  keys = jax.random.split(jax.random.key(11), 4)
+
+  def run():
+    fn = jax.vmap(lambda e, k: augment.augment_example(e, k, config))
+    return jax.jit(fn)(batch, keys)
+
+  fast = run()
+  monkeypatch.setattr(augment, "is_flip_only", lambda c: False)
+  warped = run()
+  flipped = [bool(np.any(fast["joints"][b] != batch["joints"][b])) for b in range(4)]
+  assert 0 < sum(flipped) < 4  # both cases were exercised (seeded)
+  for key in fast:
+    np.testing.assert_allclose(fast[key], warped[key], atol=1e-6, err_msg=key)

@@ -174,3 +174,34 @@ def test_process_shares_make_up_the_one_process_batch(data_dir):
       assert got == want
     for it in (one, *shares):
       it.close()
+
+
+def test_decoded_cache_gives_the_same_batches_and_decodes_each_example_once(
+    data_dir, monkeypatch):
+  decoded = []
+  real_decode = pipeline.decode_record
+
+  def counting_decode(record, **kw):
+    decoded.append(record["image_name"])
+    return real_decode(record, **kw)
+
+  monkeypatch.setattr(pipeline, "decode_record", counting_decode)
+  # 32 tiny 256 px examples: 6 MiB decoded.
+  cached = _iterator(data_dir, batch_size=5, cache_decoded_mb=7)
+  plain = _iterator(data_dir, batch_size=5, cache_decoded_mb=5)
+  assert cached.caches_decoded and not plain.caches_decoded
+  assert not _iterator(data_dir, repeat=False, cache_decoded_mb=7).caches_decoded
+  batches = 3 * NUM_TRAIN // 5  # three epochs
+  for _ in range(batches):
+    a, b = next(cached), next(plain)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  plain.close()
+  decoded_by_cached = len(decoded) - batches * 5
+  assert decoded_by_cached <= NUM_TRAIN + 2 * 5  # once each (+ prefetched batches)
+  # Resuming a cached iterator mid-epoch gives the same batches.
+  state = cached.get_state()
+  expected = next(cached)
+  cached.set_state(state)
+  np.testing.assert_array_equal(next(cached)["image"], expected["image"])
+  cached.close()

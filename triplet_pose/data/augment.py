@@ -70,6 +70,12 @@ def color_jitter(image: jax.Array, rng: jax.Array, strength: float) -> jax.Array
   return jnp.clip(image, 0.0, 1.0)
 
 
+def is_flip_only(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` moves pixels only by mirroring (no rotation, scale or shift)."""
+  return (float(config.rotation_degrees) == 0.0 and tuple(config.scale_range) == (1.0, 1.0)
+          and float(config.translation_fraction) == 0.0)
+
+
 def augment_example(example: dict[str, jax.Array], rng: jax.Array,
                     config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Augments one example (no batch axis); see the module docstring."""
@@ -82,8 +88,13 @@ def augment_example(example: dict[str, jax.Array], rng: jax.Array,
   # gathers into every use by the jitter and recompute them (5x slower on
   # CPU); the fill outside the frame stays exactly `fill_value`.
   image = color_jitter(image, k_color, config.color_jitter)
-  out["image"] = transforms.warp_image(image, affine, out_height=height, out_width=width,
-                                       fill=config.get("fill_value", 0.0))
+  if is_flip_only(config):
+    # The affine is the identity or the mirror: the warp's result, exactly,
+    # without its gathers (a tenth of the demo's step on the CPU).
+    out["image"] = jnp.where(flip, image[:, ::-1], image)
+  else:
+    out["image"] = transforms.warp_image(image, affine, out_height=height, out_width=width,
+                                         fill=config.get("fill_value", 0.0))
   for kset in kp.KEYPOINT_SETS.values():
     if kset.name in example:
       out[kset.name], out[kset.visible_key] = _move_keypoints(
