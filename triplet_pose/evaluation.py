@@ -168,10 +168,9 @@ def _batches(input_config, options: EvalOptions, split: str):
   return iterator
 
 
-def _score(settings: dict[str, Setting], batches, options: EvalOptions
+def _score(settings: dict[str, Setting], batches, options: EvalOptions, fns: dict
            ) -> tuple[dict[str, evaluators.Pckh], dict[str, np.ndarray] | None]:
   """One pass over `batches`: every setting's PCKh metric, and the first batch."""
-  fns = _inference_fns(settings, options.flip_test)
   pckh = {name: evaluators.Pckh(s.keypoint_set) for name, s in settings.items()}
   variables = {s.run_key: jax.device_put(s.models.variables()) for s in settings.values()}
   first_batch = None
@@ -213,15 +212,17 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
     raise ValueError(f"config.input.image_size={input_config.image_size} but the "
                      f"models were trained at {size}")
   settings = settings_for(models)
-  pckh, first_batch = _score(settings, _batches(input_config, options, split), options)
+  fns = _inference_fns(settings, options.flip_test)
+  pckh, first_batch = _score(settings, _batches(input_config, options, split), options, fns)
   if first_batch is None:
     raise ValueError(f"split {split!r} of input {input_config.name!r} yielded no examples")
   results = {"split": split, "input": input_config.name, "flip_test": options.flip_test,
              "timing": None, "settings": {}}
   speed = {}
   if options.timing_batches > 0:
+    # The scoring pass compiled these functions for this batch shape.
     speed = measure_speed(settings, first_batch, flip_test=options.flip_test,
-                          repeats=options.timing_batches)
+                          repeats=options.timing_batches, compiled=fns)
     results["timing"] = {"device": inference.device_description(),
                          "batch_size": int(len(first_batch["image"])),
                          "timed_batches": int(options.timing_batches)}
