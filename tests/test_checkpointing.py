@@ -61,6 +61,34 @@ def test_raw_restore_also_skips_a_damaged_checkpoint(tmp_path):
   assert (tmp_path / "checkpoints" / "2.corrupt").is_dir()
 
 
+def test_raw_restore_of_some_entries_reads_only_those(tmp_path):
+  """Inference restores params (+ batch_stats, step) without the optimizer state."""
+  checkpointing.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), tmp_path)
+  ckpt = checkpointing.Checkpointer(tmp_path)
+  state = {**_state(3), "opt_state": {"mu": jnp.full((32, 32), 7.0)}}
+  ckpt.save(3, state, {"position": 3})
+  ckpt.wait_until_finished()
+  ckpt.close()
+  reader = checkpointing.Checkpointer(tmp_path, read_only=True)
+  raw = reader.restore_raw_state(keys=("step", "params"))
+  assert sorted(raw) == ["params", "step"]
+  np.testing.assert_array_equal(raw["params"]["w"], state["params"]["w"])
+  assert int(raw["step"]) == 3
+  assert sorted(reader.restore_raw_state()) == ["opt_state", "params", "step"]
+  with pytest.raises(ValueError, match="no state entries"):
+    reader.restore_raw_state(keys=("params", "opt"))
+
+
+def test_raw_restore_of_some_entries_skips_a_damaged_checkpoint(tmp_path):
+  _workdir(tmp_path)
+  _damage(tmp_path, 2)
+  raw = checkpointing.Checkpointer(tmp_path, read_only=True).restore_raw_state(
+      keys=("step", "params"))
+  assert int(raw["step"]) == 1
+  np.testing.assert_array_equal(raw["params"]["w"], 1.0)
+  assert (tmp_path / "checkpoints" / "2.corrupt").is_dir()
+
+
 def test_half_written_checkpoints_are_skipped(tmp_path):
   _workdir(tmp_path, steps=(1, 2, 3))
   ckpt_dir = tmp_path / "checkpoints"

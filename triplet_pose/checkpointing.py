@@ -32,7 +32,7 @@ import contextlib
 import json
 import pathlib
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -50,6 +50,8 @@ CORRUPT_SUFFIX = ".corrupt"
 # OUT_OF_RANGE / DATA_LOSS are ValueErrors, a missing item is a KeyError,
 # a truncated JSON file a JSONDecodeError (a ValueError).
 READ_ERRORS = (OSError, ValueError, KeyError, EOFError)
+# The top-level entries of a saved train state (train.TrainState's arrays).
+STATE_KEYS = ("step", "params", "batch_stats", "opt_state")
 # Free space asked for: the larger of the state's bytes and the newest
 # checkpoint's size on disk (OCDBT and sharding files add ~10%), times
 # SPACE_FACTOR, plus a margin for metadata and the JSON items.
@@ -149,14 +151,42 @@ class Checkpointer:
     restored = self._restore_intact(step, args, check_fit=True)
     return restored["state"], dict(restored["input"] or {})
 
-  def restore_raw_state(self, step: int | None = None) -> dict[str, Any]:
+  def restore_raw_state(self, step: int | None = None,
+                        keys: Sequence[str] | None = None) -> dict[str, Any]:
     """Restores the state item as plain nested dicts of arrays, no template.
 
     Damaged checkpoints are moved aside as in `restore`.
+
+    Args:
+      step: the step to restore (default: the newest intact one).
+      keys: restore only these top-level entries of the state (e.g. params
+        and batch_stats for inference: the optimizer's moments, twice the
+        parameters, are neither read nor allocated); None: all of it.
     """
-    def args(candidate: int) -> ocp.args.Composite:
-      return ocp.args.Composite(state=ocp.args.StandardRestore(self._local_abstract(candidate)))
-    return self._restore_intact(step, args, check_fit=False)["state"]
+    unknown = sorted(set(keys or ()) - set(STATE_KEYS))
+    if unknown:
+      raise ValueError(f"restore_raw_state: no state entries {unknown}; "
+                       f"a train state has {list(STATE_KEYS)}")
+
+    def restore(candidate: int) -> dict[str, Any]:
+      abstract = self._local_abstract(candidate)
+      if keys is None:
+        return self._manager.restore(candidate, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
+      try:
+        wanted = {k: abstract[k] for k in keys}
+      except (TypeError, KeyError) as e:
+        # Unreadable metadata (a damaged checkpoint): a read error like orbax's.
+        raise ValueError(f"the state metadata of step {candidate} lacks {list(keys)}") from e
+      restore_args = jax.tree.map(
+          lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
+                                         dtype=a.dtype), wanted)
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(
+            self.directory / str(candidate) / "state",
+            args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
+                                        partial_restore=True))
+    return self._restore_intact(step, restore, check_fit=False)
 
   def _local_abstract(self, step: int) -> Any:
     """The saved state's shapes and dtypes, placed on this process's first device.
@@ -190,7 +220,7 @@ class Checkpointer:
     self._manager.close()
 
   def _restore_intact(self, step: int | None,
-                      args: ocp.args.Composite | Callable[[int], ocp.args.Composite], *,
+                      args: ocp.args.Composite | Callable[[int], Any], *,
                       check_fit: bool) -> dict[str, Any]:
     """Restores `step` (default: newest first), moving damaged steps aside."""
     steps = self.all_steps()
@@ -202,8 +232,9 @@ class Checkpointer:
     tried = []
     for candidate in [step] if step is not None else sorted(steps, reverse=True):
       try:
-        return self._manager.restore(candidate,
-                                     args=args(candidate) if callable(args) else args)
+        if callable(args):  # restores `candidate` itself
+          return args(candidate)
+        return self._manager.restore(candidate, args=args)
       except READ_ERRORS as e:
         reason = _one_line(e)
         if check_fit and self._readable(candidate):

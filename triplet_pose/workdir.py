@@ -96,7 +96,7 @@ def load_model(workdir: str | pathlib.Path, *, step: int | None = None,
                      f"expected {' or '.join(repr(e) for e in expected)}")
   checkpointer = checkpointing.Checkpointer(
       workdir, read_only=True, best_metric=config.get("best_metric", "eval_loss"))
-  raw = checkpointer.restore_raw_state(step)
+  raw = checkpointer.restore_raw_state(step, keys=("step", "params", "batch_stats"))
   variables = {"params": raw["params"], "batch_stats": raw["batch_stats"]}
   # The state's own step: the one restored (the newest intact when None).
   return LoadedModel(config, create_model(config), variables, str(workdir),
