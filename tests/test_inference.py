@@ -169,5 +169,8 @@ def test_ms_per_image_warms_up_and_takes_the_median():
 
   ms = inference.ms_per_image(fn, jnp.ones((8, 8)), batch_size=4, repeats=3)
   assert len(calls) == 4 and ms > 0
+  calls.clear()  # a function that has already run: no warm-up call
+  inference.ms_per_image(fn, jnp.ones((8, 8)), batch_size=4, repeats=3, warm_up=False)
+  assert len(calls) == 3
   with pytest.raises(ValueError, match="repeats"):
     inference.ms_per_image(fn, jnp.ones(2), batch_size=1, repeats=0)

@@ -137,7 +137,8 @@ def measure_speed(settings: dict[str, Setting], batch: dict[str, np.ndarray], *,
       the batch size timed.
     flip_test: as in evaluation.
     repeats: timed batches (the median is reported).
-    compiled: {`Setting.run_key`: jitted inference fn} to reuse.
+    compiled: {`Setting.run_key`: jitted inference fn} that has already run
+      on batches of this shape (no warm-up call).
   """
   compiled = dict(compiled or {})
   args = jax.device_put((batch["image"], batch["joints"], batch["joints_visible"]))
@@ -152,7 +153,7 @@ def measure_speed(settings: dict[str, Setting], batch: dict[str, np.ndarray], *,
           models, flip_test=flip_test, ground_truth_joints=setting.ground_truth_joints)
       measured[key] = inference.ms_per_image(fn, jax.device_put(models.variables()), *args,
                                              batch_size=len(batch["image"]),
-                                             repeats=repeats)
+                                             repeats=repeats, warm_up=key not in compiled)
     result[name] = measured[key]
   return result
 
@@ -220,7 +221,7 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
              "timing": None, "settings": {}}
   speed = {}
   if options.timing_batches > 0:
-    # The scoring pass compiled these functions for this batch shape.
+    # The scoring pass compiled and ran these functions on this batch shape.
     speed = measure_speed(settings, first_batch, flip_test=options.flip_test,
                           repeats=options.timing_batches, compiled=fns)
     results["timing"] = {"device": inference.device_description(),

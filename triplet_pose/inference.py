@@ -176,11 +176,12 @@ def count_parameters(variables: Any) -> int:
   return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
-def ms_per_image(fn: Callable[..., Any], *args, batch_size: int, repeats: int = 5
-                 ) -> float:
+def ms_per_image(fn: Callable[..., Any], *args, batch_size: int, repeats: int = 5,
+                 warm_up: bool = True) -> float:
   """Median wall time of `fn(*args)` in milliseconds per image.
 
-  One untimed call compiles and warms up; each of the `repeats` timed calls
+  One untimed call compiles and warms up (`warm_up=False`: `fn` has already
+  run on arguments of these shapes); each of the `repeats` timed calls
   waits for the result on the device (`block_until_ready`). Pass arguments
   already on the device, so host-to-device copies are not timed.
 
@@ -189,7 +190,8 @@ def ms_per_image(fn: Callable[..., Any], *args, batch_size: int, repeats: int = 
   """
   if repeats < 1 or batch_size < 1:
     raise ValueError(f"repeats and batch_size must be >= 1, got {repeats}, {batch_size}")
-  jax.block_until_ready(fn(*args))
+  if warm_up:
+    jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
