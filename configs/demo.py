@@ -30,7 +30,7 @@ def get_config(arg: str | None = None):
   c.optimizer.update(learning_rate=1.6e-2, schedule="warmup_cosine",
                      warmup_steps=10 if quick else 50, end_learning_rate_factor=0.5)
   if quick:
-    c.num_train_steps = 90
+    c.num_train_steps = 60
   else:  # the joint model limits both: the triplet model learns in fewer steps
     c.num_train_steps = 300 if args.triplet else 2300
   c.log_every_steps = 25 if quick else 50
