@@ -3,6 +3,7 @@ r"""Images/s and peak memory of the jitted train step, against PyTorch in the sa
   python benchmarks/train_step.py               # thesis joint model: 8 stacks, batch 4 and 16
   python benchmarks/train_step.py --quick       # 1 stack, batch 4
   python benchmarks/train_step.py --quick --repeats=3 --isa=avx2   # AVX2-only CPUs
+  python benchmarks/train_step.py --demo_model --repeats=3   # the demo's model, batch 16
   python benchmarks/train_step.py --stacks=2 --batches=4 --repeats=3 \
       --xla_flags=--xla_cpu_enable_fast_math=true
 
@@ -79,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--stacks", type=int, default=8)
   p.add_argument("--features", type=int, default=256)
   p.add_argument("--image_size", type=int, default=256)
+  p.add_argument("--stem_features", type=int, default=128,
+                 help="width of the stem's residual blocks (128: the reference's)")
+  p.add_argument("--depth", type=int, default=4, help="levels per hourglass")
   p.add_argument("--batches", default="4,16", help="comma-separated batch sizes")
   p.add_argument("--steps", type=int, default=None,
                  help="timed steps per run (default 3; 2 with --quick)")
@@ -105,6 +109,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--timeout", type=float, default=1800,
                  help="seconds before a worker is abandoned")
   p.add_argument("--quick", action="store_true", help="1 stack, batch 4, 2 timed steps")
+  p.add_argument("--demo_model", action="store_true",
+                 help="the model of configs/demo.py (1 stack, 64 features, depth 3, stem "
+                      "32, 128 px) at its batch size 16, 10 timed steps")
   p.add_argument("--wait_idle", type=float, default=0.0,
                  help="before each run, wait up to this many seconds for other "
                       "processes to leave the CPUs idle (shared machines)")
@@ -116,8 +123,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.quick:
     args.stacks, args.batches = 1, "4"
+  if args.demo_model:
+    args.stacks, args.features, args.depth, args.stem_features = 1, 64, 3, 32
+    args.image_size, args.batches = 128, "16"
   if args.steps is None:
-    args.steps = 2 if args.quick else 3
+    args.steps = 2 if args.quick else 10 if args.demo_model else 3
   return args
 
 
@@ -171,6 +181,8 @@ def _config(args):
   config = joint.get_config()
   config.model.num_stacks = args.stacks
   config.model.num_features = args.features
+  config.model.hourglass_depth = args.depth
+  config.model.stem_features = args.stem_features
   config.model.dtype = args.dtype
   config.model.remat = args.remat
   config.input.image_size = args.image_size
@@ -317,7 +329,9 @@ def worker_torch(args) -> dict:
   images = torch.from_numpy(batch["image"].astype(np.float32) / 255.0).to(device)
   targets = torch.from_numpy(np.asarray(targets).transpose(0, 3, 1, 2).copy()).to(device)
   torch.manual_seed(0)
-  net = torch_reference.posenet(args.stacks, num_features=args.features).to(device).train()
+  net = torch_reference.posenet(args.stacks, num_features=args.features,
+                                hourglass_depth=args.depth,
+                                stem_features=args.stem_features).to(device).train()
   opt = torch.optim.Adam(net.parameters(), lr=2.5e-4)
   use_bf16 = args.dtype == "bfloat16"
 
@@ -450,6 +464,7 @@ def run_worker(args, framework: str, batch: int, threads: int) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), _WORKER, framework,
          "--_batch", str(batch), "--stacks", str(args.stacks),
          "--features", str(args.features), "--image_size", str(args.image_size),
+         "--depth", str(args.depth), "--stem_features", str(args.stem_features),
          "--steps", str(args.steps), "--warmup", str(args.warmup),
          "--threads", str(threads), "--dtype", args.dtype,
          "--conv_impl", args.conv_impl]
@@ -546,7 +561,8 @@ def _header(args, frameworks: list[str], threads: int) -> None:
                           or "(none)"))
   print(f"malloc with huge pages (GLIBC_TUNABLES={huge_pages.TUNABLE}): "
         + (", ".join(NAMES[f] for f in _HUGE_PAGES[args.huge_pages]) or "neither"))
-  print(f"model: {args.stacks} stack(s), {args.features} features, 16 keypoints, "
+  print(f"model: {args.stacks} stack(s), {args.features} features, depth {args.depth}, "
+        f"stem {args.stem_features}, 16 keypoints, "
         f"{args.image_size}x{args.image_size}, dtype {args.dtype}"
         f"{', remat' if args.remat else ''}, conv gradient {args.conv_impl}; "
         f"{args.warmup} warm-up + {args.steps} timed step(s) per run, {args.repeats} run(s)")

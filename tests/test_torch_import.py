@@ -136,3 +136,16 @@ def test_truncated_file_is_refused(tmp_path):
   path.write_bytes(data[: len(data) // 2])
   with pytest.raises(ValueError, match=r"cannot read PyTorch checkpoint .*checkpoint\.pth\.tar"):
     import_torch.import_checkpoint(path, tmp_path / "w")
+
+
+def test_reference_with_the_demo_stem_matches_our_parameters():
+  """benchmarks/train_step.py --demo_model compares the same graph in both."""
+  net = torch_reference.posenet(1, num_features=64, hourglass_depth=3, stem_features=32)
+  model = StackedHourglass(num_stacks=1, num_features=64, hourglass_depth=3, stem_features=32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3),
+                                                                          np.float32)))
+  ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+  unused = {id(p) for m in net.modules() if getattr(m, "need_skip", True) is False
+            for p in m.skip_layer.parameters()}  # the reference keeps unused skips
+  assert sum(p.numel() for p in net.parameters() if id(p) not in unused) == ours
+  assert net.pre[0].conv.out_channels == 16 and net.pre[1].conv3.conv.out_channels == 32

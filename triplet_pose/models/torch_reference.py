@@ -103,15 +103,15 @@ def _modules() -> dict[str, Any]:
   class PoseNet(nn.Module):
     """The stacked hourglass; NHWC [0, 1] in, (B, stacks, K, H/4, W/4) out."""
 
-    def __init__(self, nstack, inp_dim, oup_dim, depth=4, in_channels=3):
+    def __init__(self, nstack, inp_dim, oup_dim, depth=4, in_channels=3, stem=128):
       super().__init__()
       self.nstack = nstack
       self.pre = nn.Sequential(
-          Conv(in_channels, 64, 7, 2, bn=True, relu=True),
-          Residual(64, 128),
+          Conv(in_channels, stem // 2, 7, 2, bn=True, relu=True),
+          Residual(stem // 2, stem),
           nn.MaxPool2d(2, 2),
-          Residual(128, 128),
-          Residual(128, inp_dim))
+          Residual(stem, stem),
+          Residual(stem, inp_dim))
       self.hgs = nn.ModuleList(
           [nn.Sequential(Hourglass(depth, inp_dim)) for _ in range(nstack)])
       self.features = nn.ModuleList([
@@ -141,7 +141,7 @@ def _modules() -> dict[str, Any]:
 
 
 def posenet(num_stacks: int, *, num_features: int = 256, num_keypoints: int = 16,
-            hourglass_depth: int = 4, in_channels: int = 3):
+            hourglass_depth: int = 4, in_channels: int = 3, stem_features: int = 128):
   """A PyTorch stacked hourglass with the reference's graph and parameter names.
 
   Args:
@@ -150,6 +150,8 @@ def posenet(num_stacks: int, *, num_features: int = 256, num_keypoints: int = 16
     num_keypoints: heatmaps per stack (the reference's `oup_dim`).
     hourglass_depth: levels per hourglass (4 in the published models).
     in_channels: input image channels (3 in the published models).
+    stem_features: width of the stem's residual blocks, as
+      `StackedHourglass.stem_features` (128 in the published models).
 
   Returns:
     A `torch.nn.Module` (PyTorch's default initialisation) in training mode.
@@ -163,7 +165,8 @@ def posenet(num_stacks: int, *, num_features: int = 256, num_keypoints: int = 16
     raise ImportError("the PyTorch reference network needs torch: "
                       "pip install -e '.[torch]'") from e
   return classes["PoseNet"](num_stacks, num_features, num_keypoints,
-                            depth=hourglass_depth, in_channels=in_channels)
+                            depth=hourglass_depth, in_channels=in_channels,
+                            stem=stem_features)
 
 
 def heatmap_loss(predictions, targets):
