@@ -78,3 +78,20 @@ def test_ratios_pair_ours_with_each_peer():
              ("torch", 4): {"img_s": 1.0, "img_per_cpu_s": 2.0},
              ("torch_compile", 4): {"error": "no compiler"}}
   assert train_step.ratios(summary, [4]) == {"torch_b4": 2.0, "torch_b4_cpu": 0.5}
+
+
+def test_conv_grads_times_every_part_of_every_convolution(tmp_path):
+  """benchmarks/conv_grads.py: ours and PyTorch per convolution and part (needs torch)."""
+  import peers  # pylint: disable=g-import-not-at-top
+  peers.require("torch", why="conv_grads.py's PyTorch side")
+  import conv_grads  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "conv.json"
+  conv_grads.main(["--model=demo", "--repeats=1", f"--json={out}"])
+  report = json.loads(out.read_text())
+  assert [r["name"] for r in report["rows"]] == [s[0] for s in conv_grads.SHAPES["demo"]]
+  for row in report["rows"]:
+    for side in ("ours_ms", "torch_ms"):
+      assert set(row[side]) == set(conv_grads.PARTS) and min(row[side].values()) > 0, row
+  for part in conv_grads.PARTS:
+    assert report["totals"]["ours"][part] == pytest.approx(
+        sum(r["ours_ms"][part] for r in report["rows"]))

@@ -1,0 +1,158 @@
+r"""Each convolution of the hourglass alone: forward, input gradient, weight gradient, ours vs PyTorch.
+
+  python benchmarks/conv_grads.py                 # shapes of train_step.py --quick
+  python benchmarks/conv_grads.py --model=demo    # shapes of the demo's model
+  python benchmarks/conv_grads.py --repeats=20 --json=/tmp/conv.json
+
+Where benchmarks/train_step.py says how much slower or faster our whole step
+is than PyTorch's, this says which convolution and which of its three parts
+(forward `y = conv(x, w)`, input gradient `dx`, weight gradient `dW`) makes
+the difference. Ours: `triplet_pose.models.cpu_conv.conv2d` with the
+default `impl='auto'` (on the CPU its custom VJP: taps for the 3x3 `dW`,
+matrix products for 1x1; XLA's own gradient for the strided stem), each
+part jitted on its own with `jax.vjp`. PyTorch: `torch.nn.functional.conv2d`
+and `torch.ops.aten.convolution_backward` (oneDNN on the CPU) on
+channels-last tensors, the layout it is fastest in here. Both run in this
+process one after the other with every CPU this process may use; times are
+medians of `--repeats` calls after one warm-up call.
+
+A part timed alone runs without the other work of a step around it, so the
+sum is not a step time; compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from triplet_pose.models import cpu_conv  # pylint: disable=wrong-import-position
+
+import train_step  # pylint: disable=wrong-import-position  (cpu_model, versions)
+
+# (name, batch, height, width, in channels, out channels, kernel, stride): every
+# distinct convolution of the model, named after its first layer in the graph.
+SHAPES = {
+    "quick": [  # 1 stack, 256 features, 256 px, batch 4 (train_step.py --quick)
+        ("pre_conv 7x7/2", 4, 256, 256, 3, 64, 7, 2),
+        ("pre_res1 conv2 3x3", 4, 128, 128, 64, 64, 3, 1),
+        ("pre_res1 conv3 1x1", 4, 128, 128, 64, 128, 1, 1),
+        ("pre_res3 conv2 3x3", 4, 64, 64, 128, 128, 3, 1),
+        ("up1 conv1 1x1", 4, 64, 64, 256, 128, 1, 1),
+        ("up1 conv3 1x1", 4, 64, 64, 128, 256, 1, 1),
+        ("low1 conv2 3x3", 4, 32, 32, 128, 128, 3, 1),
+    ],
+    "demo": [  # 1 stack, 64 features, depth 3, stem 32, 128 px, batch 16
+        ("pre_conv 7x7/2", 16, 128, 128, 3, 16, 7, 2),
+        ("pre_res1 conv2 3x3", 16, 64, 64, 16, 16, 3, 1),
+        ("pre_res3 conv2 3x3", 16, 32, 32, 32, 32, 3, 1),
+        ("up1 conv1 1x1", 16, 32, 32, 64, 32, 1, 1),
+        ("up1 conv3 1x1", 16, 32, 32, 32, 64, 1, 1),
+        ("low1 conv2 3x3", 16, 16, 16, 32, 32, 3, 1),
+    ],
+}
+PARTS = ("forward", "dx", "dW")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model", default="quick", choices=sorted(SHAPES))
+  p.add_argument("--repeats", type=int, default=10, help="timed calls per part (median)")
+  p.add_argument("--json", default="", help="also write the results to this file")
+  return p.parse_args(argv)
+
+
+def _median_ms(fn, repeats: int) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return 1000.0 * statistics.median(times)
+
+
+def time_ours(shape, repeats: int) -> dict[str, float]:
+  """ms of each part of `cpu_conv.conv2d` (impl 'auto'), jitted alone."""
+  _, b, h, w, cin, cout, k, stride = shape
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((b, h, w, cin), np.float32))
+  kernel = jnp.asarray(0.05 * rng.standard_normal((k, k, cin, cout), np.float32))
+  dy = jnp.asarray(rng.standard_normal((b, h // stride, w // stride, cout), np.float32))
+  conv = functools.partial(cpu_conv.conv2d, stride=stride)
+  forward = jax.jit(conv)
+  dx = jax.jit(lambda x, kernel, dy: jax.vjp(lambda a: conv(a, kernel), x)[1](dy)[0])
+  dw = jax.jit(lambda x, kernel, dy: jax.vjp(lambda c: conv(x, c), kernel)[1](dy)[0])
+  run = {"forward": lambda: forward(x, kernel), "dx": lambda: dx(x, kernel, dy),
+         "dW": lambda: dw(x, kernel, dy)}
+  return {part: _median_ms(lambda f=f: jax.block_until_ready(f()), repeats)
+          for part, f in run.items()}
+
+
+def time_torch(torch, shape, repeats: int) -> dict[str, float]:
+  """ms of each part of PyTorch's convolution (channels-last, oneDNN on the CPU)."""
+  _, b, h, w, cin, cout, k, stride = shape
+  cl = torch.channels_last
+  x = torch.randn(b, cin, h, w).contiguous(memory_format=cl)
+  kernel = (0.05 * torch.randn(cout, cin, k, k)).contiguous(memory_format=cl)
+  dy = torch.randn(b, cout, h // stride, w // stride).contiguous(memory_format=cl)
+  pad = (k - 1) // 2
+
+  def backward(mask):
+    return torch.ops.aten.convolution_backward(
+        dy, x, kernel, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+
+  with torch.no_grad():
+    run = {"forward": lambda: torch.nn.functional.conv2d(x, kernel, stride=stride,
+                                                         padding=pad),
+           "dx": lambda: backward([True, False, False]),
+           "dW": lambda: backward([False, True, False])}
+    return {part: _median_ms(f, repeats) for part, f in run.items()}
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    sys.exit("conv_grads.py compares against PyTorch: pip install -e '.[test,peers]'")
+  threads = len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  print(f"machine: {train_step.cpu_model()}, {threads} thread(s) for each framework; "
+        + ", ".join(f"{k} {v}" for k, v in train_step.versions(["jax", "torch"]).items()))
+  print(f"shapes of the {args.model!r} model; median of {args.repeats} calls per part (ms)")
+  header = f"{'convolution':22s} {'B x H x W, Cin->Cout':22s}" + "".join(
+      f" {part + ' ours':>10s} {'torch':>7s} {'ratio':>6s}" for part in PARTS)
+  print(header)
+  print("-" * len(header))
+  rows, totals = [], {"ours": dict.fromkeys(PARTS, 0.0), "torch": dict.fromkeys(PARTS, 0.0)}
+  for shape in SHAPES[args.model]:
+    name, b, h, w, cin, cout = shape[:6]
+    ours, peer = time_ours(shape, args.repeats), time_torch(torch, shape, args.repeats)
+    rows.append({"name": name, "shape": shape[1:], "ours_ms": ours, "torch_ms": peer})
+    for part in PARTS:
+      totals["ours"][part] += ours[part]
+      totals["torch"][part] += peer[part]
+    print(f"{name:22s} {f'{b}x{h}x{w}, {cin}->{cout}':22s}" + "".join(
+        f" {ours[p]:10.2f} {peer[p]:7.2f} {ours[p] / peer[p]:5.2f}x" for p in PARTS),
+          flush=True)
+  print(f"{'sum':22s} {'':22s}" + "".join(
+      f" {totals['ours'][p]:10.2f} {totals['torch'][p]:7.2f} "
+      f"{totals['ours'][p] / totals['torch'][p]:5.2f}x" for p in PARTS))
+  print("ratio: our time / PyTorch's (above 1: ours is slower)")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"model": args.model, "rows": rows, "totals": totals}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
