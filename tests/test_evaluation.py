@@ -196,10 +196,15 @@ def test_to_original_and_crop_scale():
   np.testing.assert_allclose(transforms.crop_scale(affine), [2.0])
 
 
-def test_triplet_evaluation_has_three_settings(workdirs):
+def test_triplet_evaluation_has_three_settings(workdirs, monkeypatch):
+  made = []
+  make = inference.make_inference_fn
+  monkeypatch.setattr(inference, "make_inference_fn",
+                      lambda *a, **kw: made.append(1) or make(*a, **kw))
   results = evaluation.evaluate_checkpoints(
       workdirs["triplet"], joint_workdir=str(workdirs["joint"]),
       options=evaluation.EvalOptions(num_batches=2, timing_batches=1))
+  assert len(made) == 3  # one jitted function per setting, scored and timed
   settings = results["settings"]
   assert set(settings) == {evaluation.JOINT, evaluation.TRIPLET_PREDICTED,
                            evaluation.TRIPLET_GT}

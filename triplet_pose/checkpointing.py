@@ -220,9 +220,13 @@ class Checkpointer:
     self._manager.close()
 
   def _restore_intact(self, step: int | None,
-                      args: ocp.args.Composite | Callable[[int], Any], *,
-                      check_fit: bool) -> dict[str, Any]:
-    """Restores `step` (default: newest first), moving damaged steps aside."""
+                      restore: ocp.args.Composite | Callable[[int], Any], *,
+                      check_fit: bool) -> Any:
+    """Restores `step` (default: newest first), moving damaged steps aside.
+
+    `restore`: the manager's restore arguments, or a function that restores
+    a given step itself.
+    """
     steps = self.all_steps()
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -232,9 +236,9 @@ class Checkpointer:
     tried = []
     for candidate in [step] if step is not None else sorted(steps, reverse=True):
       try:
-        if callable(args):  # restores `candidate` itself
-          return args(candidate)
-        return self._manager.restore(candidate, args=args)
+        if callable(restore):
+          return restore(candidate)
+        return self._manager.restore(candidate, args=restore)
       except READ_ERRORS as e:
         reason = _one_line(e)
         if check_fit and self._readable(candidate):
