@@ -54,8 +54,8 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
   dummy = jnp.zeros((1, size, size, inputs.num_input_channels(config)), jnp.float32)
   init = jax.jit(functools.partial(model.init, train=False)).lower(rng, dummy)
   # Compiled without XLA's backend optimisations: the same values, run once
-  # in milliseconds, but compiled in 2.6 s instead of 4.3 s on 2 CPU cores
-  # (one threefry per parameter is most of the program).
+  # in milliseconds, compiled in about half the time on a 2-core CPU (one
+  # threefry per parameter is most of the program).
   variables = init.compile({"xla_backend_optimization_level": 0})(rng, dummy)
   tx = optim.create_optimizer(config.optimizer, config.num_train_steps)
   return TrainState.create(apply_fn=model.apply, params=variables["params"],

@@ -90,7 +90,7 @@ def augment_example(example: dict[str, jax.Array], rng: jax.Array,
   image = color_jitter(image, k_color, config.color_jitter)
   if is_flip_only(config):
     # The affine is the identity or the mirror: the warp's result, exactly,
-    # without its gathers (a tenth of the demo's step on the CPU).
+    # without its gathers (a large part of the demo's step on the CPU).
     out["image"] = jnp.where(flip, image[:, ::-1], image)
   else:
     out["image"] = transforms.warp_image(image, affine, out_height=height, out_width=width,
