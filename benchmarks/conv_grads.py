@@ -39,26 +39,31 @@ from triplet_pose.models import cpu_conv  # pylint: disable=wrong-import-positio
 
 import train_step  # pylint: disable=wrong-import-position  (cpu_model, versions)
 
-# (name, batch, height, width, in channels, out channels, kernel, stride): every
-# distinct convolution of the model, named after its first layer in the graph.
+
+def conv_shapes(*, batch: int, image_size: int, stem: int, features: int
+                ) -> list[tuple[str, int, int, int, int, int, int, int]]:
+  """Every distinct convolution of a stacked hourglass (`StackedHourglass`'s graph).
+
+  Returns (name, batch, height, width, in channels, out channels, kernel,
+  stride) tuples, each named after its first layer in the graph.
+  """
+  half, quarter, mid = image_size // 2, image_size // 4, features // 2
+  return [
+      ("pre_conv 7x7/2", batch, image_size, image_size, 3, stem // 2, 7, 2),
+      ("pre_res1 conv2 3x3", batch, half, half, stem // 2, stem // 2, 3, 1),
+      ("pre_res1 conv3 1x1", batch, half, half, stem // 2, stem, 1, 1),
+      ("pre_res3 conv2 3x3", batch, quarter, quarter, mid, mid, 3, 1),
+      ("up1 conv1 1x1", batch, quarter, quarter, features, mid, 1, 1),
+      ("up1 conv3 1x1", batch, quarter, quarter, mid, features, 1, 1),
+      ("low1 conv2 3x3", batch, quarter // 2, quarter // 2, mid, mid, 3, 1),
+  ]
+
+
 SHAPES = {
-    "quick": [  # 1 stack, 256 features, 256 px, batch 4 (train_step.py --quick)
-        ("pre_conv 7x7/2", 4, 256, 256, 3, 64, 7, 2),
-        ("pre_res1 conv2 3x3", 4, 128, 128, 64, 64, 3, 1),
-        ("pre_res1 conv3 1x1", 4, 128, 128, 64, 128, 1, 1),
-        ("pre_res3 conv2 3x3", 4, 64, 64, 128, 128, 3, 1),
-        ("up1 conv1 1x1", 4, 64, 64, 256, 128, 1, 1),
-        ("up1 conv3 1x1", 4, 64, 64, 128, 256, 1, 1),
-        ("low1 conv2 3x3", 4, 32, 32, 128, 128, 3, 1),
-    ],
-    "demo": [  # 1 stack, 64 features, depth 3, stem 32, 128 px, batch 16
-        ("pre_conv 7x7/2", 16, 128, 128, 3, 16, 7, 2),
-        ("pre_res1 conv2 3x3", 16, 64, 64, 16, 16, 3, 1),
-        ("pre_res3 conv2 3x3", 16, 32, 32, 32, 32, 3, 1),
-        ("up1 conv1 1x1", 16, 32, 32, 64, 32, 1, 1),
-        ("up1 conv3 1x1", 16, 32, 32, 32, 64, 1, 1),
-        ("low1 conv2 3x3", 16, 16, 16, 32, 32, 3, 1),
-    ],
+    # 1 stack, 256 features, stem 128, 256 px, batch 4 (train_step.py --quick)
+    "quick": conv_shapes(batch=4, image_size=256, stem=128, features=256),
+    # 64 features, stem 32, 128 px, batch 16 (configs/demo.py, train_step.py --demo_model)
+    "demo": conv_shapes(batch=16, image_size=128, stem=32, features=64),
 }
 PARTS = ("forward", "dx", "dW")
 
