@@ -8,31 +8,82 @@ import pytest
 
 from triplet_pose.models import cpu_conv
 from triplet_pose.models import hourglass
+from triplet_pose.models import native_kernels
+
+needs_native = pytest.mark.skipif(
+    not native_kernels.available(),
+    reason=f"native CPU kernels unavailable: {native_kernels.unavailable_reason()}")
 
 
 def _rel(a, b):
   return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
-@pytest.mark.parametrize("k,c_in,c_out,stride", [(1, 8, 6, 1), (3, 5, 7, 1), (7, 3, 4, 2)])
-def test_conv2d_values_and_gradients_match_xla(k, c_in, c_out, stride):
+_CASES = [(1, 8, 6, 1), (3, 5, 7, 1), (7, 3, 4, 2)]
+# Output channels a multiple of the vector width (16 floats fit both AVX2 and
+# AVX-512), so that every weight gradient goes through the native kernel; odd
+# sizes, in-channels that leave a partial register tile, a border wider than
+# the stride's step, an image smaller than the kernel.
+_NATIVE_CASES = [(1, 8, 16, 1, 12), (3, 13, 32, 1, 12), (3, 7, 48, 1, 5), (7, 3, 64, 2, 12),
+                 (7, 5, 16, 2, 3), (3, 20, 16, 2, 9)]
+
+
+def _check_against_xla(impl, k, c_in, c_out, stride, size=12):
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 12, 12, c_in)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, c_in)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)), jnp.float32)
-  r = jnp.asarray(rng.normal(size=(2, 12 // stride, 12 // stride, c_out)), jnp.float32)
+  y_xla = cpu_conv.conv2d(x, w, stride=stride, impl="xla")
+  r = jnp.asarray(rng.normal(size=y_xla.shape), jnp.float32)
 
   def loss(impl):
     return lambda x, w: jnp.sum(cpu_conv.conv2d(x, w, stride=stride, impl=impl) * r)
 
-  y_xla = cpu_conv.conv2d(x, w, stride=stride, impl="xla")
-  y_cpu = cpu_conv.conv2d(x, w, stride=stride, impl="cpu_vjp")
-  assert y_cpu.shape == (2, 12 // stride, 12 // stride, c_out)
-  assert _rel(y_cpu, y_xla) < 1e-6
+  y = cpu_conv.conv2d(x, w, stride=stride, impl=impl)
+  assert y.shape == (2, -(-size // stride), -(-(size + 1) // stride), c_out)
+  assert _rel(y, y_xla) < 1e-6
   g_xla = jax.grad(loss("xla"), argnums=(0, 1))(x, w)
-  g_cpu = jax.jit(jax.grad(loss("cpu_vjp"), argnums=(0, 1)))(x, w)
-  for got, want in zip(g_cpu, g_xla):
+  g = jax.jit(jax.grad(loss(impl), argnums=(0, 1)))(x, w)
+  for got, want in zip(g, g_xla):
     assert got.shape == want.shape
     assert _rel(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("k,c_in,c_out,stride", _CASES)
+def test_conv2d_values_and_gradients_match_xla(k, c_in, c_out, stride):
+  _check_against_xla("cpu_vjp", k, c_in, c_out, stride)
+
+
+@needs_native
+@pytest.mark.parametrize("k,c_in,c_out,stride,size", _NATIVE_CASES)
+def test_native_weight_gradient_matches_xla(k, c_in, c_out, stride, size):
+  _check_against_xla("native", k, c_in, c_out, stride, size)
+  # The kernel itself, not a fallback, computed dW.
+  x, w = jnp.ones((1, size, size, c_in)), jnp.ones((k, k, c_in, c_out))
+  jaxpr = jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w, stride=stride,
+                                                            impl="native").sum()))(w)
+  assert "ffi_call" in str(jaxpr)
+
+
+@needs_native
+@pytest.mark.parametrize("k,c_in,c_out,stride", _CASES)
+def test_native_falls_back_where_the_kernel_does_not_apply(k, c_in, c_out, stride):
+  # Output channels that are not a multiple of the vector width.
+  _check_against_xla("native", k, c_in, c_out, stride)
+
+
+@needs_native
+def test_native_weight_gradient_does_not_depend_on_threads():
+  # Big enough for several units of work: the partial sums are added in a
+  # fixed order, so the result is bit-identical from run to run.
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(2, 40, 40, 16)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=(2, 40, 40, 32)), jnp.float32)
+  f = jax.jit(lambda x, dy: native_kernels.conv_weight_grad(x, dy, kernel_size=3, stride=1, pad=1))
+  first = np.asarray(f(x, dy))
+  for _ in range(5):
+    np.testing.assert_array_equal(np.asarray(f(x, dy)), first)
+  with pytest.raises(ValueError, match="multiple of"):
+    native_kernels.conv_weight_grad(x, dy[..., :7], kernel_size=3, stride=1, pad=1)
 
 
 def test_impl_choice_and_errors():
@@ -45,9 +96,10 @@ def test_impl_choice_and_errors():
 
   assert "dot_general" not in weight_grad_jaxpr("xla")  # XLA's dW: a convolution.
   assert "dot_general" in weight_grad_jaxpr("cpu_vjp")  # the weight gradient by taps.
-  # 'auto' is chosen from the backend (these tests run on the CPU), never
-  # from the environment.
-  assert weight_grad_jaxpr("auto") == weight_grad_jaxpr("cpu_vjp")
+  # 'auto' is chosen from the backend (these tests run on the CPU) and from
+  # whether the native kernels could be built.
+  expected = "native" if native_kernels.available() else "cpu_vjp"
+  assert weight_grad_jaxpr("auto") == weight_grad_jaxpr(expected)
 
 
 def test_max_pool_matches_flax():
@@ -61,7 +113,7 @@ def test_max_pool_matches_flax():
 
 
 # How the convolution's custom VJP appears in a printed jaxpr.
-_CONV_VJP = f"name={cpu_conv._conv_same.__name__}\n"
+_CONV_VJP = f"name={cpu_conv._conv_custom_vjp.__name__}\n"
 
 
 def test_hourglass_gradients_do_not_depend_on_conv_impl():

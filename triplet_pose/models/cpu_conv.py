@@ -14,21 +14,34 @@ the batch norm before them (see benchmarks/train_step.py for the figures).
 * kxk: the forward pass and dx stay XLA convolutions (fast on the CPU), and
   dW is k*k matrix products of shifted views of x with dy ("taps").
 
+`impl='native'` is the same custom VJP with every weight gradient (1x1, kxk,
+and strided ones such as the image stem's 7x7) computed by a C++ kernel that
+XLA calls through its FFI (`native_kernels.conv_weight_grad`, built on the
+machine on first use): several times faster than the taps, as fast as
+oneDNN's (`benchmarks/conv_grads.py`). A convolution whose output channels
+are not a multiple of the kernel's vector width keeps the taps (stride 1) or
+XLA's gradient (other strides).
+
 Results equal `lax.conv_general_dilated` up to float rounding. `impl='auto'`
-uses it only on the CPU backend; GPUs and TPUs keep XLA's own convolution
-gradients (cuDNN and friends are fast there). Models choose per instance
-(`StackedHourglass(conv_impl=...)`), so A/B comparisons need no global
-switch. The custom VJP supports reverse mode only (`jax.grad`, `jax.vjp`), not
-`jax.jvp`.
+uses 'native' on the CPU backend when the native kernels are available
+(`native_kernels.available()`), else 'cpu_vjp'; GPUs and TPUs keep XLA's own
+convolution gradients (cuDNN and friends are fast there). Models choose per
+instance (`StackedHourglass(conv_impl=...)`), so A/B comparisons need no
+global switch. The custom VJP supports reverse mode only (`jax.grad`,
+`jax.vjp`), not `jax.jvp`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "xla", "cpu_vjp")
+from triplet_pose.models import native_kernels
+
+IMPLS = ("auto", "xla", "cpu_vjp", "native")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -39,24 +52,33 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
   Args:
     x: (B, H, W, C_in) input.
     kernel: (k, k, C_in, C_out) kernel, k odd.
-    stride: spatial stride; strides other than 1 always use XLA's gradient.
-    impl: 'xla' (`lax.conv_general_dilated` and its autodiff), 'cpu_vjp' (the
-      custom VJP above) or 'auto' ('cpu_vjp' when the default backend is the
-      CPU, 'xla' elsewhere).
+    stride: spatial stride; with 'cpu_vjp', strides other than 1 use XLA's
+      gradient.
+    impl: 'xla' (`lax.conv_general_dilated` and its autodiff), 'cpu_vjp' or
+      'native' (the custom VJPs above) or 'auto' ('native' on the CPU backend
+      where it is available, else 'cpu_vjp'; 'xla' on other backends).
 
   Returns:
     (B, H/stride, W/stride, C_out).
 
   Raises:
-    ValueError: for an unknown `impl`.
+    ValueError: for an unknown `impl`, or 'native' where the native kernels
+      are unavailable (the message says why).
   """
   if impl not in IMPLS:
     raise ValueError(f"conv2d impl must be one of {IMPLS}, got {impl!r}")
   if impl == "auto":
-    impl = "cpu_vjp" if jax.default_backend() == "cpu" else "xla"
-  if impl == "xla" or stride != 1 or kernel.shape[0] % 2 == 0:
+    if jax.default_backend() != "cpu":
+      impl = "xla"
+    else:
+      impl = "native" if native_kernels.available() else "cpu_vjp"
+  if impl == "native" and not native_kernels.available():
+    raise ValueError("conv2d impl='native': native CPU kernels unavailable: "
+                     f"{native_kernels.unavailable_reason()}")
+  native = impl == "native" and native_kernels.supports_weight_grad(kernel.shape[-1])
+  if impl == "xla" or kernel.shape[0] % 2 == 0 or (stride != 1 and not native):
     return _xla_conv(x, kernel, stride)
-  return _conv_same(x, kernel)
+  return _conv_custom_vjp(x, kernel, stride, native)
 
 
 def _xla_conv(x, kernel, stride=1):
@@ -70,51 +92,66 @@ def _dot_channels(x, matrix):
   return lax.dot_general(x, matrix, (((x.ndim - 1,), (0,)), ((), ())))
 
 
-def _forward(x, kernel):
-  if kernel.shape[0] == 1:
+def _forward(x, kernel, stride):
+  if kernel.shape[0] == 1 and stride == 1:
     return _dot_channels(x, kernel[0, 0])
-  return _xla_conv(x, kernel)
+  return _xla_conv(x, kernel, stride)
 
 
-@jax.custom_vjp
-def _conv_same(x, kernel):
-  return _forward(x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_custom_vjp(x, kernel, stride, native):
+  del native  # Only the backward pass differs.
+  return _forward(x, kernel, stride)
 
 
-def _conv_same_fwd(x, kernel):
-  return _forward(x, kernel), (x, kernel)
+def _conv_custom_vjp_fwd(x, kernel, stride, native):
+  del native
+  return _forward(x, kernel, stride), (x, kernel)
 
 
-def _conv_same_bwd(residuals, dy):
+def _conv_custom_vjp_bwd(stride, native, residuals, dy):
   x, kernel = residuals
   k = kernel.shape[0]
-  n = x.shape[0] * x.shape[1] * x.shape[2]
-  dy2 = dy.reshape(n, dy.shape[-1])
-  contract_rows = (((0,), (0,)), ((), ()))
-  if k == 1:
+  pad = (k - 1) // 2
+  if stride != 1:
+    # Only 'native' comes here (see conv2d); XLA's own input gradient. (The
+    # image stem's input is the image: its gradient is dead code.)
+    dx = jax.vjp(lambda x: _xla_conv(x, kernel, stride), x)[1](dy)[0]
+  elif k == 1:
     dx = _dot_channels(dy, kernel[0, 0].T)
-    dw = lax.dot_general(x.reshape(n, x.shape[-1]), dy2, contract_rows)[None, None]
   else:
     # The transpose of a stride-1 'same' convolution: the flipped kernel with
     # in/out swapped, same padding.
     dx = _xla_conv(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-    pad = (k - 1) // 2
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    taps = []
-    for i in range(k):
-      for j in range(k):
-        # One shifted copy of x at a time, made after the previous tap's dot
-        # (and after dy): otherwise XLA computes all k*k copies in the forward
-        # pass, as soon as x exists, and keeps them alive until here.
-        window = _after(xp[:, i:i + h, j:j + w], taps[-1] if taps else dy)
-        taps.append(lax.dot_general(window.reshape(n, x.shape[-1]), dy2,
-                                    contract_rows))
-    dw = jnp.stack(taps).reshape(k, k, *taps[0].shape)
+  if native:
+    dw = native_kernels.conv_weight_grad(x, dy, kernel_size=k, stride=stride, pad=pad)
+  else:
+    dw = _weight_grad_by_taps(x, dy, k)
   return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
-_conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+def _weight_grad_by_taps(x, dy, k):
+  """dW of a stride-1 'same' convolution as k*k matrix products."""
+  n = x.shape[0] * x.shape[1] * x.shape[2]
+  dy2 = dy.reshape(n, dy.shape[-1])
+  contract_rows = (((0,), (0,)), ((), ()))
+  if k == 1:
+    return lax.dot_general(x.reshape(n, x.shape[-1]), dy2, contract_rows)[None, None]
+  pad = (k - 1) // 2
+  h, w = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  taps = []
+  for i in range(k):
+    for j in range(k):
+      # One shifted copy of x at a time, made after the previous tap's dot
+      # (and after dy): otherwise XLA computes all k*k copies in the forward
+      # pass, as soon as x exists, and keeps them alive until here.
+      window = _after(xp[:, i:i + h, j:j + w], taps[-1] if taps else dy)
+      taps.append(lax.dot_general(window.reshape(n, x.shape[-1]), dy2, contract_rows))
+  return jnp.stack(taps).reshape(k, k, *taps[0].shape)
+
+
+_conv_custom_vjp.defvjp(_conv_custom_vjp_fwd, _conv_custom_vjp_bwd)
 
 
 def _after(x: jax.Array, dependency: jax.Array) -> jax.Array:

@@ -1,0 +1,227 @@
+// Weight gradient of a 2-D convolution (NHWC input, HWIO kernel) as an XLA:CPU
+// FFI handler: dW[kh, kw, ci, co] = sum over n, oh, ow of
+//   x[n, oh * stride + kh - pad, ow * stride + kw - pad, ci] * dy[n, oh, ow, co]
+// (out-of-range input positions are the zero padding).
+//
+// Loaded and compiled by triplet_pose/models/native_kernels.py (with
+// -march=native, so the vector width is the machine's: 16 floats with
+// AVX-512, 8 with AVX2). The output channels are split into vectors and the
+// input channels into register tiles (R input channels x V vectors of
+// accumulators); each tile streams the pixels of one output row. The rows
+// are split into units, each with its own partial dW, so that the threads of
+// XLA's intra-op pool share the work; the partials are then summed in unit
+// order, so the result does not depend on how many threads ran or which ran
+// what.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRegisters = 32;
+#else
+constexpr int kLanes = 8;
+constexpr int kRegisters = 16;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float VecU __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+// One broadcast load (`Vec{} + *p` would add a scalar 0.0 first: -0.0 + 0.0).
+inline Vec Broadcast(const float* p) {
+#if defined(__AVX512F__)
+  return _mm512_set1_ps(*p);
+#else
+  return _mm256_set1_ps(*p);
+#endif
+}
+
+struct Geometry {
+  int64_t n, h, w, ci;   // input
+  int64_t ho, wo, co;    // output gradient
+  int64_t k, stride, pad;
+};
+
+// out[r, v * kLanes + l] += sum_i x[i * x_step + r] * dy[i * dy_step + v * kLanes + l]
+template <int R, int V>
+inline void Tile(const float* x, int64_t x_step, const float* dy, int64_t dy_step,
+                 int64_t count, float* out, int64_t out_step) {
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = Vec{};
+  for (int64_t i = 0; i < count; ++i) {
+    Vec d[V];
+    for (int v = 0; v < V; ++v) d[v] = Load(dy + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const Vec b = Broadcast(x + r);
+      for (int v = 0; v < V; ++v) acc[r][v] += b * d[v];
+    }
+    x += x_step;
+    dy += dy_step;
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      float* o = out + r * out_step + v * kLanes;
+      Store(o, Load(o) + acc[r][v]);
+    }
+}
+
+// Tile<r, V> for a run-time r in [1, R].
+template <int R, int V>
+inline void TileRows(int r, const float* x, int64_t x_step, const float* dy, int64_t dy_step,
+                     int64_t count, float* out, int64_t out_step) {
+  if constexpr (R > 1) {
+    if (r < R) return TileRows<R - 1, V>(r, x, x_step, dy, dy_step, count, out, out_step);
+  }
+  Tile<R, V>(x, x_step, dy, dy_step, count, out, out_step);
+}
+
+// Accumulates the rows [row_begin, row_end) (row = n * ho + oh) into dw.
+template <int R, int V>
+void AccumulateRows(const Geometry& g, const float* x, const float* dy, int64_t row_begin,
+                    int64_t row_end, float* dw) {
+  constexpr int64_t kBlock = V * kLanes;
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t n = row / g.ho, oh = row % g.ho;
+    for (int64_t kh = 0; kh < g.k; ++kh) {
+      const int64_t ih = oh * g.stride + kh - g.pad;
+      if (ih < 0 || ih >= g.h) continue;
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        // The output columns whose input column ow * stride + kw - pad is inside.
+        const int64_t last_num = g.w - 1 + g.pad - kw;
+        if (last_num < 0) continue;
+        const int64_t first = g.pad > kw ? (g.pad - kw + g.stride - 1) / g.stride : 0;
+        const int64_t end = std::min(g.wo, last_num / g.stride + 1);
+        if (end <= first) continue;
+        const float* xrow = x + ((n * g.h + ih) * g.w + first * g.stride + kw - g.pad) * g.ci;
+        const float* dyrow = dy + ((n * g.ho + oh) * g.wo + first) * g.co;
+        float* tap = dw + (kh * g.k + kw) * g.ci * g.co;
+        for (int64_t c0 = 0; c0 < g.co; c0 += kBlock) {
+          for (int64_t i0 = 0; i0 < g.ci; i0 += R) {
+            const int r = static_cast<int>(std::min<int64_t>(R, g.ci - i0));
+            TileRows<R, V>(r, xrow + i0, g.stride * g.ci, dyrow + c0, g.co, end - first,
+                           tap + i0 * g.co + c0, g.co);
+          }
+        }
+      }
+    }
+  }
+}
+
+using RowsFn = void (*)(const Geometry&, const float*, const float*, int64_t, int64_t, float*);
+
+// The widest register tile the output channels allow: R x V accumulators plus
+// V loads and one broadcast within the vector registers.
+RowsFn PickTile(int64_t co) {
+  const int64_t vectors = co / kLanes;
+  if (kRegisters == 32) {
+    if (vectors % 4 == 0) return AccumulateRows<6, 4>;
+    if (vectors % 2 == 0) return AccumulateRows<12, 2>;
+    return AccumulateRows<12, 1>;
+  }
+  if (vectors % 2 == 0) return AccumulateRows<6, 2>;
+  return AccumulateRows<12, 1>;
+}
+
+// Runs fn(0) ... fn(count - 1) on the calling thread and up to threads - 1
+// tasks of the pool; each index runs exactly once. Returns when all have run.
+// A task that starts late finds no index left and touches nothing.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, const F& fn) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto state = std::make_shared<State>();
+  auto work = [state, count, &fn]() {
+    int64_t ran = 0;
+    for (int64_t i; (i = state->next.fetch_add(1, std::memory_order_relaxed)) < count; ++ran) fn(i);
+    if (ran) state->done.fetch_add(ran, std::memory_order_acq_rel);
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), count) - 1;
+  for (int64_t t = 0; t < helpers; ++t) {
+    // The task may outlive this call: it keeps `state` and finds no index.
+    pool.Schedule([state, count, work]() {
+      if (state->next.load(std::memory_order_relaxed) < count) work();
+    });
+  }
+  work();
+  while (state->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
+}
+
+ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                              int64_t stride, int64_t pad) {
+  const auto xd = x.dimensions(), dyd = dy.dimensions(), dwd = dw->dimensions();
+  if (xd.size() != 4 || dyd.size() != 4 || dwd.size() != 4)
+    return ffi::Error::InvalidArgument("conv_weight_grad: x, dy and dw must be 4-D");
+  const Geometry g{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], dyd[3], dwd[0], stride, pad};
+  if (dyd[0] != g.n || dwd[1] != g.k || dwd[2] != g.ci || dwd[3] != g.co)
+    return ffi::Error::InvalidArgument("conv_weight_grad: shapes of x, dy and dw disagree");
+  if (g.co % kLanes != 0)
+    return ffi::Error::InvalidArgument("conv_weight_grad: output channels must be a multiple of " +
+                                       std::to_string(kLanes));
+  const RowsFn rows_fn = PickTile(g.co);
+  const int64_t size = g.k * g.k * g.ci * g.co;
+  const int64_t rows = g.n * g.ho;
+  // Units of about 512 output pixels, at most 8 MiB of partials in all, at
+  // least one per thread where there are rows enough.
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  int64_t per_unit = std::max<int64_t>(1, (512 + g.wo - 1) / g.wo);
+  const int64_t max_units = std::max<int64_t>(threads, (int64_t{8} << 20) / (size * 4));
+  if ((rows + per_unit - 1) / per_unit > max_units) per_unit = (rows + max_units - 1) / max_units;
+  const int64_t units = (rows + per_unit - 1) / per_unit;
+  float* out = dw->typed_data();
+  if (units == 1) {
+    std::memset(out, 0, size * sizeof(float));
+    rows_fn(g, x.typed_data(), dy.typed_data(), 0, rows, out);
+    return ffi::Error::Success();
+  }
+  std::unique_ptr<float[]> partial(new float[units * size]);
+  const float* xp = x.typed_data();
+  const float* dyp = dy.typed_data();
+  float* parts = partial.get();
+  ParallelFor(pool, units, [&](int64_t u) {
+    float* part = parts + u * size;
+    std::memset(part, 0, size * sizeof(float));
+    rows_fn(g, xp, dyp, u * per_unit, std::min(rows, (u + 1) * per_unit), part);
+  });
+  // out = sum of the partials in unit order, in chunks of 4096 elements.
+  constexpr int64_t kChunk = 4096;
+  ParallelFor(pool, (size + kChunk - 1) / kChunk, [&](int64_t c) {
+    const int64_t begin = c * kChunk, end = std::min(size, begin + kChunk);
+    std::memcpy(out + begin, parts + begin, (end - begin) * sizeof(float));
+    for (int64_t u = 1; u < units; ++u) {
+      const float* part = parts + u * size;
+      for (int64_t i = begin; i < end; ++i) out[i] += part[i];
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletPoseConvWeightGrad, ConvWeightGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad"));
+
+extern "C" int triplet_pose_vector_lanes() { return kLanes; }
