@@ -21,11 +21,14 @@ def _rel(a, b):
 
 _CASES = [(1, 8, 6, 1), (3, 5, 7, 1), (7, 3, 4, 2)]
 # Output channels a multiple of the vector width (16 floats fit both AVX2 and
-# AVX-512), so that every weight gradient goes through the native kernel; odd
+# AVX-512), so that every weight gradient and stride-1 forward pass goes
+# through the native kernels (and dx too where the input channels are); odd
 # sizes, in-channels that leave a partial register tile, a border wider than
-# the stride's step, an image smaller than the kernel.
-_NATIVE_CASES = [(1, 8, 16, 1, 12), (3, 13, 32, 1, 12), (3, 7, 48, 1, 5), (7, 3, 64, 2, 12),
-                 (7, 5, 16, 2, 3), (3, 20, 16, 2, 9)]
+# the stride's step, rows shorter than a register tile, an image smaller than
+# the kernel.
+_NATIVE_CASES = [(1, 8, 16, 1, 12), (3, 13, 32, 1, 12), (3, 32, 16, 1, 12), (5, 16, 48, 1, 7),
+                 (3, 7, 48, 1, 5), (5, 16, 16, 1, 2), (7, 3, 64, 2, 12), (7, 5, 16, 2, 3),
+                 (3, 20, 16, 2, 9)]
 
 
 def _check_against_xla(impl, k, c_in, c_out, stride, size=12):
@@ -55,13 +58,17 @@ def test_conv2d_values_and_gradients_match_xla(k, c_in, c_out, stride):
 
 @needs_native
 @pytest.mark.parametrize("k,c_in,c_out,stride,size", _NATIVE_CASES)
-def test_native_weight_gradient_matches_xla(k, c_in, c_out, stride, size):
+def test_native_kernels_match_xla(k, c_in, c_out, stride, size):
   _check_against_xla("native", k, c_in, c_out, stride, size)
-  # The kernel itself, not a fallback, computed dW.
+  # The kernels themselves, not a fallback, computed what they apply to.
   x, w = jnp.ones((1, size, size, c_in)), jnp.ones((k, k, c_in, c_out))
-  jaxpr = jax.make_jaxpr(jax.grad(lambda w: cpu_conv.conv2d(x, w, stride=stride,
-                                                            impl="native").sum()))(w)
-  assert "ffi_call" in str(jaxpr)
+  jaxpr = str(jax.make_jaxpr(jax.grad(
+      lambda x, w: cpu_conv.conv2d(x, w, stride=stride, impl="native").sum(),
+      argnums=(0, 1)))(x, w))
+  kxk_stride1 = k > 1 and stride == 1
+  assert jaxpr.count("target_name=triplet_pose_conv_weight_grad") == 1
+  assert jaxpr.count("target_name=triplet_pose_conv_forward") == (
+      kxk_stride1 + (kxk_stride1 and c_in % 16 == 0))  # forward, dx
 
 
 @needs_native
@@ -72,18 +79,24 @@ def test_native_falls_back_where_the_kernel_does_not_apply(k, c_in, c_out, strid
 
 
 @needs_native
-def test_native_weight_gradient_does_not_depend_on_threads():
-  # Big enough for several units of work: the partial sums are added in a
-  # fixed order, so the result is bit-identical from run to run.
+def test_native_weight_gradient_is_reproducible_and_checks_shapes():
+  # Big enough for several units of work, each with its own partial sum: the
+  # partials are all added, in a fixed order, so the result is XLA's up to
+  # rounding and bit-identical from run to run.
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.normal(size=(2, 40, 40, 16)), jnp.float32)
   dy = jnp.asarray(rng.normal(size=(2, 40, 40, 32)), jnp.float32)
   f = jax.jit(lambda x, dy: native_kernels.conv_weight_grad(x, dy, kernel_size=3, stride=1, pad=1))
   first = np.asarray(f(x, dy))
+  w = jnp.zeros((3, 3, 16, 32))
+  want = jax.vjp(lambda w: cpu_conv.conv2d(x, w, impl="xla"), w)[1](dy)[0]
+  assert _rel(first, want) < 1e-5
   for _ in range(5):
     np.testing.assert_array_equal(np.asarray(f(x, dy)), first)
   with pytest.raises(ValueError, match="multiple of"):
     native_kernels.conv_weight_grad(x, dy[..., :7], kernel_size=3, stride=1, pad=1)
+  with pytest.raises(ValueError, match=r"must be \(k, k, 16, C_out\)"):
+    native_kernels.conv_forward(x, jnp.ones((3, 3, 8, 16)))
 
 
 def test_impl_choice_and_errors():

@@ -1,11 +1,11 @@
 """CPU kernels in C++ that XLA:CPU calls through its FFI: built once per machine, on first use.
 
 XLA:CPU (jaxlib 0.10) computes a convolution's weight gradient several times
-slower than oneDNN does in PyTorch (`benchmarks/conv_grads.py` measures each
-convolution of the model). `conv_weight_grad` is that gradient as a
-register-tiled kernel (`native/conv_weight_grad.cc`) which runs on the
-threads of XLA's own intra-op pool and gives the same values up to float
-rounding, independent of the number of threads.
+slower than oneDNN does in PyTorch, and its stride-1 3x3 convolutions ~1.3x
+slower (`benchmarks/conv_grads.py` measures each convolution of the model).
+`conv_weight_grad` and `conv_forward` are register-tiled kernels
+(`native/conv.cc`) which run on the threads of XLA's own intra-op pool and
+give XLA's values up to float rounding, independent of the number of threads.
 
 The source is compiled with the machine's C++ compiler (`$CXX`, else `c++`)
 with `-O3 -march=native` against the FFI headers that ship with jaxlib, the
@@ -39,8 +39,10 @@ import numpy as np
 
 DISABLE_ENV = "TRIPLET_POSE_NATIVE_KERNELS"
 CACHE_ENV = "TRIPLET_POSE_CACHE_DIR"
-_SOURCE = pathlib.Path(__file__).with_name("native") / "conv_weight_grad.cc"
-_TARGET = "triplet_pose_conv_weight_grad"
+_SOURCE = pathlib.Path(__file__).with_name("native") / "conv.cc"
+# FFI target name -> the handler symbol in the library.
+_TARGETS = {"triplet_pose_conv_weight_grad": "TripletPoseConvWeightGrad",
+            "triplet_pose_conv_forward": "TripletPoseConvForward"}
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 
 
@@ -67,9 +69,17 @@ def vector_lanes() -> int:
   return int(lib.triplet_pose_vector_lanes())
 
 
-def supports_weight_grad(c_out: int) -> bool:
-  """Whether the kernels exist and `conv_weight_grad` takes C_out output channels."""
+def supports(c_out: int) -> bool:
+  """Whether the kernels exist and take C_out output channels (a multiple of the vector width)."""
   return available() and c_out % vector_lanes() == 0
+
+
+def _check(x: jax.Array, other: jax.Array, c_out: int, name: str) -> None:
+  if not available():
+    raise RuntimeError(f"native CPU kernels unavailable: {unavailable_reason()}")
+  if x.ndim != 4 or other.ndim != 4 or not supports(c_out):
+    raise ValueError(f"{name}: x {x.shape} and {other.shape} must be 4-D with the output "
+                     f"channels ({c_out}) a multiple of {vector_lanes()}")
 
 
 def conv_weight_grad(x: jax.Array, dy: jax.Array, *, kernel_size: int, stride: int,
@@ -91,15 +101,31 @@ def conv_weight_grad(x: jax.Array, dy: jax.Array, *, kernel_size: int, stride: i
   Returns:
     (k, k, C_in, C_out) float32.
   """
-  if not available():
-    raise RuntimeError(f"native CPU kernels unavailable: {unavailable_reason()}")
-  if x.ndim != 4 or dy.ndim != 4 or not supports_weight_grad(dy.shape[-1]):
-    raise ValueError(f"conv_weight_grad: x {x.shape} and dy {dy.shape} must be NHWC with "
-                     f"C_out a multiple of {vector_lanes()}")
+  _check(x, dy, dy.shape[-1], "conv_weight_grad")
   out = jax.ShapeDtypeStruct((kernel_size, kernel_size, x.shape[-1], dy.shape[-1]), jnp.float32)
-  return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(
+  return jax.ffi.ffi_call("triplet_pose_conv_weight_grad", out, vmap_method="sequential")(
       x.astype(jnp.float32), dy.astype(jnp.float32), stride=np.int64(stride),
       pad=np.int64(pad))
+
+
+def conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1 NHWC x HWIO convolution with (k-1)/2 zero padding on each side, in float32.
+
+  Args:
+    x: (N, H, W, C_in).
+    kernel: (k, k, C_in, C_out), k odd, C_out a multiple of `vector_lanes()`.
+
+  Returns:
+    (N, H, W, C_out) float32.
+  """
+  _check(x, kernel, kernel.shape[-1], "conv_forward")
+  k = kernel.shape[0]
+  if k % 2 != 1 or kernel.shape[1] != k or kernel.shape[2] != x.shape[-1]:
+    raise ValueError(f"conv_forward: kernel {kernel.shape} must be (k, k, {x.shape[-1]}, C_out), "
+                     "k odd")
+  out = jax.ShapeDtypeStruct((*x.shape[:3], kernel.shape[-1]), jnp.float32)
+  return jax.ffi.ffi_call("triplet_pose_conv_forward", out, vmap_method="sequential")(
+      x.astype(jnp.float32), kernel.astype(jnp.float32), pad=np.int64((k - 1) // 2))
 
 
 @functools.cache
@@ -111,8 +137,9 @@ def _library() -> ctypes.CDLL | str:
     return f"built for x86-64 only (this machine: {platform.machine()})"
   try:
     lib = ctypes.CDLL(str(_build()))
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.TripletPoseConvWeightGrad),
-                                platform="cpu")
+    for target, symbol in _TARGETS.items():
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                  platform="cpu")
   except (_Unavailable, OSError, AttributeError) as e:
     logging.warning("native CPU kernels unavailable, using XLA's: %s", e)
     return str(e)

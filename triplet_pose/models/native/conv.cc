@@ -1,17 +1,24 @@
-// Weight gradient of a 2-D convolution (NHWC input, HWIO kernel) as an XLA:CPU
-// FFI handler: dW[kh, kw, ci, co] = sum over n, oh, ow of
-//   x[n, oh * stride + kh - pad, ow * stride + kw - pad, ci] * dy[n, oh, ow, co]
-// (out-of-range input positions are the zero padding).
+// Convolution kernels for XLA:CPU, as FFI handlers; NHWC input, HWIO kernel,
+// float32, symmetric zero padding `pad`:
 //
-// Loaded and compiled by triplet_pose/models/native_kernels.py (with
-// -march=native, so the vector width is the machine's: 16 floats with
-// AVX-512, 8 with AVX2). The output channels are split into vectors and the
-// input channels into register tiles (R input channels x V vectors of
-// accumulators); each tile streams the pixels of one output row. The rows
-// are split into units, each with its own partial dW, so that the threads of
-// XLA's intra-op pool share the work; the partials are then summed in unit
-// order, so the result does not depend on how many threads ran or which ran
-// what.
+// * TripletPoseConvWeightGrad: dW[kh, kw, ci, co] = sum over n, oh, ow of
+//   x[n, oh * stride + kh - pad, ow * stride + kw - pad, ci] * dy[n, oh, ow, co]
+// * TripletPoseConvForward (stride 1, output the size of the input):
+//   y[n, oh, ow, co] = sum over kh, kw, ci of
+//   x[n, oh + kh - pad, ow + kw - pad, ci] * w[kh, kw, ci, co]
+//   (the input gradient of a stride-1 convolution is this with the kernel
+//   flipped and its channels swapped).
+//
+// Out-of-range input positions are the zero padding. Loaded and compiled by
+// triplet_pose/models/native_kernels.py with -march=native, so the vector
+// width is the machine's: 16 floats with AVX-512, 8 with AVX2. Output
+// channels go in vectors, and each kernel keeps an R x V tile of accumulators
+// in registers: R input channels (weight gradient) or R output pixels
+// (forward) by V vectors of output channels. The work is split into units of
+// output rows that the calling thread and the threads of XLA's intra-op pool
+// take in turn; the weight gradient gives each unit its own partial sum and
+// adds them in unit order, so no result depends on how many threads ran or
+// which ran what.
 
 #include <immintrin.h>
 
@@ -122,20 +129,96 @@ void AccumulateRows(const Geometry& g, const float* x, const float* dy, int64_t 
   }
 }
 
+// y[pixel r, c0 + v * kLanes + l] for the r < R pixels ow0 + r of output row
+// (n, oh), summed over every tap whose input columns are all inside (the
+// caller gives border pixels tiles of one).
+template <int R, int V>
+inline void ForwardTile(const Geometry& g, const float* x, const float* w, int64_t n,
+                        int64_t oh, int64_t ow0, int64_t c0, float* y) {
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = Vec{};
+  for (int64_t kh = 0; kh < g.k; ++kh) {
+    const int64_t ih = oh + kh - g.pad;
+    if (ih < 0 || ih >= g.h) continue;
+    for (int64_t kw = 0; kw < g.k; ++kw) {
+      const int64_t iw = ow0 + kw - g.pad;
+      if (iw < 0 || iw + R > g.w) continue;
+      const float* xp = x + ((n * g.h + ih) * g.w + iw) * g.ci;
+      const float* wp = w + (kh * g.k + kw) * g.ci * g.co + c0;
+      for (int64_t ci = 0; ci < g.ci; ++ci) {
+        Vec wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = Load(wp + ci * g.co + v * kLanes);
+        for (int r = 0; r < R; ++r) {
+          const Vec b = Broadcast(xp + r * g.ci + ci);
+          for (int v = 0; v < V; ++v) acc[r][v] += b * wv[v];
+        }
+      }
+    }
+  }
+  float* yp = y + ((n * g.ho + oh) * g.wo + ow0) * g.co + c0;
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) Store(yp + r * g.co + v * kLanes, acc[r][v]);
+}
+
+// ForwardTile<r, V> for a run-time r in [1, R].
+template <int R, int V>
+inline void ForwardTiles(int r, const Geometry& g, const float* x, const float* w, int64_t n,
+                         int64_t oh, int64_t ow0, int64_t c0, float* y) {
+  if constexpr (R > 1) {
+    if (r < R) return ForwardTiles<R - 1, V>(r, g, x, w, n, oh, ow0, c0, y);
+  }
+  ForwardTile<R, V>(g, x, w, n, oh, ow0, c0, y);
+}
+
+// The output rows [row_begin, row_end) (row = n * ho + oh) of y.
+template <int R, int V>
+void ForwardRows(const Geometry& g, const float* x, const float* w, int64_t row_begin,
+                 int64_t row_end, float* y) {
+  constexpr int64_t kBlock = V * kLanes;
+  // Pixels whose every tap is inside the row, in tiles of R; the others
+  // (within pad of either end) one at a time.
+  const int64_t inner_begin = std::min(g.pad, g.wo);
+  const int64_t inner_end = std::max(inner_begin, g.wo - g.pad);
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t n = row / g.ho, oh = row % g.ho;
+    for (int64_t c0 = 0; c0 < g.co; c0 += kBlock) {
+      for (int64_t ow = 0; ow < inner_begin; ++ow) ForwardTile<1, V>(g, x, w, n, oh, ow, c0, y);
+      for (int64_t ow = inner_begin; ow < inner_end; ow += R) {
+        const int r = static_cast<int>(std::min<int64_t>(R, inner_end - ow));
+        ForwardTiles<R, V>(r, g, x, w, n, oh, ow, c0, y);
+      }
+      for (int64_t ow = inner_end; ow < g.wo; ++ow) ForwardTile<1, V>(g, x, w, n, oh, ow, c0, y);
+    }
+  }
+}
+
 using RowsFn = void (*)(const Geometry&, const float*, const float*, int64_t, int64_t, float*);
 
 // The widest register tile the output channels allow: R x V accumulators plus
 // V loads and one broadcast within the vector registers.
+template <template <int, int> class Rows>
 RowsFn PickTile(int64_t co) {
   const int64_t vectors = co / kLanes;
   if (kRegisters == 32) {
-    if (vectors % 4 == 0) return AccumulateRows<6, 4>;
-    if (vectors % 2 == 0) return AccumulateRows<12, 2>;
-    return AccumulateRows<12, 1>;
+    if (vectors % 4 == 0) return Rows<6, 4>::Run;
+    if (vectors % 2 == 0) return Rows<12, 2>::Run;
+    return Rows<12, 1>::Run;
   }
-  if (vectors % 2 == 0) return AccumulateRows<6, 2>;
-  return AccumulateRows<12, 1>;
+  if (vectors % 2 == 0) return Rows<6, 2>::Run;
+  return Rows<12, 1>::Run;
 }
+
+template <int R, int V>
+struct WeightGradRowsOf {
+  static void Run(const Geometry& g, const float* x, const float* dy, int64_t begin,
+                  int64_t end, float* dw) { AccumulateRows<R, V>(g, x, dy, begin, end, dw); }
+};
+template <int R, int V>
+struct ForwardRowsOf {
+  static void Run(const Geometry& g, const float* x, const float* w, int64_t begin,
+                  int64_t end, float* y) { ForwardRows<R, V>(g, x, w, begin, end, y); }
+};
 
 // Runs fn(0) ... fn(count - 1) on the calling thread and up to threads - 1
 // tasks of the pool; each index runs exactly once. Returns when all have run.
@@ -175,7 +258,7 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (g.co % kLanes != 0)
     return ffi::Error::InvalidArgument("conv_weight_grad: output channels must be a multiple of " +
                                        std::to_string(kLanes));
-  const RowsFn rows_fn = PickTile(g.co);
+  const RowsFn rows_fn = PickTile<WeightGradRowsOf>(g.co);
   const int64_t size = g.k * g.k * g.ci * g.co;
   const int64_t rows = g.n * g.ho;
   // Units of about 512 output pixels, at most 8 MiB of partials in all, at
@@ -213,6 +296,33 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t pad) {
+  const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
+    return ffi::Error::InvalidArgument("conv_forward: x, w and y must be 4-D");
+  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], 1, pad};
+  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n || g.ho != g.h ||
+      g.wo != g.w || 2 * pad != g.k - 1)
+    return ffi::Error::InvalidArgument("conv_forward: shapes of x, w and y disagree");
+  if (g.co % kLanes != 0)
+    return ffi::Error::InvalidArgument("conv_forward: output channels must be a multiple of " +
+                                       std::to_string(kLanes));
+  const RowsFn rows_fn = PickTile<ForwardRowsOf>(g.co);
+  const int64_t rows = g.n * g.ho;
+  // About 4 units per thread: each row costs the same but the threads may not.
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t per_unit = std::max<int64_t>(1, rows / (4 * threads));
+  const int64_t units = (rows + per_unit - 1) / per_unit;
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  float* out = y->typed_data();
+  ParallelFor(pool, units, [&](int64_t u) {
+    rows_fn(g, xp, wp, u * per_unit, std::min(rows, (u + 1) * per_unit), out);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletPoseConvWeightGrad, ConvWeightGradImpl,
@@ -222,6 +332,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletPoseConvWeightGrad, ConvWeightGradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletPoseConvForward, ConvForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("pad"));
 
 extern "C" int triplet_pose_vector_lanes() { return kLanes; }
