@@ -179,3 +179,22 @@ def test_stacked_hourglass_passes_conv_impl_to_every_convolution():
   assert n_xla == 0
   # Every convolution but the strided 7x7 stem goes through the custom VJP.
   assert n_cpu == n_kernels - 1 > 20
+
+
+@needs_native
+def test_native_kernels_have_second_derivatives():
+  # A gradient of a gradient (differentiating through a train step) goes
+  # through the kernels' own derivatives: XLA convolutions.
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 16)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 16, 16)), jnp.float32) * 0.1
+
+  def grad_norm(impl):
+    def loss(x, w):
+      return jnp.sum(jnp.tanh(cpu_conv.conv2d(x, w, impl=impl)))
+    return lambda x, w: sum(jnp.sum(g ** 2) for g in jax.grad(loss, argnums=(0, 1))(x, w))
+
+  want = jax.grad(grad_norm("xla"), argnums=(0, 1))(x, w)
+  got = jax.jit(jax.grad(grad_norm("native"), argnums=(0, 1)))(x, w)
+  for g, v in zip(got, want):
+    assert _rel(g, v) < 1e-5

@@ -102,10 +102,7 @@ def conv_weight_grad(x: jax.Array, dy: jax.Array, *, kernel_size: int, stride: i
     (k, k, C_in, C_out) float32.
   """
   _check(x, dy, dy.shape[-1], "conv_weight_grad")
-  out = jax.ShapeDtypeStruct((kernel_size, kernel_size, x.shape[-1], dy.shape[-1]), jnp.float32)
-  return jax.ffi.ffi_call("triplet_pose_conv_weight_grad", out, vmap_method="sequential")(
-      x.astype(jnp.float32), dy.astype(jnp.float32), stride=np.int64(stride),
-      pad=np.int64(pad))
+  return _weight_grad(x.astype(jnp.float32), dy.astype(jnp.float32), kernel_size, stride, pad)
 
 
 def conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -123,9 +120,47 @@ def conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
   if k % 2 != 1 or kernel.shape[1] != k or kernel.shape[2] != x.shape[-1]:
     raise ValueError(f"conv_forward: kernel {kernel.shape} must be (k, k, {x.shape[-1]}, C_out), "
                      "k odd")
+  return _forward(x.astype(jnp.float32), kernel.astype(jnp.float32), (k - 1) // 2)
+
+
+# The kernels compute first derivatives fast. Their own derivatives (a
+# gradient of a gradient, e.g. differentiating through a whole train step)
+# are the same bilinear maps written with XLA's convolutions, which JAX can
+# transpose and differentiate again.
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _weight_grad(x, dy, kernel_size, stride, pad):
+  out = jax.ShapeDtypeStruct((kernel_size, kernel_size, x.shape[-1], dy.shape[-1]), jnp.float32)
+  return jax.ffi.ffi_call("triplet_pose_conv_weight_grad", out, vmap_method="sequential")(
+      x, dy, stride=np.int64(stride), pad=np.int64(pad))
+
+
+@_weight_grad.defjvp
+def _weight_grad_jvp(kernel_size, stride, pad, primals, tangents):
+  (x, dy), (tx, tdy) = primals, tangents
+  def xla(x, dy):
+    w = jnp.zeros((kernel_size, kernel_size, x.shape[-1], dy.shape[-1]), jnp.float32)
+    return jax.vjp(lambda w: _xla_conv(x, w, stride, pad), w)[1](dy)[0]
+  return _weight_grad(x, dy, kernel_size, stride, pad), xla(tx, dy) + xla(x, tdy)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _forward(x, kernel, pad):
   out = jax.ShapeDtypeStruct((*x.shape[:3], kernel.shape[-1]), jnp.float32)
   return jax.ffi.ffi_call("triplet_pose_conv_forward", out, vmap_method="sequential")(
-      x.astype(jnp.float32), kernel.astype(jnp.float32), pad=np.int64((k - 1) // 2))
+      x, kernel, pad=np.int64(pad))
+
+
+@_forward.defjvp
+def _forward_jvp(pad, primals, tangents):
+  (x, kernel), (tx, tkernel) = primals, tangents
+  return (_forward(x, kernel, pad),
+          _xla_conv(tx, kernel, 1, pad) + _xla_conv(x, tkernel, 1, pad))
+
+
+def _xla_conv(x, kernel, stride, pad):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @functools.cache
