@@ -25,7 +25,8 @@ What one step includes (printed with the results):
 --isa=avx2 emulates a CPU without AVX-512 on one that has it: XLA gets
 `--xla_cpu_max_isa=AVX2` (it limits the code XLA generates; the YNNPACK and
 Eigen kernels that XLA calls pick their instructions from CPUID and keep
-AVX-512), PyTorch gets ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2
+AVX-512) and our native convolution kernels are built without AVX-512
+(`TRIPLET_POSE_NATIVE_MAX_ISA=AVX2`), PyTorch gets ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2
 (ATen's kernels and oneDNN's convolutions both honour them). Each worker
 reports what took effect.
 
@@ -54,6 +55,7 @@ import sys
 import time
 
 from launch import huge_pages
+from triplet_pose.models import native_kernels
 
 _WORKER = "--_worker"
 # --huge_pages: the frameworks whose workers malloc with transparent huge pages.
@@ -61,7 +63,8 @@ _HUGE_PAGES = {"ours": ("jax",), "both": ("jax", "torch", "torch_compile"), "non
 # Environment that limits each framework to an instruction set.
 _ISA_ENV = {
     "native": {"jax": {}, "torch": {}},
-    "avx2": {"jax": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+    "avx2": {"jax": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+                     native_kernels.MAX_ISA_ENV: "AVX2"},
              "torch": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}},
 }
 STEP_CONTENTS = {
@@ -245,7 +248,8 @@ def worker_jax(args) -> dict:
          "device": f"{device.platform}:{device.device_kind}",
          # XLA:CPU's intra-op pool has one thread per CPU it may run on.
          "threads": len(os.sched_getaffinity(0)),
-         "isa": "XLA_FLAGS=" + os.environ.get("XLA_FLAGS", ""), "profile": profile,
+         "isa": "XLA_FLAGS=" + os.environ.get("XLA_FLAGS", "") + "; " + _native_report(),
+         "profile": profile,
          "base_rss_mb": base_rss, "peak_rss_mb": _rss_mb()}
   stats = device.memory_stats() if device.platform != "cpu" else None
   if stats:
@@ -439,6 +443,13 @@ def _cpu_flags() -> str:
     return "unknown"
   return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
                   if f in flags) or "none of avx2/avx512"
+
+
+def _native_report() -> str:
+  """Which convolution code our step uses on the CPU (cpu_conv impl 'auto')."""
+  if not native_kernels.available():
+    return f"native kernels unavailable ({native_kernels.unavailable_reason()})"
+  return f"native kernels: {native_kernels.vector_lanes()} floats/vector"
 
 
 def worker_env(framework: str, isa: str, xla_flags: str = "", *,

@@ -60,6 +60,7 @@ def test_worker_env_limits_each_framework_to_the_isa(monkeypatch):
   assert jax_env["XLA_FLAGS"].split() == [
       "--xla_force_host_platform_device_count=2", "--xla_cpu_max_isa=AVX2",
       "--xla_cpu_enable_fast_math=true"]
+  assert jax_env["TRIPLET_POSE_NATIVE_MAX_ISA"] == "AVX2"  # our C++ kernels too
   for framework in ("torch", "torch_compile"):
     env = train_step.worker_env(framework, "avx2")
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"

@@ -13,7 +13,10 @@ first time a process asks for it, into
 `$TRIPLET_POSE_CACHE_DIR` (default `~/.cache/triplet_pose`) under a name that
 hashes the source, the flags, the compiler, jaxlib's version and the CPU's
 vector extensions, so that a home directory shared by different machines
-keeps one library per CPU kind. This takes ~3 s once. Where there is no
+keeps one library per CPU kind. This takes ~3 s once.
+`TRIPLET_POSE_NATIVE_MAX_ISA=AVX2` builds them without AVX-512 (8 floats per
+vector, 16 registers), as on a CPU that lacks it (`benchmarks/train_step.py
+--isa=avx2` emulates such a CPU this way). Where there is no
 compiler, or the build fails, or `TRIPLET_POSE_NATIVE_KERNELS=0` is set,
 `available()` is False, `unavailable_reason()` says why, and callers
 (`cpu_conv.conv2d`) fall back to XLA-only code.
@@ -39,6 +42,9 @@ import numpy as np
 
 DISABLE_ENV = "TRIPLET_POSE_NATIVE_KERNELS"
 CACHE_ENV = "TRIPLET_POSE_CACHE_DIR"
+MAX_ISA_ENV = "TRIPLET_POSE_NATIVE_MAX_ISA"
+# $TRIPLET_POSE_NATIVE_MAX_ISA -> the compiler flags that limit the build to it.
+_MAX_ISA_FLAGS = {"": (), "native": (), "avx2": ("-mno-avx512f",)}
 _SOURCE = pathlib.Path(__file__).with_name("native") / "conv.cc"
 # FFI target name -> the handler symbol in the library.
 _TARGETS = {"triplet_pose_conv_weight_grad": "TripletPoseConvWeightGrad",
@@ -181,7 +187,15 @@ def _library() -> ctypes.CDLL | str:
   return lib
 
 
+def _flags() -> tuple[str, ...]:
+  isa = os.environ.get(MAX_ISA_ENV, "").strip().lower()
+  if isa not in _MAX_ISA_FLAGS:
+    raise _Unavailable(f"{MAX_ISA_ENV}={isa!r}: expected one of {sorted(_MAX_ISA_FLAGS)[1:]}")
+  return _FLAGS + _MAX_ISA_FLAGS[isa]
+
+
 def _build() -> pathlib.Path:
+  flags = _flags()
   compiler = os.environ.get("CXX") or "c++"
   if shutil.which(compiler) is None:
     raise _Unavailable(f"no C++ compiler ({compiler!r} not found; set $CXX)")
@@ -192,7 +206,7 @@ def _build() -> pathlib.Path:
   except (OSError, subprocess.SubprocessError) as e:
     raise _Unavailable(f"{compiler} --version failed: {e}") from e
   key = hashlib.sha256()
-  for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), version.encode(),
+  for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(),
                jaxlib.__version__.encode(), _cpu_vector_flags().encode()):
     key.update(part)
     key.update(b"\0")
@@ -207,7 +221,7 @@ def _build() -> pathlib.Path:
   fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
   os.close(fd)
   try:
-    result = subprocess.run([compiler, *_FLAGS, "-isystem", include, str(_SOURCE), "-o", tmp],
+    result = subprocess.run([compiler, *flags, "-isystem", include, str(_SOURCE), "-o", tmp],
                             capture_output=True, text=True, timeout=600, check=False)
     if result.returncode != 0:
       raise _Unavailable(f"{compiler} failed to build {_SOURCE.name}: "
