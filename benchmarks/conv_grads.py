@@ -8,9 +8,11 @@ Where benchmarks/train_step.py says how much slower or faster our whole step
 is than PyTorch's, this says which convolution and which of its three parts
 (forward `y = conv(x, w)`, input gradient `dx`, weight gradient `dW`) makes
 the difference. Ours: `triplet_pose.models.cpu_conv.conv2d` with the
-default `impl='auto'` (on the CPU its custom VJP: taps for the 3x3 `dW`,
-matrix products for 1x1; XLA's own gradient for the strided stem), each
-part jitted on its own with `jax.vjp`. PyTorch: `torch.nn.functional.conv2d`
+default `impl='auto'` (on the CPU: the native kernels, `native_kernels`, for
+every `dW` and for the forward pass and `dx` of the stride-1 3x3; matrix
+products for the 1x1 forward and `dx`; XLA's convolution for the strided
+stem's forward and `dx`; without a C++ compiler, `cpu_vjp`'s XLA-only code),
+each part jitted on its own with `jax.vjp`; `--impl` picks another. PyTorch: `torch.nn.functional.conv2d`
 and `torch.ops.aten.convolution_backward` (oneDNN on the CPU) on
 channels-last tensors, the layout it is fastest in here. Both run in this
 process one after the other with every CPU this process may use; times are
@@ -36,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from triplet_pose.models import cpu_conv  # pylint: disable=wrong-import-position
+from triplet_pose.models import native_kernels  # pylint: disable=wrong-import-position
 
 import train_step  # pylint: disable=wrong-import-position  (cpu_model, versions)
 
@@ -73,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--model", default="quick", choices=sorted(SHAPES))
   p.add_argument("--repeats", type=int, default=10, help="timed calls per part (median)")
   p.add_argument("--json", default="", help="also write the results to this file")
+  p.add_argument("--impl", default="auto", choices=cpu_conv.IMPLS,
+                 help="our convolution (cpu_conv.conv2d impl)")
   return p.parse_args(argv)
 
 
@@ -86,14 +91,14 @@ def _median_ms(fn, repeats: int) -> float:
   return 1000.0 * statistics.median(times)
 
 
-def time_ours(shape, repeats: int) -> dict[str, float]:
-  """ms of each part of `cpu_conv.conv2d` (impl 'auto'), jitted alone."""
+def time_ours(shape, repeats: int, impl: str = "auto") -> dict[str, float]:
+  """ms of each part of `cpu_conv.conv2d` (with `impl`), jitted alone."""
   _, b, h, w, cin, cout, k, stride = shape
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((b, h, w, cin), np.float32))
   kernel = jnp.asarray(0.05 * rng.standard_normal((k, k, cin, cout), np.float32))
   dy = jnp.asarray(rng.standard_normal((b, h // stride, w // stride, cout), np.float32))
-  conv = functools.partial(cpu_conv.conv2d, stride=stride)
+  conv = functools.partial(cpu_conv.conv2d, stride=stride, impl=impl)
   forward = jax.jit(conv)
   dx = jax.jit(lambda x, kernel, dy: jax.vjp(lambda a: conv(a, kernel), x)[1](dy)[0])
   dw = jax.jit(lambda x, kernel, dy: jax.vjp(lambda c: conv(x, c), kernel)[1](dy)[0])
@@ -135,6 +140,10 @@ def main(argv=None) -> None:
   print(f"machine: {train_step.cpu_model()}, {threads} thread(s) for each framework; "
         + ", ".join(f"{k} {v}" for k, v in train_step.versions(["jax", "torch"]).items()))
   print(f"shapes of the {args.model!r} model; median of {args.repeats} calls per part (ms)")
+  kernels = (f"native kernels: {native_kernels.vector_lanes()} floats/vector"
+             if native_kernels.available()
+             else f"native kernels unavailable ({native_kernels.unavailable_reason()})")
+  print(f"ours: cpu_conv.conv2d impl={args.impl!r}; {kernels}")
   header = f"{'convolution':22s} {'B x H x W, Cin->Cout':22s}" + "".join(
       f" {part + ' ours':>10s} {'torch':>7s} {'ratio':>6s}" for part in PARTS)
   print(header)
@@ -142,7 +151,7 @@ def main(argv=None) -> None:
   rows, totals = [], {"ours": dict.fromkeys(PARTS, 0.0), "torch": dict.fromkeys(PARTS, 0.0)}
   for shape in SHAPES[args.model]:
     name, b, h, w, cin, cout = shape[:6]
-    ours, peer = time_ours(shape, args.repeats), time_torch(torch, shape, args.repeats)
+    ours, peer = time_ours(shape, args.repeats, args.impl), time_torch(torch, shape, args.repeats)
     rows.append({"name": name, "shape": shape[1:], "ours_ms": ours, "torch_ms": peer})
     for part in PARTS:
       totals["ours"][part] += ours[part]

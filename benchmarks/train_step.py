@@ -55,6 +55,7 @@ import sys
 import time
 
 from launch import huge_pages
+from triplet_pose.models import cpu_conv
 from triplet_pose.models import native_kernels
 
 _WORKER = "--_worker"
@@ -104,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="whose workers malloc with transparent huge pages (GLIBC_TUNABLES="
                       "glibc.malloc.hugetlb=1): 'ours' (as launch/ runs ours; PyTorch as "
                       "it runs by default), 'both' or 'none'")
-  p.add_argument("--conv_impl", default="auto", choices=("auto", "xla", "cpu_vjp"),
+  p.add_argument("--conv_impl", default="auto", choices=cpu_conv.IMPLS,
                  help="our convolutions' gradient (cpu_conv.conv2d impl)")
   p.add_argument("--profile", action="store_true",
                  help="profile one more step per worker and print each framework's "

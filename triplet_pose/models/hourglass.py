@@ -43,7 +43,8 @@ class _Conv(nn.Module):
   """`nn.Conv` with bias and (k-1)/2 padding: the same parameters and values.
 
   It computes through `cpu_conv.conv2d`, whose weight gradients are several
-  times faster on XLA:CPU than those of `nn.Conv` (same on other backends).
+  times faster on XLA:CPU than those of `nn.Conv` (on the CPU, native kernels
+  when they build; XLA's own convolutions on other backends).
   """
   features: int
   kernel: int
