@@ -17,9 +17,10 @@ the batch norm before them (see benchmarks/train_step.py for the figures).
 `impl='native'` is the same custom VJP computed by C++ kernels that XLA
 calls through its FFI (`native_kernels`, built on the machine on first use):
 every weight gradient (1x1, kxk, and strided ones such as the image stem's
-7x7), several times faster than the taps, and the forward pass and dx of the
-stride-1 kxk convolutions (~1.2x faster than XLA's); as fast as oneDNN's in
-PyTorch (`benchmarks/conv_grads.py`). A part whose output channels are not a
+7x7), several times faster than the taps, every forward pass, and dx of the
+stride-1 convolutions (~1.2x faster than XLA's for 3x3, up to 2x for narrow
+1x1 and the strided stem); about as fast as oneDNN's in PyTorch
+(`benchmarks/conv_grads.py`). A part whose output channels are not a
 multiple of the kernels' vector width keeps the 'cpu_vjp' code (stride 1) or
 XLA's convolution and gradient (other strides).
 
@@ -95,10 +96,10 @@ def _dot_channels(x, matrix):
 
 
 def _forward(x, kernel, stride, native):
+  if native and native_kernels.supports(kernel.shape[-1]):
+    return native_kernels.conv_forward(x, kernel, stride=stride).astype(x.dtype)
   if kernel.shape[0] == 1 and stride == 1:
     return _dot_channels(x, kernel[0, 0])
-  if native and stride == 1 and native_kernels.supports(kernel.shape[-1]):
-    return native_kernels.conv_forward(x, kernel).astype(x.dtype)
   return _xla_conv(x, kernel, stride)
 
 
@@ -119,11 +120,10 @@ def _conv_custom_vjp_bwd(stride, native, residuals, dy):
     # Only 'native' comes here (see conv2d); XLA's own input gradient. (The
     # image stem's input is the image: its gradient is dead code.)
     dx = jax.vjp(lambda x: _xla_conv(x, kernel, stride), x)[1](dy)[0]
-  elif k == 1:
-    dx = _dot_channels(dy, kernel[0, 0].T)
   else:
     # The transpose of a stride-1 'same' convolution: the flipped kernel with
-    # in/out swapped, same padding.
+    # in/out swapped, same padding (for 1x1: a product with the transposed
+    # matrix).
     dx = _forward(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), 1, native)
   if native and native_kernels.supports(dy.shape[-1]):
     dw = native_kernels.conv_weight_grad(x, dy, kernel_size=k, stride=stride, pad=pad)

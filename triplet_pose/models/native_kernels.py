@@ -111,22 +111,23 @@ def conv_weight_grad(x: jax.Array, dy: jax.Array, *, kernel_size: int, stride: i
   return _weight_grad(x.astype(jnp.float32), dy.astype(jnp.float32), kernel_size, stride, pad)
 
 
-def conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Stride-1 NHWC x HWIO convolution with (k-1)/2 zero padding on each side, in float32.
+def conv_forward(x: jax.Array, kernel: jax.Array, *, stride: int = 1) -> jax.Array:
+  """NHWC x HWIO convolution with (k-1)/2 zero padding on each side, in float32.
 
   Args:
     x: (N, H, W, C_in).
     kernel: (k, k, C_in, C_out), k odd, C_out a multiple of `vector_lanes()`.
+    stride: spatial stride.
 
   Returns:
-    (N, H, W, C_out) float32.
+    (N, H_out, W_out, C_out) float32, H_out = (H - 1) // stride + 1 (W alike).
   """
   _check(x, kernel, kernel.shape[-1], "conv_forward")
   k = kernel.shape[0]
   if k % 2 != 1 or kernel.shape[1] != k or kernel.shape[2] != x.shape[-1]:
     raise ValueError(f"conv_forward: kernel {kernel.shape} must be (k, k, {x.shape[-1]}, C_out), "
                      "k odd")
-  return _forward(x.astype(jnp.float32), kernel.astype(jnp.float32), (k - 1) // 2)
+  return _forward(x.astype(jnp.float32), kernel.astype(jnp.float32), stride, (k - 1) // 2)
 
 
 # The kernels compute first derivatives fast. Their own derivatives (a
@@ -150,18 +151,21 @@ def _weight_grad_jvp(kernel_size, stride, pad, primals, tangents):
   return _weight_grad(x, dy, kernel_size, stride, pad), xla(tx, dy) + xla(x, tdy)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _forward(x, kernel, pad):
-  out = jax.ShapeDtypeStruct((*x.shape[:3], kernel.shape[-1]), jnp.float32)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _forward(x, kernel, stride, pad):
+  k = kernel.shape[0]
+  n, h, w = x.shape[:3]
+  out = jax.ShapeDtypeStruct((n, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1,
+                              kernel.shape[-1]), jnp.float32)
   return jax.ffi.ffi_call("triplet_pose_conv_forward", out, vmap_method="sequential")(
-      x, kernel, pad=np.int64(pad))
+      x, kernel, stride=np.int64(stride), pad=np.int64(pad))
 
 
 @_forward.defjvp
-def _forward_jvp(pad, primals, tangents):
+def _forward_jvp(stride, pad, primals, tangents):
   (x, kernel), (tx, tkernel) = primals, tangents
-  return (_forward(x, kernel, pad),
-          _xla_conv(tx, kernel, 1, pad) + _xla_conv(x, tkernel, 1, pad))
+  return (_forward(x, kernel, stride, pad),
+          _xla_conv(tx, kernel, stride, pad) + _xla_conv(x, tkernel, stride, pad))
 
 
 def _xla_conv(x, kernel, stride, pad):

@@ -3,9 +3,9 @@
 //
 // * TripletPoseConvWeightGrad: dW[kh, kw, ci, co] = sum over n, oh, ow of
 //   x[n, oh * stride + kh - pad, ow * stride + kw - pad, ci] * dy[n, oh, ow, co]
-// * TripletPoseConvForward (stride 1, output the size of the input):
+// * TripletPoseConvForward:
 //   y[n, oh, ow, co] = sum over kh, kw, ci of
-//   x[n, oh + kh - pad, ow + kw - pad, ci] * w[kh, kw, ci, co]
+//   x[n, oh * stride + kh - pad, ow * stride + kw - pad, ci] * w[kh, kw, ci, co]
 //   (the input gradient of a stride-1 convolution is this with the kernel
 //   flipped and its channels swapped).
 //
@@ -138,19 +138,20 @@ inline void ForwardTile(const Geometry& g, const float* x, const float* w, int64
   Vec acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = Vec{};
+  const int64_t x_step = g.stride * g.ci;  // from one output pixel's input to the next
   for (int64_t kh = 0; kh < g.k; ++kh) {
-    const int64_t ih = oh + kh - g.pad;
+    const int64_t ih = oh * g.stride + kh - g.pad;
     if (ih < 0 || ih >= g.h) continue;
     for (int64_t kw = 0; kw < g.k; ++kw) {
-      const int64_t iw = ow0 + kw - g.pad;
-      if (iw < 0 || iw + R > g.w) continue;
+      const int64_t iw = ow0 * g.stride + kw - g.pad;
+      if (iw < 0 || iw + (R - 1) * g.stride >= g.w) continue;
       const float* xp = x + ((n * g.h + ih) * g.w + iw) * g.ci;
       const float* wp = w + (kh * g.k + kw) * g.ci * g.co + c0;
       for (int64_t ci = 0; ci < g.ci; ++ci) {
         Vec wv[V];
         for (int v = 0; v < V; ++v) wv[v] = Load(wp + ci * g.co + v * kLanes);
         for (int r = 0; r < R; ++r) {
-          const Vec b = Broadcast(xp + r * g.ci + ci);
+          const Vec b = Broadcast(xp + r * x_step + ci);
           for (int v = 0; v < V; ++v) acc[r][v] += b * wv[v];
         }
       }
@@ -177,9 +178,11 @@ void ForwardRows(const Geometry& g, const float* x, const float* w, int64_t row_
                  int64_t row_end, float* y) {
   constexpr int64_t kBlock = V * kLanes;
   // Pixels whose every tap is inside the row, in tiles of R; the others
-  // (within pad of either end) one at a time.
-  const int64_t inner_begin = std::min(g.pad, g.wo);
-  const int64_t inner_end = std::max(inner_begin, g.wo - g.pad);
+  // (near either end) one at a time.
+  const int64_t inner_begin = std::min((g.pad + g.stride - 1) / g.stride, g.wo);
+  const int64_t last = g.w - g.k + g.pad;  // ow * stride <= last: the rightmost tap is inside
+  const int64_t inner_end =
+      std::max(inner_begin, last < 0 ? int64_t{0} : std::min(g.wo, last / g.stride + 1));
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / g.ho, oh = row % g.ho;
     for (int64_t c0 = 0; c0 < g.co; c0 += kBlock) {
@@ -261,10 +264,11 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const RowsFn rows_fn = PickTile<WeightGradRowsOf>(g.co);
   const int64_t size = g.k * g.k * g.ci * g.co;
   const int64_t rows = g.n * g.ho;
-  // Units of about 512 output pixels, at most 8 MiB of partials in all, at
-  // least one per thread where there are rows enough.
+  // Two units per thread (each unit's partial costs a pass to zero and one
+  // to add), of at least 512 output pixels, at most 8 MiB of partials in all.
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  int64_t per_unit = std::max<int64_t>(1, (512 + g.wo - 1) / g.wo);
+  int64_t per_unit = std::max<int64_t>((rows + 2 * threads - 1) / (2 * threads),
+                                       (512 + g.wo - 1) / g.wo);
   const int64_t max_units = std::max<int64_t>(threads, (int64_t{8} << 20) / (size * 4));
   if ((rows + per_unit - 1) / per_unit > max_units) per_unit = (rows + max_units - 1) / max_units;
   const int64_t units = (rows + per_unit - 1) / per_unit;
@@ -297,13 +301,14 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 }
 
 ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                          ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t pad) {
+                          ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                          int64_t stride, int64_t pad) {
   const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
     return ffi::Error::InvalidArgument("conv_forward: x, w and y must be 4-D");
-  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], 1, pad};
-  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n || g.ho != g.h ||
-      g.wo != g.w || 2 * pad != g.k - 1)
+  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], stride, pad};
+  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n || stride < 1 ||
+      g.ho != (g.h + 2 * pad - g.k) / stride + 1 || g.wo != (g.w + 2 * pad - g.k) / stride + 1)
     return ffi::Error::InvalidArgument("conv_forward: shapes of x, w and y disagree");
   if (g.co % kLanes != 0)
     return ffi::Error::InvalidArgument("conv_forward: output channels must be a multiple of " +
@@ -340,6 +345,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletPoseConvForward, ConvForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad"));
 
 extern "C" int triplet_pose_vector_lanes() { return kLanes; }
