@@ -13,7 +13,7 @@ first time a process asks for it, into
 `$TRIPLET_POSE_CACHE_DIR` (default `~/.cache/triplet_pose`) under a name that
 hashes the source, the flags, the compiler, jaxlib's version and the CPU's
 vector extensions, so that a home directory shared by different machines
-keeps one library per CPU kind. This takes ~3 s once.
+keeps one library per CPU kind; it takes seconds, once.
 `TRIPLET_POSE_NATIVE_MAX_ISA=AVX2` builds them without AVX-512 (8 floats per
 vector, 16 registers), as on a CPU that lacks it (`benchmarks/train_step.py
 --isa=avx2` emulates such a CPU this way). Where there is no
