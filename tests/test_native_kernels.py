@@ -67,3 +67,15 @@ def test_without_the_kernels_convolutions_fall_back(tmp_path, env, reason):
   result = _probe(tmp_path, **env)
   assert not result["available"] and reason in result["reason"]
   assert result["conv"] == 16 * 9  # cpu_conv's 'auto' took XLA-only code
+
+
+def test_a_failed_build_falls_back_and_caches_nothing(tmp_path):
+  compiler = tmp_path / "broken-c++"
+  compiler.write_text('#!/bin/sh\n[ "$1" = --version ] && echo broken 1.0 && exit 0\n'
+                      'echo "conv.cc:1: error: no" >&2\nexit 1\n')
+  compiler.chmod(0o755)
+  result = _probe(tmp_path, CXX=str(compiler))
+  assert not result["available"]
+  assert "failed to build" in result["reason"] and "error: no" in result["reason"]
+  assert result["conv"] == 16 * 9
+  assert os.listdir(tmp_path / "cache") == []  # no library, no temporary left behind

@@ -185,7 +185,7 @@ def _library() -> ctypes.CDLL | str:
     for target, symbol in _TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                   platform="cpu")
-  except (_Unavailable, OSError, AttributeError) as e:
+  except (_Unavailable, OSError, AttributeError, subprocess.SubprocessError) as e:
     logging.warning("native CPU kernels unavailable, using XLA's: %s", e)
     return str(e)
   return lib
@@ -228,8 +228,8 @@ def _build() -> pathlib.Path:
     result = subprocess.run([compiler, *flags, "-isystem", include, str(_SOURCE), "-o", tmp],
                             capture_output=True, text=True, timeout=600, check=False)
     if result.returncode != 0:
-      raise _Unavailable(f"{compiler} failed to build {_SOURCE.name}: "
-                         f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+      last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+      raise _Unavailable(f"{compiler} failed to build {_SOURCE}: {last}")
     os.replace(tmp, target)
   finally:
     if os.path.exists(tmp):

@@ -256,6 +256,8 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (xd.size() != 4 || dyd.size() != 4 || dwd.size() != 4)
     return ffi::Error::InvalidArgument("conv_weight_grad: x, dy and dw must be 4-D");
   const Geometry g{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], dyd[3], dwd[0], stride, pad};
+  if (stride < 1 || pad < 0)
+    return ffi::Error::InvalidArgument("conv_weight_grad: stride must be >= 1 and pad >= 0");
   if (dyd[0] != g.n || dwd[1] != g.k || dwd[2] != g.ci || dwd[3] != g.co)
     return ffi::Error::InvalidArgument("conv_weight_grad: shapes of x, dy and dw disagree");
   if (g.co % kLanes != 0)
@@ -307,7 +309,9 @@ ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
     return ffi::Error::InvalidArgument("conv_forward: x, w and y must be 4-D");
   const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], stride, pad};
-  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n || stride < 1 ||
+  if (stride < 1 || pad < 0)
+    return ffi::Error::InvalidArgument("conv_forward: stride must be >= 1 and pad >= 0");
+  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n ||
       g.ho != (g.h + 2 * pad - g.k) / stride + 1 || g.wo != (g.w + 2 * pad - g.k) / stride + 1)
     return ffi::Error::InvalidArgument("conv_forward: shapes of x, w and y disagree");
   if (g.co % kLanes != 0)
