@@ -7,16 +7,16 @@ r"""Each convolution of the hourglass alone: forward, input gradient, weight gra
 Where benchmarks/train_step.py says how much slower or faster our whole step
 is than PyTorch's, this says which convolution and which of its three parts
 (forward `y = conv(x, w)`, input gradient `dx`, weight gradient `dW`) makes
-the difference. Ours: `triplet_pose.models.cpu_conv.conv2d` with the
-default `impl='auto'` (on the CPU: the native kernels, `native_kernels`, for
-every `dW` and for the forward pass and `dx` of the stride-1 3x3; matrix
-products for the 1x1 forward and `dx`; XLA's convolution for the strided
-stem's forward and `dx`; without a C++ compiler, `cpu_vjp`'s XLA-only code),
-each part jitted on its own with `jax.vjp`; `--impl` picks another. PyTorch: `torch.nn.functional.conv2d`
-and `torch.ops.aten.convolution_backward` (oneDNN on the CPU) on
-channels-last tensors, the layout it is fastest in here. Both run in this
-process one after the other with every CPU this process may use; times are
-medians of `--repeats` calls after one warm-up call.
+the difference. Ours: `triplet_pose.models.cpu_conv.conv2d` with the default
+`impl='auto'` (on the CPU: the native kernels, `native_kernels`, for every
+forward pass and `dW` and for `dx` of the stride-1 convolutions; XLA's
+gradient for the strided stem's `dx`, which training never computes; without
+a C++ compiler, `cpu_vjp`'s XLA-only code), each part jitted on its own with
+`jax.vjp`; `--impl` picks another. PyTorch: `torch.nn.functional.conv2d` and
+`torch.ops.aten.convolution_backward` (oneDNN on the CPU) on channels-last
+tensors, the layout it is fastest in here. Both run in this process one
+after the other with every CPU this process may use; times are medians of
+`--repeats` calls after one warm-up call.
 
 A part timed alone runs without the other work of a step around it, so the
 sum is not a step time; compare the ratios.

@@ -26,9 +26,9 @@ What one step includes (printed with the results):
 `--xla_cpu_max_isa=AVX2` (it limits the code XLA generates; the YNNPACK and
 Eigen kernels that XLA calls pick their instructions from CPUID and keep
 AVX-512) and our native convolution kernels are built without AVX-512
-(`TRIPLET_POSE_NATIVE_MAX_ISA=AVX2`), PyTorch gets ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2
-(ATen's kernels and oneDNN's convolutions both honour them). Each worker
-reports what took effect.
+(`TRIPLET_POSE_NATIVE_MAX_ISA=AVX2`); PyTorch gets ATEN_CPU_CAPABILITY=avx2
+and ONEDNN_MAX_CPU_ISA=AVX2 (ATen's kernels and oneDNN's convolutions both
+honour them). Each worker reports what took effect.
 
 Every (framework, batch) measurement runs in a fresh subprocess, so that
 each has the whole machine, its own XLA_FLAGS and its own memory high-water
