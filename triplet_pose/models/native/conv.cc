@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -249,20 +250,37 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, const F& fn) {
   while (state->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
 }
 
+// The geometry of a convolution of x (N, H, W, C_in) by a k x k kernel into
+// out (N, H_out, W_out, C_out), or the error that says what is wrong (`name`
+// is the handler's).
+ffi::ErrorOr<Geometry> MakeGeometry(const std::string& name, ffi::AnyBuffer::Dimensions x,
+                                    ffi::AnyBuffer::Dimensions out, int64_t k, int64_t stride,
+                                    int64_t pad) {
+  auto invalid = [&](const std::string& what) {
+    return ffi::Unexpected<ffi::Error>(ffi::Error::InvalidArgument(name + ": " + what));
+  };
+  if (x.size() != 4 || out.size() != 4) return invalid("x and the output must be 4-D");
+  if (stride < 1 || pad < 0) return invalid("stride must be >= 1 and pad >= 0");
+  const Geometry g{x[0], x[1], x[2], x[3], out[1], out[2], out[3], k, stride, pad};
+  if (out[0] != g.n || g.ho != (g.h + 2 * pad - k) / stride + 1 ||
+      g.wo != (g.w + 2 * pad - k) / stride + 1)
+    return invalid("the output's shape does not follow from x's, k, stride and pad");
+  if (g.co % kLanes != 0)
+    return invalid("output channels must be a multiple of " + std::to_string(kLanes));
+  return g;
+}
+
 ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                               ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
                               int64_t stride, int64_t pad) {
-  const auto xd = x.dimensions(), dyd = dy.dimensions(), dwd = dw->dimensions();
-  if (xd.size() != 4 || dyd.size() != 4 || dwd.size() != 4)
-    return ffi::Error::InvalidArgument("conv_weight_grad: x, dy and dw must be 4-D");
-  const Geometry g{xd[0], xd[1], xd[2], xd[3], dyd[1], dyd[2], dyd[3], dwd[0], stride, pad};
-  if (stride < 1 || pad < 0)
-    return ffi::Error::InvalidArgument("conv_weight_grad: stride must be >= 1 and pad >= 0");
-  if (dyd[0] != g.n || dwd[1] != g.k || dwd[2] != g.ci || dwd[3] != g.co)
+  const auto wd = dw->dimensions();
+  if (wd.size() != 4) return ffi::Error::InvalidArgument("conv_weight_grad: dw must be 4-D");
+  auto geometry = MakeGeometry("conv_weight_grad", x.dimensions(), dy.dimensions(), wd[0],
+                               stride, pad);
+  if (!geometry) return std::move(geometry.error());
+  const Geometry& g = *geometry;
+  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co)
     return ffi::Error::InvalidArgument("conv_weight_grad: shapes of x, dy and dw disagree");
-  if (g.co % kLanes != 0)
-    return ffi::Error::InvalidArgument("conv_weight_grad: output channels must be a multiple of " +
-                                       std::to_string(kLanes));
   const RowsFn rows_fn = PickTile<WeightGradRowsOf>(g.co);
   const int64_t size = g.k * g.k * g.ci * g.co;
   const int64_t rows = g.n * g.ho;
@@ -305,18 +323,14 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
                           int64_t stride, int64_t pad) {
-  const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
-    return ffi::Error::InvalidArgument("conv_forward: x, w and y must be 4-D");
-  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], wd[0], stride, pad};
-  if (stride < 1 || pad < 0)
-    return ffi::Error::InvalidArgument("conv_forward: stride must be >= 1 and pad >= 0");
-  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co || yd[0] != g.n ||
-      g.ho != (g.h + 2 * pad - g.k) / stride + 1 || g.wo != (g.w + 2 * pad - g.k) / stride + 1)
+  const auto wd = w.dimensions();
+  if (wd.size() != 4) return ffi::Error::InvalidArgument("conv_forward: w must be 4-D");
+  auto geometry = MakeGeometry("conv_forward", x.dimensions(), y->dimensions(), wd[0], stride,
+                               pad);
+  if (!geometry) return std::move(geometry.error());
+  const Geometry& g = *geometry;
+  if (wd[1] != g.k || wd[2] != g.ci || wd[3] != g.co)
     return ffi::Error::InvalidArgument("conv_forward: shapes of x, w and y disagree");
-  if (g.co % kLanes != 0)
-    return ffi::Error::InvalidArgument("conv_forward: output channels must be a multiple of " +
-                                       std::to_string(kLanes));
   const RowsFn rows_fn = PickTile<ForwardRowsOf>(g.co);
   const int64_t rows = g.n * g.ho;
   // About 4 units per thread: each row costs the same but the threads may not.
