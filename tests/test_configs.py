@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py")
                  if p.name not in ("__init__.py", "common.py"))
-# 'configs/x.py:ARG' as the docstrings and the README spell it.
+# 'configs/x.py:ARG' as the docstrings and the docs spell it.
 _SPEC = re.compile(r"configs/(\w+\.py)(?::([\w=.,-]+))?")
 
 
@@ -180,8 +180,8 @@ def test_thesis_augmentation_rotates_and_moves_rigidly_on_white():
 
 
 def _reproduce_section() -> str:
-  readme = (REPO / "README.md").read_text()
-  return readme.split("## Reproduce the thesis", 1)[1].split("\n## ", 1)[0]
+  training = (REPO / "docs" / "training.md").read_text()
+  return training.split("## Reproduce the thesis", 1)[1].split("\n## ", 1)[0]
 
 
 def _commands(section: str, module: str) -> list[list[str]]:
@@ -192,7 +192,7 @@ def _commands(section: str, module: str) -> list[list[str]]:
           if line.startswith(f"python -m {module} ")]
 
 
-def test_readme_reproduces_the_thesis_with_the_thesis_config(tmp_path):
+def test_docs_reproduce_the_thesis_with_the_thesis_config(tmp_path):
   section = _reproduce_section()
   commands = _commands(section, "launch.train")
   assert len(commands) == 2, "one train command per model"
