@@ -50,28 +50,27 @@ def shell_blocks(text: str) -> list[str]:
   return blocks
 
 
-def commands(block: str) -> list[list[str]]:
-  """Simple commands of a shell block, as word lists (comments dropped)."""
-  lexer = shlex.shlex(block.replace("\\\n", " "), posix=True, punctuation_chars=";&|()")
+def _line_commands(line: str) -> list[list[str]]:
+  """Simple commands of one shell line, as word lists (comments dropped)."""
+  lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()")
   lexer.whitespace_split = True
   lexer.commenters = "#"
   out, current = [], []
   for token in lexer:
-    if token in _SEPARATORS or token == "\n":
+    if token in _SEPARATORS:
       out.append(current)
       current = []
     else:
       current.append(token)
   out.append(current)
-  # A newline ends a command too: shlex drops it, so split on it beforehand.
   return [c for c in out if c]
 
 
 def _split_lines(block: str) -> list[list[str]]:
-  joined = block.replace("\\\n", " ")
+  """Simple commands of a shell block: lines joined at a trailing backslash."""
   result = []
-  for line in joined.splitlines():
-    result.extend(commands(line))
+  for line in block.replace("\\\n", " ").splitlines():
+    result.extend(_line_commands(line))
   return result
 
 
