@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from configs import readability as readability_configs
 from launch import common
 from triplet_pose.readability import benchmark
+from triplet_pose.readability import outputs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/readability.py[:size=quick]; default: the full grid.",
@@ -44,8 +45,8 @@ def main(argv):
   config = _CONFIG.value or readability_configs.get_config("size=quick" if _QUICK.value else None)
   results = benchmark.run_benchmark(config, _WORKDIR.value, joint_workdir=_JOINT_WORKDIR.value,
                                     triplet_workdir=_TRIPLET_WORKDIR.value)
-  paths = benchmark.write_outputs(results, _WORKDIR.value)
-  print(benchmark.format_table(results))
+  paths = outputs.write_outputs(results, _WORKDIR.value)
+  print(outputs.format_table(results))
   print("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 

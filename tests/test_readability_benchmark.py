@@ -18,6 +18,7 @@ import pytest
 
 from triplet_pose import metrics
 from triplet_pose.readability import benchmark
+from triplet_pose.readability import cells
 from triplet_pose.readability import data as rdata
 from triplet_pose.readability import observer
 from triplet_pose.readability import representations as reps
@@ -128,7 +129,7 @@ def test_observer_reads_unrendered_joint_masks(sanity_data):
   # The dedicated setting: 3x the grid's steps (500 steps give 0.77, 1200
   # gave 0.93: Wrist 0.66, Elbow 0.92, all other groups >= 0.95).
   config = _sanity_config(steps=1200)
-  cell = benchmark.run_cell(reps.get("joints"), 0, sanity_data, config=config)
+  cell = cells.run_cell(reps.get("joints"), 0, sanity_data, config=config)
   assert cell["ground_truth"]["Mean"] >= 0.9, cell["ground_truth"]
 
 
@@ -143,7 +144,7 @@ def test_observer_on_blank_images_is_at_chance(sanity_data):
                                config=config.observer, source_size=256)
   blank = metrics.pckh(joints, val["joints"], np.ones(val["joints"].shape[:2]),
                        val["head_size"])["Mean"]
-  chance = benchmark.chance(sanity_data)["Mean"]
+  chance = cells.chance(sanity_data)["Mean"]
   assert abs(blank - chance) <= 0.1, (blank, chance)
   assert blank < 0.3
 
@@ -153,9 +154,9 @@ def test_observer_on_blank_images_is_at_chance(sanity_data):
 def test_silhouette_does_not_fall_with_more_phosphenes(sanity_data):
   config = _sanity_config(steps=400)  # the grid's
   silhouette = reps.get("silhouette")
-  masks = benchmark.observer_inputs(silhouette, sanity_data, config=config)
-  cell = lambda n, seed: benchmark.run_cell(silhouette, n, sanity_data, config=config,
-                                            inputs=masks, seed=seed)["ground_truth"]["Mean"]
+  masks = cells.observer_inputs(silhouette, sanity_data, config=config)
+  cell = lambda n, seed: cells.run_cell(silhouette, n, sanity_data, config=config,
+                                        inputs=masks, seed=seed)["ground_truth"]["Mean"]
   low = [cell(300, 0), cell(300, 1)]
   high = cell(3000, 0)
   spread = max(abs(low[0] - low[1]), 0.05)  # run-to-run spread, at least 5 points
