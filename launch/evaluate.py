@@ -4,6 +4,7 @@ r"""Evaluates a trained model: PCKh, parameters and ms per image; table, metrics
   python -m launch.evaluate --workdir=/tmp/triplet --joint_workdir=/tmp/joint \
       --config=configs/triplet.py --config.input.name=mpii_trb/triplets
   python -m launch.evaluate --workdir=/tmp/combined
+  python -m launch.evaluate --compare /tmp/joint/eval/2000 /tmp/joint_b
 
 `--workdir` is the model evaluated (newest checkpoint, or --checkpoint_step).
 For a triplet model, three settings are reported side by side: the joint
@@ -19,7 +20,15 @@ poses; --nophosphene_error skips it), so runs on different workdirs compare
 side by side from their metrics.json. --config (optional) picks the data through its
 `input` section (default: the workdir's own config.json); the models always
 come from their workdirs. Writes WORKDIR/eval/<step>/{metrics.json,
-pckh_curve.png,table.txt}. With --coordinator_address/--num_processes/
+pckh_curve.png,table.txt} and metrics.config.json (the data and options
+evaluated and the models' configs, which the `provenance` block of
+metrics.json hashes; the block also names the models' workdirs and steps,
+the dataset's version, the code's git commit, the machine and the command).
+
+`--compare A B` (results files or workdirs: their metrics.json,
+eval/metrics.json or newest eval/<step>/metrics.json) evaluates nothing: it
+prints one line per difference in data, config or code between the two
+results' provenance, then their PCKh side by side. With --coordinator_address/--num_processes/
 --process_id (launch/distributed.py) each process of a multi-host job reads
 its share of the split, PCKh covers the whole split, and process 0 writes.
 """
@@ -40,6 +49,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose `input` section picks the evaluation data "
     "(default: the workdir's config.json).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model evaluated.")
+_COMPARE = flags.DEFINE_string(
+    "compare", None, "Results file or workdir A; B follows as an argument "
+    "(--compare A B): prints their provenance differences and PCKh side by side.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step (default: newest).")
 _JOINT_WORKDIR = flags.DEFINE_string(
     "joint_workdir", None, "For a triplet model: the joint model whose predicted "
@@ -59,12 +71,19 @@ _PHOSPHENE_ERROR = flags.DEFINE_bool(
     "between the renderings of the predicted and the true poses.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where to write (default: WORKDIR/eval/<step>).")
-flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+  if _COMPARE.value is not None:
+    if len(argv) != 2:
+      raise app.UsageError(f"--compare takes two results: --compare A B (got "
+                           f"{[_COMPARE.value, *argv[1:]]})")
+    print(results_lib.compare(_COMPARE.value, argv[1]))
+    return
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (or --compare A B)")
   distributed.initialize()
   options = evaluation.EvalOptions(
       split=_SPLIT.value, batch_size=_BATCH_SIZE.value or None,
@@ -79,7 +98,7 @@ def main(argv):
   out_dir = _OUTPUT_DIR.value or pathlib.Path(_WORKDIR.value) / "eval" / str(results["step"])
   paths = results_lib.write_results(results, out_dir)
   print(results_lib.format_table(results))
-  print(f"\nwrote {paths['metrics']} and {paths['curve']}")
+  print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,15 @@
 `run_demo(workdir)` builds the synthetic figures, trains a small joint model
 and a small triplet model fed with the joint model's *predicted* heatmaps,
 evaluates both (PCKh with flip test), renders joint and triplet phosphenes
-for validation examples and writes `workdir/report.html`. Every stage
-resumes: a second run reuses the dataset and continues training from the
+for validation examples and writes `workdir/report.html` and
+`workdir/summary.json` (each row with the workdir and step of its model,
+and the run's `provenance` block; the configs beside, summary.config.json).
+Every stage resumes: a second run reuses the dataset and continues training from the
 checkpoints instead of starting again.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -26,10 +27,10 @@ from triplet_pose import keypoints as kp
 from triplet_pose import metric_writer
 from triplet_pose.phosphenes import readability
 from triplet_pose import prediction
+from triplet_pose import provenance
 from triplet_pose.readability import outputs as readability_outputs
 from triplet_pose import report as report_lib
 from triplet_pose import results as results_lib
-from triplet_pose import storage
 from triplet_pose import train
 from triplet_pose import viz
 
@@ -124,7 +125,11 @@ def run_demo(workdir: str | pathlib.Path, joint_config: ml_collections.ConfigDic
 
   progress.begin("report")
   summary = _summary(results, size=size)
-  storage.write_text(workdir / "summary.json", json.dumps(summary, indent=2))
+  summary[provenance.KEY] = provenance.provenance(
+      config={"size": size, "num_panels": num_panels, "joint": joint_config,
+              "triplet": triplet_config},
+      models=results[provenance.KEY]["models"], dataset=results[provenance.KEY]["dataset"])
+  provenance.write_json(workdir / "summary.json", summary)
   _write_report(workdir, results, table, paths["curve"], panels, overlap, summary)
   progress.end("report")
   logging.info("report: %s", workdir / "report.html")
@@ -165,7 +170,9 @@ def _summary(results: dict[str, Any], *, size: str) -> dict[str, Any]:
   summary = {"size": size, "persons": results["persons"]}
   for name, row in settings.items():
     summary[name] = {"keypoints": row["keypoints"], "PCKh@0.5": row["groups"]["Mean"],
-                     "PCKh@0.1": row["Mean@0.1"], "AUC": row["AUC"], "step": row["step"]}
+                     "PCKh@0.1": row["Mean@0.1"], "AUC": row["AUC"],
+                     **{k: row[k] for k in ("workdir", "step", "joint_workdir", "joint_step")
+                        if k in row}}
   return summary
 
 
@@ -179,10 +186,10 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
       f"trained on the synthetic figures and evaluated on {results['persons']} "
       "validation persons with the MPII protocol (PCKh, head-size normalised, flip test).")
   page.heading("PCKh@0.5 (%)")
-  header = ["Setting", "Keypoints", "PCKh@0.5", "PCKh@0.1", "AUC", "Step"]
+  header = ["Setting", "Keypoints", "PCKh@0.5", "PCKh@0.1", "AUC", "Model workdir", "Step"]
   rows = [[results_lib.SETTING_LABELS[name], s["keypoints"], 100 * s["PCKh@0.5"],
-           100 * s["PCKh@0.1"], 100 * s["AUC"], s["step"]]
-          for name, s in summary.items() if isinstance(s, dict)]
+           100 * s["PCKh@0.1"], 100 * s["AUC"], s["workdir"], s["step"]]
+          for name, s in ((name, summary[name]) for name in results["settings"])]
   page.table(header, rows)
   page.preformatted(table)
   page.image(curve_png, "PCKh against the normalised distance threshold.")
@@ -202,6 +209,7 @@ def _write_report(workdir: pathlib.Path, results, table: str, curve_png,
   page.image(overlap, "Predicted triplets of two validation examples: activation masks "
              "and phosphenes for each overlap mode.")
   _readability_section(page, workdir)
+  page.footer(provenance.format_lines(summary[provenance.KEY]))
   page.write(workdir / "report.html")
 
 

@@ -8,7 +8,10 @@
   with ground-truth joints (the thesis setting); or the combined model's
   joints and contour points. Each setting also carries the parameters of the
   network(s) it runs, their inference time per image, and the phosphene-space
-  error of its predictions (`phosphene_loss.phosphene_errors`).
+  error of its predictions (`phosphene_loss.phosphene_errors`), and the
+  workdir and checkpoint step of the model predicting its keypoints (the
+  joint model of a pipeline for the joints). The results carry their
+  `provenance` block (models, data, options, code, machine).
 * `evaluate_checkpoints`: the same, from workdirs.
 
 Tables and files of the results: `triplet_pose.results`.
@@ -31,6 +34,7 @@ from triplet_pose import evaluators
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
 from triplet_pose import phosphene_loss
+from triplet_pose import provenance
 from triplet_pose import workdir as workdir_lib
 
 JOINT = "joint_model"
@@ -83,8 +87,18 @@ class Setting:
 
   @property
   def model(self) -> workdir_lib.LoadedModel:
-    """The model whose workdir and step the row names (the last one run)."""
+    """The model whose workdir and step the row names: the one predicting
+    its keypoints (the joint model of a pipeline for its joints row)."""
+    if self.keypoint_set is kp.JOINTS and self.models.joint is not None:
+      return self.models.joint
     return self.models.models[-1]
+
+  @property
+  def input_model(self) -> workdir_lib.LoadedModel | None:
+    """The joint model whose predicted joints feed the row's triplet model."""
+    if self.keypoint_set is kp.CONTOUR and self.models.triplet is not None:
+      return self.models.joint
+    return None
 
   @property
   def run_key(self) -> tuple[Any, ...]:
@@ -199,9 +213,12 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
   Returns:
     {'split', 'input', 'flip_test', 'persons', 'timing': {'device',
     'batch_size', 'timed_batches'} or None, 'settings': {setting:
-    {'keypoints': 'joints'|'contour', 'workdir', 'step', 'params': int,
+    {'keypoints': 'joints'|'contour', 'workdir', 'step' (of the model
+    predicting the row's keypoints; for the triplet fed with predicted
+    joints also 'joint_workdir', 'joint_step'), 'params': int,
     'ms_per_image': float or None, **metrics.pckh_report(...),
-    **phosphene_loss.phosphene_errors(...)}}}.
+    **phosphene_loss.phosphene_errors(...)}}, 'provenance':
+    `provenance.provenance` of the models, the data and the options}.
 
   Raises:
     ValueError: when the data's image size differs from the models', or the
@@ -242,10 +259,33 @@ def evaluate_models(models: inference.PoseModels, input_config: ml_collections.C
           line_width=phosphene_config.line_width))
     results["persons"] = report["persons"]
     results["settings"][name] = {
-        "keypoints": setting.keypoint_set.name, "workdir": setting.model.workdir,
-        "step": setting.model.step, "params": _parameters(setting),
-        "ms_per_image": speed.get(name), **report}
+        "keypoints": setting.keypoint_set.name, **_labels(setting),
+        "params": _parameters(setting), "ms_per_image": speed.get(name), **report}
+  results[provenance.KEY] = _provenance(models, input_config, options, split=split,
+                                        persons=results["persons"])
   return results
+
+
+def _labels(setting: Setting) -> dict[str, Any]:
+  """The workdir and step of the model a row scores, and of its joint input."""
+  labels = {"workdir": setting.model.workdir, "step": setting.model.step}
+  if setting.input_model is not None:
+    labels.update(joint_workdir=setting.input_model.workdir,
+                  joint_step=setting.input_model.step)
+  return labels
+
+
+def _provenance(models: inference.PoseModels, input_config: ml_collections.ConfigDict,
+                options: EvalOptions, *, split: str, persons: int) -> dict[str, Any]:
+  """The results' provenance block: the models, the data and what was asked."""
+  loaded = {role: model for role, model in (("joint", models.joint), ("triplet", models.triplet),
+                                            ("combined", models.combined)) if model}
+  asked = {k: v for k, v in dataclasses.asdict(options).items() if k != "progress"}
+  config = {"input": input_config, "evaluation": {**asked, "split": split},
+            "models": {role: model.config for role, model in loaded.items()}}
+  return provenance.provenance(config=config, models=loaded,
+                               dataset=provenance.dataset_info(input_config, split,
+                                                               examples=persons))
 
 
 def _parameters(setting: Setting) -> int:
@@ -305,5 +345,7 @@ def evaluate_checkpoints(workdir: str | pathlib.Path, *,
   options = dataclasses.replace(options, seed=(config or evaluated.config).seed)
   results = evaluate_models(models, input_config, options)
   results.update(workdir=str(workdir), step=evaluated.step, target=evaluated.target,
-                 joint_workdir=joint_workdir)
+                 joint_workdir=joint_workdir,
+                 joint_step=models.joint.step if evaluated.target == "contour" and models.joint
+                 else None)
   return results

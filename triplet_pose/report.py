@@ -27,6 +27,7 @@ th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 figcaption { color: #555; font-size: 90%; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+footer { margin-top: 3em; border-top: 1px solid #ccc; color: #555; font-size: 85%; }
 """
 
 
@@ -36,6 +37,12 @@ class Report:
   def __init__(self, title: str):
     self._title = title
     self._parts: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+    self._footer = ""
+
+  def footer(self, lines: Sequence[str]) -> None:
+    """Lines at the foot of the page (what produced it: `provenance.format_lines`)."""
+    self._footer = ("<footer><h2>Provenance</h2><pre>"
+                    + html.escape("\n".join(lines)) + "</pre></footer>")
 
   def heading(self, text: str, level: int = 2) -> None:
     self._parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
@@ -71,5 +78,5 @@ class Report:
     path.parent.mkdir(parents=True, exist_ok=True)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(self._title)}</title><style>{_STYLE}</style></head>"
-            f"<body>{''.join(self._parts)}</body></html>")
+            f"<body>{''.join(self._parts)}{self._footer}</body></html>")
     return storage.write_text(path, page)
