@@ -210,3 +210,155 @@ def pckh_report(pred, gt, visible, head_size, *, threshold: float = 0.5,
       "counts": {n: int(c) for n, c in zip(names, count)},
       "curve": {k: [float(x) for x in v] for k, v in curve.items()},
   }
+
+
+# --------------------------------------------------------------------------
+# Several people per image: the MPII multi-person protocol.
+
+
+def _image_detections(pred, keypoints, visible, head_size, threshold, where: str):
+  """One image's predicted persons matched to its ground truth.
+
+  Returns:
+    owner: (P,) ground-truth index each prediction took, or -1.
+    tp: (P, K) bool, the joint is a true positive.
+    scores: (P, K) float64.
+    detected: (P, K) bool, the joint is a detection (finite x, y, score).
+  """
+  pred = np.asarray(pred, np.float64)
+  keypoints = np.asarray(keypoints, np.float64)
+  visible = np.asarray(visible).astype(bool)
+  head_size = np.asarray(head_size, np.float64)
+  k = keypoints.shape[1] if keypoints.ndim == 3 else (pred.shape[1] if pred.ndim == 3 else 0)
+  if pred.size == 0:  # no person predicted, in any shape
+    pred = np.zeros((0, k, 3))
+  if pred.ndim != 3 or pred.shape[-1] != 3 or (pred.shape[0] and pred.shape[1] != k):
+    raise ValueError(f"{where}: predictions must be (P, {k}, 3) x, y, score; got {pred.shape}")
+  g = keypoints.shape[0]
+  if (keypoints.ndim != 3 or keypoints.shape[-1] != 2 or visible.shape != keypoints.shape[:2]
+      or head_size.shape != (g,)):
+    raise ValueError(f"{where}: ground truth must be keypoints (G, K, 2), visible (G, K) and "
+                     f"head sizes (G,); got {keypoints.shape}, {visible.shape}, {head_size.shape}")
+  if (visible.any(axis=1) & ~(head_size > 0)).any():
+    raise ValueError(f"{where}: a person with visible joints has head size <= 0 ({head_size})")
+  p = pred.shape[0]
+  detected = np.isfinite(pred).all(axis=-1)
+  safe = np.where(head_size > 0, head_size, 1.0)
+  dist = np.linalg.norm(pred[:, None, :, :2] - keypoints[None], axis=-1) / safe[None, :, None]
+  close = visible[None] & detected[:, None] & (np.nan_to_num(dist, nan=np.inf) <= threshold)
+  match = close.sum(axis=-1)  # (P, G)
+  # Highest mean score (of the person's detections) first; a stable sort
+  # leaves ties in index order.
+  count = detected.sum(axis=1)
+  mean_score = np.where(count > 0, np.where(detected, pred[..., 2], 0.0).sum(axis=1)
+                        / np.maximum(count, 1), -np.inf)
+  owner = np.full(p, -1)
+  free = np.ones(g, bool)
+  for i in np.argsort(-mean_score, kind="stable"):
+    if not free.any():
+      break
+    candidates = np.where(free, match[i], -1)
+    best = int(np.argmax(candidates))  # the first of equal maxima: the lowest index
+    if candidates[best] > 0:
+      owner[i], free[best] = best, False
+  tp = np.zeros((p, k), bool)
+  taken = owner >= 0
+  tp[taken] = close[np.flatnonzero(taken), owner[taken]]
+  return owner, tp, pred[..., 2], detected
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+  """VOC all-points average precision (MPII's `VOCap`): the precision envelope
+  summed over the steps of recall, as a fraction."""
+  mrec = np.concatenate([[0.0], recall, [1.0]])
+  mpre = np.concatenate([[0.0], precision, [0.0]])
+  mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+  steps = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+  return float(np.sum((mrec[steps] - mrec[steps - 1]) * mpre[steps]))
+
+
+def _average_precision(scores, tp, positives) -> float:
+  if positives == 0:
+    return float("nan")
+  order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+  hits = np.asarray(tp, bool)[order]
+  tps, fps = np.cumsum(hits), np.cumsum(~hits)
+  return voc_ap(tps / positives, tps / np.maximum(tps + fps, 1))
+
+
+def multi_person_ap(predictions, ground_truth, threshold: float = 0.5, *,
+                    person_mask=None) -> dict:
+  """Per-joint average precision of several people per image (MPII protocol).
+
+  Per image, `match[p, g]` counts the visible joints of ground-truth person g
+  within `threshold * head_size[g]` of prediction p's joint. Predictions, by
+  mean joint score (highest first, ties by index), each take the free
+  ground-truth person with the largest match (ties: the lowest index) when it
+  is > 0. Every predicted joint with finite x, y and score is a detection:
+  a true positive when its person is matched, the ground-truth joint is
+  visible and within the threshold, else a false positive. The positives of
+  joint k are all visible ground-truth joints k. AP is VOC all-points AP of
+  the detections sorted by score (ties in image, then person order).
+
+  Args:
+    predictions: per image, (P, K, 3) x, y, score (P may be 0).
+    ground_truth: per image, (keypoints (G, K, 2), visible (G, K) bool,
+      head sizes (G,)), in the pixels of the predictions.
+    threshold: in head sizes.
+    person_mask: optional, per image, (G,) bool: the ground-truth persons
+      scored (a bin). Others still take part in the matching, but the
+      predictions they take and their joints are left out, and so are
+      unmatched predictions (false persons are scored by the full AP).
+
+  Returns:
+    {'ap': (K,) AP per joint in percent (NaN without positives), 'map': the
+    mean AP of the joints with positives, over the 14 benchmark joints when
+    K is 16 (pelvis and thorax left out, as PCKh `Mean`), else all K}.
+
+  Raises:
+    ValueError: on a different number of images or badly shaped arrays,
+      naming the image.
+  """
+  predictions, ground_truth = list(predictions), list(ground_truth)
+  if len(predictions) != len(ground_truth):
+    raise ValueError(f"multi_person_ap: {len(predictions)} images of predictions but "
+                     f"{len(ground_truth)} of ground truth")
+  if person_mask is not None and len(person_mask) != len(ground_truth):
+    raise ValueError(f"multi_person_ap: person_mask covers {len(person_mask)} images, "
+                     f"not {len(ground_truth)}")
+  scores, hits, positives, k = [], [], 0, None
+  for i, (pred, (keypoints, visible, head)) in enumerate(zip(predictions, ground_truth)):
+    owner, tp, score, detected = _image_detections(pred, keypoints, visible, head, threshold,
+                                                   where=f"image {i}")
+    if k is not None and tp.shape[1] != k:
+      raise ValueError(f"image {i}: {tp.shape[1]} keypoints, earlier images {k}")
+    k = tp.shape[1]
+    visible = np.asarray(visible).astype(bool)
+    keep = detected
+    if person_mask is not None:
+      scored = np.asarray(person_mask[i], bool)
+      visible = visible & scored[:, None]
+      keep = keep & ((owner >= 0) & scored[np.maximum(owner, 0)])[:, None]
+    positives = positives + visible.sum(axis=0)
+    scores.append(np.where(keep, score, np.nan))
+    hits.append(tp & keep)
+  if k is None:
+    raise ValueError("multi_person_ap: no image given")
+  scores = np.concatenate(scores) if scores else np.zeros((0, k))
+  hits = np.concatenate(hits) if hits else np.zeros((0, k), bool)
+  ap = np.array([_average_precision(scores[np.isfinite(scores[:, j]), j],
+                                    hits[np.isfinite(scores[:, j]), j],
+                                    int(np.broadcast_to(positives, (k,))[j]))
+                 for j in range(k)]) * 100.0
+  members = list(kp.JOINTS.pckh_mean) if k == kp.NUM_JOINTS else list(range(k))
+  chosen = ap[members][np.isfinite(ap[members])]
+  return {"ap": ap, "map": float(chosen.mean()) if chosen.size else float("nan")}
+
+
+def person_count_accuracy(predicted, true) -> float:
+  """Fraction of images whose number of predicted persons is the true one."""
+  predicted, true = np.asarray(predicted), np.asarray(true)
+  if predicted.shape != true.shape or predicted.ndim != 1:
+    raise ValueError(f"person counts must be two (images,) arrays, got {predicted.shape} "
+                     f"and {true.shape}")
+  return float(np.mean(predicted == true)) if true.size else float("nan")
