@@ -26,21 +26,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from triplet_pose.models import cpu_conv  # pylint: disable=wrong-import-position
-from triplet_pose.models import native_kernels  # pylint: disable=wrong-import-position
-
-import train_step  # pylint: disable=wrong-import-position  (cpu_model, versions)
+import common  # first: puts the repository on sys.path
+from triplet_pose.models import cpu_conv
 
 
 def conv_shapes(*, batch: int, image_size: int, stem: int, features: int
@@ -81,16 +74,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def _median_ms(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000.0 * statistics.median(times)
-
-
 def time_ours(shape, repeats: int, impl: str = "auto") -> dict[str, float]:
   """ms of each part of `cpu_conv.conv2d` (with `impl`), jitted alone."""
   _, b, h, w, cin, cout, k, stride = shape
@@ -104,7 +87,7 @@ def time_ours(shape, repeats: int, impl: str = "auto") -> dict[str, float]:
   dw = jax.jit(lambda x, kernel, dy: jax.vjp(lambda c: conv(x, c), kernel)[1](dy)[0])
   run = {"forward": lambda: forward(x, kernel), "dx": lambda: dx(x, kernel, dy),
          "dW": lambda: dw(x, kernel, dy)}
-  return {part: _median_ms(lambda f=f: jax.block_until_ready(f()), repeats)
+  return {part: common.median_ms(lambda f=f: jax.block_until_ready(f()), repeats)
           for part, f in run.items()}
 
 
@@ -126,7 +109,7 @@ def time_torch(torch, shape, repeats: int) -> dict[str, float]:
                                                          padding=pad),
            "dx": lambda: backward([True, False, False]),
            "dW": lambda: backward([False, True, False])}
-    return {part: _median_ms(f, repeats) for part, f in run.items()}
+    return {part: common.median_ms(f, repeats) for part, f in run.items()}
 
 
 def main(argv=None) -> None:
@@ -135,15 +118,12 @@ def main(argv=None) -> None:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     sys.exit("conv_grads.py compares against PyTorch: pip install -e '.[test,peers]'")
-  threads = len(os.sched_getaffinity(0))
+  threads = common.allowed_cpus()
   torch.set_num_threads(threads)
-  print(f"machine: {train_step.cpu_model()}, {threads} thread(s) for each framework; "
-        + ", ".join(f"{k} {v}" for k, v in train_step.versions(["jax", "torch"]).items()))
+  print(f"machine: {common.cpu_model()}, {threads} thread(s) for each framework; "
+        + ", ".join(f"{k} {v}" for k, v in common.versions(["jax", "torch"]).items()))
   print(f"shapes of the {args.model!r} model; median of {args.repeats} calls per part (ms)")
-  kernels = (f"native kernels: {native_kernels.vector_lanes()} floats/vector"
-             if native_kernels.available()
-             else f"native kernels unavailable ({native_kernels.unavailable_reason()})")
-  print(f"ours: cpu_conv.conv2d impl={args.impl!r}; {kernels}")
+  print(f"ours: cpu_conv.conv2d impl={args.impl!r}; {common.native_kernels_report()}")
   header = f"{'convolution':22s} {'B x H x W, Cin->Cout':22s}" + "".join(
       f" {part + ' ours':>10s} {'torch':>7s} {'ratio':>6s}" for part in PARTS)
   print(header)
@@ -164,8 +144,10 @@ def main(argv=None) -> None:
       f"{totals['ours'][p] / totals['torch'][p]:5.2f}x" for p in PARTS))
   print("ratio: our time / PyTorch's (above 1: ours is slower)")
   if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump({"model": args.model, "rows": rows, "totals": totals}, f, indent=2)
+    common.write_json(args.json, {
+        "model": args.model, "rows": rows, "totals": totals, "impl": args.impl,
+        "machine": common.machine(), "date": common.utc_now(),
+        "versions": common.versions(["jax", "torch"])}, indent=2)
 
 
 if __name__ == "__main__":

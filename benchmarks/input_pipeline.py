@@ -20,7 +20,7 @@ the TFDS `as_data_source`), with its decoding in the consuming thread
 (worker_count=0) and in worker processes; the two pipelines alternate in one
 process. It also checks that a grain iterator restored from its saved state
 yields the same batches, and whether two processes' shares of a global batch
-make up the one-process batch (which the training loop needs, issue 18).
+make up the one-process batch (as the multi-host training loop needs).
 
 The train step of the joint model (thesis configuration, 8 stacks) comes
 from `benchmarks/train_step.py`, run in a subprocess (or read from the JSON
@@ -33,15 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import common  # first: puts the repository on sys.path
 
 REQUIRED_RATIO = 5.0
 
@@ -182,12 +180,9 @@ def augmentation_rate(args) -> float:
       contour_visible=jnp.ones((b, 26), jnp.float32),
       head_size=jnp.full((b,), 30.0), crop_to_original=jnp.tile(jnp.eye(2, 3)[None], (b, 1, 1)))
   step = jax.jit(lambda x, k: augment.augment_batch(x, k, config))
-  jax.block_until_ready(step(batch, jax.random.key(0)))
-  times = []
-  for i in range(args.aug_steps):
-    start = time.perf_counter()
-    jax.block_until_ready(step(batch, jax.random.key(i + 1)))
-    times.append(time.perf_counter() - start)
+  keys = iter(jax.random.split(jax.random.key(0), args.aug_steps + 1))
+  times = common.call_times(lambda: jax.block_until_ready(step(batch, next(keys))),
+                            args.aug_steps)
   return b / statistics.median(times)
 
 
@@ -195,7 +190,7 @@ def train_step_rate(args) -> tuple[float, str]:
   """Images/s of the joint model's train step, from benchmarks/train_step.py."""
   path = args.train_step_json
   if not path:
-    script = os.path.join(REPO, "benchmarks", "train_step.py")
+    script = os.path.join(common.REPO, "benchmarks", "train_step.py")
     if not os.path.exists(script):
       raise FileNotFoundError(f"{script} not found: pass --train_step_json or --skip_train_step")
     path = os.path.join(tempfile.mkdtemp(), "train_step.json")
@@ -217,8 +212,7 @@ def train_step_rate(args) -> tuple[float, str]:
 
 def main(argv=None) -> None:
   args = _parse(argv)
-  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{platform.platform()}")
+  print(f"machine: {common.describe_machine()}")
   host = host_pipeline_rate(args)
   print(f"host pipeline ({args.dataset}, batch {args.batch}, {args.threads} decode threads): "
         f"{host:8.1f} examples/s", flush=True)

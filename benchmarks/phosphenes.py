@@ -32,14 +32,14 @@ printed at the start and the end.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import multiprocessing
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
+
+import common  # first: puts the repository on sys.path
 
 _PHOSPHENES = flags.DEFINE_list("phosphenes", ["256", "1024", "1600"], "Phosphene counts.")
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["128", "256", "512"], "Square image sizes.")
@@ -67,21 +67,15 @@ _DYNAPHOS_FLOATS = lambda batch: 6 + 2 * batch  # pylint: disable=unnecessary-la
 _P2P_S_PER_ELEMENT = 6e-9
 
 
-def _rss_kb(field: str) -> int:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(field + ":"):
-        return int(line.split()[1])
-  return 0
+def _reset_peak() -> float:
+  """Resets the RSS high-water mark (VmHWM) to the current RSS; returns that RSS (MiB)."""
+  common.reset_peak_rss()
+  return common.status_mb("VmRSS")
 
 
-def _reset_peak() -> int:
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")  # Resets VmHWM to the current RSS.
-  except OSError:
-    pass
-  return _rss_kb("VmRSS")
+def _peak_above(base: float) -> float:
+  """MiB of the RSS high-water mark above `base` (`_reset_peak`'s value)."""
+  return common.status_mb("VmHWM") - base
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -93,8 +87,7 @@ def _pin(threads: int) -> str:
   XLA sizes its CPU thread pool from the cores the process may use; OpenMP
   and BLAS (numpy, pulse2percept, torch's kernels) read the variables.
   """
-  cores = sorted(os.sched_getaffinity(0))[:threads]
-  os.sched_setaffinity(0, cores)
+  cores = common.pin_cpus(threads)
   for name in _THREAD_VARIABLES:
     os.environ[name] = str(threads)
   return f"{len(cores)} cores"
@@ -130,7 +123,7 @@ def _measure_ours(n, res, batch, frames, repeats, seed, threads, compatible=Fals
     run(sim, amps).block_until_ready()
     times.append(time.perf_counter() - start)
   return {"n": sim.num_phosphenes, "fps": frames * batch / min(times),
-          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "device": str(jax.devices()[0]),
+          "peak_mb": _peak_above(base), "device": str(jax.devices()[0]),
           "threads": f"jax: {pinned} ({jax.devices()[0].platform})"}
 
 
@@ -160,7 +153,7 @@ def _measure_dynaphos(n, res, batch, frames, seed, threads):
     sync()
     times.append(time.perf_counter() - start)
   return {"n": sim.num_phosphenes, "fps": batch / min(times),
-          "peak_mb": (_rss_kb("VmHWM") - base) / 1024,
+          "peak_mb": _peak_above(base),
           "threads": f"torch: {pinned}, {torch.get_num_threads()} intra-op threads"}
 
 
@@ -196,7 +189,7 @@ def _measure_p2p(n, res, frames, seed, threads):
   elapsed = time.perf_counter() - start
   assert percept.data.shape[:2] == (res, res), percept.data.shape
   return {"n": len(electrodes), "fps": frames / elapsed,
-          "peak_mb": (_rss_kb("VmHWM") - base) / 1024, "position_error_deg": offset,
+          "peak_mb": _peak_above(base), "position_error_deg": offset,
           "threads": f"pulse2percept (numpy): {pinned}, "
                      f"OMP/BLAS {os.environ['OMP_NUM_THREADS']} threads"}
 
@@ -210,16 +203,6 @@ def _in_fresh_process(fn, *args):
       return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _machine() -> str:
-  model = platform.processor() or "unknown CPU"
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{model}, {os.cpu_count()} cores, {platform.platform()}"
-
-
 def _installed(module: str) -> bool:
   import importlib.util  # pylint: disable=g-import-not-at-top
   return importlib.util.find_spec(module) is not None
@@ -231,9 +214,10 @@ def main(argv):
           [(int(n), int(r), int(b)) for b in _BATCHES.value for r in _RESOLUTIONS.value
            for n in _PHOSPHENES.value])
   peers = [p for p in _PEERS.value if _installed(p)]
-  threads = _THREADS.value or len(os.sched_getaffinity(0))
+  threads = _THREADS.value or common.allowed_cpus()
   import jax  # pylint: disable=g-import-not-at-top
-  print(f"machine: {_machine()}")
+  machine = common.machine()
+  print(f"machine: {common.describe_machine(machine)}")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; peers: {peers or 'none installed'}")
   print(f"threads: every framework pinned to {threads} core(s) (--threads)")
   print(f"load average at start: {os.getloadavg()}")
@@ -270,8 +254,9 @@ def main(argv):
         "ours with Options.dynaphos_compatible() / dynaphos.")
   _print_threads_and_positions(results)
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump({"machine": _machine(), "threads": threads, "results": results}, f, indent=1)
+    common.write_json(_JSON.value, {
+        "machine": common.describe_machine(machine), "machine_details": machine,
+        "date": common.utc_now(), "threads": threads, "results": results})
 
 
 def _print_threads_and_positions(results):

@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py --quick runs on the CPU and reports every part; train_step's helpers."""
+"""benchmarks/gpu.py --quick runs on the CPU and reports every part; the shared helpers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO / "benchmarks"))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -96,3 +97,42 @@ def test_conv_grads_times_every_part_of_every_convolution(tmp_path):
   for part in conv_grads.PARTS:
     assert report["totals"]["ours"][part] == pytest.approx(
         sum(r["ours_ms"][part] for r in report["rows"]))
+
+
+def test_joint_model_follows_train_step_flags_into_the_config():
+  args = train_step.parse_args(["--stacks=2", "--features=32", "--stem_features=16",
+                                "--dtype=bfloat16", "--remat", "--image_size=128"])
+  model = common.JointModel.from_args(args)
+  assert model == common.JointModel(stacks=2, features=32, stem_features=16,
+                                    dtype="bfloat16", remat=True, image_size=128)
+  config = common.joint_config(model, batch=3)
+  assert (config.model.num_stacks, config.model.num_features, config.model.stem_features,
+          config.model.hourglass_depth, config.model.dtype, config.model.remat) == (
+              2, 32, 16, 4, "bfloat16", True)
+  assert (config.input.image_size, config.input.heatmap_size, config.input.batch_size) == (
+      128, 32, 3)
+  assert not config.augment.enabled
+
+
+def test_time_steps_times_only_the_steps_after_the_warmup():
+  calls = []
+  times = common.time_steps(calls.append, warmup=2, steps=3)
+  assert calls == [0, 1, 2, 3, 4]
+  assert len(times.step_s) == len(times.cpu_s) == 3 and times.first_s >= 0
+
+
+def test_jax_train_step_trains_and_can_be_lowered_alone():
+  model = common.JointModel(stacks=1, features=16, depth=1, stem_features=16, image_size=32)
+  step = common.jax_train_step(common.joint_config(model, batch=2))
+  compiled = step.fn.lower(step.state, step.batch, step.rng).compile()
+  assert compiled is not None
+  losses = [step(i) for i in range(3)]
+  assert all(l > 0 for l in losses) and int(step.state.step) == 3
+
+
+def test_machine_names_the_cpu_and_write_json_round_trips(tmp_path):
+  found = common.machine()
+  assert found["cpu"] and found["cpu"] != "unknown" and found["cpus_allowed"] >= 1
+  assert found["cpu"] in common.describe_machine(found)
+  path = common.write_json(tmp_path / "out" / "r.json", {"machine": found, "x": float("nan")})
+  assert json.loads(path.read_text())["machine"] == found
