@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
-import platform
 import tempfile
 import time
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import common  # first: puts the repository on sys.path
 from triplet_pose import inference
 from triplet_pose.prediction import files
 from triplet_pose.prediction import predictor as predictor_lib
@@ -108,7 +108,7 @@ def _parts(predictor, renderer, frames: np.ndarray, repeats: int) -> dict[str, f
 
 def main(argv):
   del argv
-  print(f"{platform.processor() or platform.machine()}; {inference.device_description()}; "
+  print(f"{common.describe_machine()}; {inference.device_description()}; "
         f"load average {os.getloadavg()}")
   renderer = renderer_lib.PhospheneRenderer(num_phosphenes=_PHOSPHENES.value)
   with tempfile.TemporaryDirectory() as tmp:
