@@ -1,7 +1,9 @@
 """Input data: the 'fake' input and the TFDS datasets behind one constructor.
 
-Importing this package registers the TFDS datasets `mpii_trb` and
-`synthetic_figures` (docs/data.md).
+Importing this package registers the TFDS datasets `mpii_trb`,
+`synthetic_figures` and `synthetic_scenes` (docs/data.md). Datasets of
+several people per image (`scene_pipeline.is_scene_dataset`) batch persons
+padded to `input.max_persons` (keys in `scene_pipeline`).
 
 Every iterator yields dicts of numpy arrays for this process's share of the
 global batch (keys: image uint8 (B,H,W,3), joints (B,16,2), joints_visible
@@ -16,12 +18,14 @@ import jax
 import ml_collections
 
 from triplet_pose.data import pipeline
+from triplet_pose.data import scene_pipeline
 from triplet_pose.data.fake import FakeIterator
 # Imported for TFDS's registration: after `import triplet_pose.data`,
 # tfds.builder('mpii_trb/joints') and tfds.data_source('synthetic_figures')
 # find these builders, as for TFDS community datasets.
 from triplet_pose.data.mpii_trb import mpii_trb_dataset_builder  # pylint: disable=unused-import
 from triplet_pose.data.synthetic_figures import synthetic_figures_dataset_builder  # pylint: disable=unused-import
+from triplet_pose.data.synthetic_scenes import synthetic_scenes_dataset_builder  # pylint: disable=unused-import
 
 
 def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
@@ -53,6 +57,10 @@ def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
                         seed=seed if split == "train" else seed + 1,
                         repeat=repeat, process_index=jax.process_index(),
                         process_count=process_count)
+  if scene_pipeline.is_scene_dataset(input_config.name):
+    return scene_pipeline.create_scene_iterator(
+        input_config, split=split, batch_size=local_batch, seed=seed, shuffle=shuffle,
+        repeat=repeat, process_index=jax.process_index(), process_count=process_count)
   return pipeline.create_tfds_iterator(
       input_config, split=split, batch_size=local_batch, seed=seed,
       shuffle=shuffle, repeat=repeat, process_index=jax.process_index(),

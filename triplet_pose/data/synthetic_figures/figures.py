@@ -147,17 +147,26 @@ def _darker(colour, factor=0.55) -> tuple[int, int, int]:
   return tuple(int(c * factor) for c in colour)
 
 
-class _Canvas:
-  """Draws polygons in flat colours or textures onto a PIL image."""
+class Canvas:
+  """Draws polygons in flat colours or textures onto a PIL image.
 
-  def __init__(self, image: Image.Image, transform):
+  With a `mask` ('L' image of the same size), everything drawn is also
+  filled with 255 there: the silhouette of what was drawn (scenes use one
+  per figure).
+  """
+
+  def __init__(self, image: Image.Image, transform, mask: Image.Image | None = None):
     self.image = image
     self.draw = ImageDraw.Draw(image)
     self.transform = transform  # body units -> pixels
+    self.mask_draw = None if mask is None else ImageDraw.Draw(mask)
 
   def fill(self, polygons, material) -> None:
     colour, texture = material
     polys = [[tuple(p) for p in self.transform(np.asarray(poly))] for poly in polygons]
+    if self.mask_draw is not None:
+      for poly in polys:
+        self.mask_draw.polygon(poly, fill=255)
     if texture is None:
       for poly in polys:
         self.draw.polygon(poly, fill=colour)
@@ -176,29 +185,21 @@ class _Canvas:
     self.image.paste(texture.crop(box), box, mask)
 
   def line(self, points, colour, width) -> None:
-    self.draw.line([tuple(p) for p in self.transform(np.asarray(points))], fill=colour,
-                   width=width)
+    xy = [tuple(p) for p in self.transform(np.asarray(points))]
+    self.draw.line(xy, fill=colour, width=width)
+    if self.mask_draw is not None:
+      self.mask_draw.line(xy, fill=255, width=width)
 
 
-def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE,
-                 clutter: float = 1.0) -> dict:
-  """Example `index` of the dataset drawn from `seed` (and `stream`: one per split).
-
-  `clutter` in [0, 1] scales background shapes, distractor limbs and
-  occluding objects (1: the default dataset, 0: a plain textured background).
+def figure_shapes(pose: dict) -> dict:
+  """The outline of a figure in body units: contour points, head, hands, feet.
 
   Returns:
-    dict of numpy arrays with the dataset's features (`image` as an
-    (size, size, 3) uint8 array, not yet encoded); all 16 joints and 26
-    contour points are annotated (visible = 1), whether or not a part in
-    front hides them, as in MPII.
+    dict(contour (26, 2), head, hands, feet (polygons), head_center,
+    head_axis, head_len).
   """
-  rng = np.random.default_rng([seed, stream, index])
-  pose = sample_pose(rng)
   joints, widths = pose["joints"], pose["widths"]
-  up, right = pose["up"], pose["right"]
   contour = contour_points(joints, widths, pose["neck_width"])
-
   # Head, hands and feet (body units).
   neck, top = joints[J["upper_neck"]], joints[J["head_top"]]
   head_axis = _unit(top - neck)
@@ -215,16 +216,32 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE,
     w = widths[J[f"{side}_ankle"]]
     f = pose["feet"][side]
     feet.append(_ellipse(ankle + 0.5 * w * f, f, 1.0 * w, 0.5 * w, 16))
+  return dict(contour=contour, head=head, hands=hands, feet=feet, head_center=head_center,
+              head_axis=head_axis, head_len=head_len)
 
-  # Fit the figure into the frame: it fills most of it, as MPII crops do.
-  every = np.concatenate([joints, contour, head, *hands, *feet])
-  lo, hi = every.min(0), every.max(0)
-  scale = rng.uniform(0.72, 0.92) * size / np.max(hi - lo)
-  slack = size - 1 - scale * (hi - lo)
-  offset = rng.uniform(0.15, 0.85, size=2) * slack - scale * lo
-  to_px = lambda p: p * scale + offset
 
-  canvas = _Canvas(appearance.background(rng, clutter=clutter), to_px)
+def outline_points(shapes: dict, joints: np.ndarray) -> np.ndarray:
+  """Every point of a figure's outline (joints, contour, head, hands, feet)."""
+  return np.concatenate([joints, shapes["contour"], shapes["head"], *shapes["hands"],
+                         *shapes["feet"]])
+
+
+def draw_figure(canvas: Canvas, rng: np.random.Generator, pose: dict, shapes: dict, *,
+                scale: float) -> None:
+  """Draws one figure (clothes, skin, limbs in a random depth order) on `canvas`.
+
+  Args:
+    canvas: maps body units to pixels (`scale` pixels per unit).
+    rng: draws the figure's appearance and the depth order of its limbs.
+    pose: from `sample_pose`.
+    shapes: from `figure_shapes`.
+    scale: pixels per body unit (line widths follow it).
+  """
+  joints, widths = pose["joints"], pose["widths"]
+  up, right = pose["up"], pose["right"]
+  contour, head, hands, feet = (shapes[k] for k in ("contour", "head", "hands", "feet"))
+  head_center, head_axis, head_len = shapes["head_center"], shapes["head_axis"], shapes["head_len"]
+  neck = joints[J["upper_neck"]]
   skin = (appearance.random_skin(rng), None)
   top_colour, bottom_colour = appearance.random_colour(rng), appearance.random_colour(rng, 0, 200)
   top = (top_colour, appearance.texture(rng, top_colour) if rng.uniform() < 0.5 else None)
@@ -305,6 +322,37 @@ def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE,
   order = sorted(range(len(parts)), key=lambda i: (parts[i][0], rng.uniform()))
   for i in order:
     parts[i][1]()
+
+
+def make_example(seed: int, index: int, *, stream: int = 0, size: int = SIZE,
+                 clutter: float = 1.0) -> dict:
+  """Example `index` of the dataset drawn from `seed` (and `stream`: one per split).
+
+  `clutter` in [0, 1] scales background shapes, distractor limbs and
+  occluding objects (1: the default dataset, 0: a plain textured background).
+
+  Returns:
+    dict of numpy arrays with the dataset's features (`image` as an
+    (size, size, 3) uint8 array, not yet encoded); all 16 joints and 26
+    contour points are annotated (visible = 1), whether or not a part in
+    front hides them, as in MPII.
+  """
+  rng = np.random.default_rng([seed, stream, index])
+  pose = sample_pose(rng)
+  joints = pose["joints"]
+  shapes = figure_shapes(pose)
+  contour, head_len = shapes["contour"], shapes["head_len"]
+
+  # Fit the figure into the frame: it fills most of it, as MPII crops do.
+  every = outline_points(shapes, joints)
+  lo, hi = every.min(0), every.max(0)
+  scale = rng.uniform(0.72, 0.92) * size / np.max(hi - lo)
+  slack = size - 1 - scale * (hi - lo)
+  offset = rng.uniform(0.15, 0.85, size=2) * slack - scale * lo
+  to_px = lambda p: p * scale + offset
+
+  canvas = Canvas(appearance.background(rng, clutter=clutter), to_px)
+  draw_figure(canvas, rng, pose, shapes, scale=scale)
 
   if rng.uniform() < 0.2 * clutter:  # an object in front of part of the figure
     c = to_px(joints[rng.integers(kp.NUM_JOINTS)]) + rng.normal(0, 0.05 * size, 2)
