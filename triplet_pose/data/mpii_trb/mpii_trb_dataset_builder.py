@@ -10,6 +10,8 @@ Configs:
   triplets         the persons of `joints` matched to a TRB person.
   thesis_joints    persons with all 16 joints annotated, thesis crop.
   thesis_triplets  the persons of `thesis_joints` matched to a TRB person.
+  multi_person     one example per image with every annotated person of it
+                   (`group_crops.py`; the features of `scene_features`).
 
 Bad input never passes silently: a missing manual directory or a file of the
 wrong structure stops the build with a message naming the file; a missing
@@ -30,9 +32,11 @@ from absl import logging
 from PIL import Image
 
 from triplet_pose.data import array_record_builder
+from triplet_pose.data import scene_features
 from triplet_pose.data.mpii_trb import annotations
 from triplet_pose.data.mpii_trb import crops
 from triplet_pose.data.mpii_trb import features
+from triplet_pose.data.mpii_trb import group_crops
 from triplet_pose.data.mpii_trb import layout
 
 # Skips logged one by one before switching to a count only (the HDF5
@@ -42,7 +46,7 @@ TRB_MATCH_TOLERANCE = 5.0  # pixels between MPII and TRB person centres
 
 
 class MpiiTrbConfig(tfds.core.BuilderConfig):
-  """A person selection and crop strategy."""
+  """A person selection and crop strategy ('group': every person of an image)."""
 
   def __init__(self, *, crop: str, require_trb: bool, require_all_joints: bool, **kwargs):
     super().__init__(**kwargs)
@@ -88,12 +92,17 @@ class Builder(array_record_builder.ArrayRecordBuilder):
       MpiiTrbConfig(name="thesis_triplets", crop="thesis", require_trb=True,
                     require_all_joints=True,
                     description="Persons of `thesis_joints` matched to an MPII-TRB person."),
+      MpiiTrbConfig(name="multi_person", crop="group", require_trb=False,
+                    require_all_joints=False,
+                    description="One example per image, every annotated person of it."),
   ]
   DEFAULT_CONFIG_NAME = "joints"
 
   def _info(self) -> tfds.core.DatasetInfo:
+    grouped = self.builder_config.crop == "group"
     return self.dataset_info_from_configs(
-        features=features.feature_dict(),
+        features=(scene_features.feature_dict(masks=False) if grouped
+                  else features.feature_dict()),
         supervised_keys=None,
         homepage="http://human-pose.mpi-inf.mpg.de/",
         metadata=tfds.core.MetadataDict(),
@@ -152,6 +161,10 @@ class Builder(array_record_builder.ArrayRecordBuilder):
     for name, persons in by_image.items():
       image = _load_image(images_dir / name, persons, log)
       if image is None:
+        continue
+      if self.builder_config.crop == "group":
+        yield name, group_crops.make_example(image, persons, [matches.get(p.key) for p in persons])
+        written += len(persons)
         continue
       for p in persons:
         yield p.key, crops.make_example(image, p, matches.get(p.key), crop=self.builder_config.crop)
