@@ -8,6 +8,7 @@ import sys
 
 from PIL import Image
 
+from configs import demo as demo_configs
 from conftest import REPO
 from triplet_pose import checkpointing
 from triplet_pose import demo
@@ -36,9 +37,12 @@ def test_demo_writes_report_and_checkpoints_then_resumes(tmp_path):
   assert (tmp_path / "eval" / "metrics.json").exists()
   assert len(list((tmp_path / "panels").glob("validation_*.png"))) == 2
   assert (tmp_path / "panels" / "readability.png").exists()
-  for model in ("joint", "triplet"):
+  for model, setting in (("joint", "joint_model"), ("triplet", "triplet_ground_truth_joints")):
     steps = checkpointing.Checkpointer(tmp_path / model, read_only=True).all_steps()
-    assert steps and max(steps) == summary["joint_model"]["step"]
+    assert steps and max(steps) == summary[setting]["step"]
+    assert summary[setting]["workdir"] == str(tmp_path / model)
+  assert summary["provenance"]["dataset"]["tfds_name"] == "synthetic_figures"
+  assert (tmp_path / "summary.config.json").exists() and "<footer>" in report
 
   # A second run finds everything done: no training step is repeated.
   again = _demo(tmp_path)
@@ -62,3 +66,36 @@ def test_report_includes_the_readability_results_once_made(tmp_path):
   Image.new("RGB", (8, 8)).save(folder / "pckh_vs_phosphenes.png")
   after = section()
   assert "silhouette  41.7" in after and after.count("<img") == 1
+
+
+def test_every_file_names_each_models_own_workdir_and_step(tmp_path):
+  # The joint model trains longer than the triplet model: 8 steps against 4.
+  joint_config = demo_configs.get_config("joint,smoke")
+  joint_config.num_train_steps = 8
+  summary = demo.run_demo(tmp_path, joint_config, demo_configs.get_config("triplet,smoke"),
+                          size="smoke", num_panels=1)
+  joint, triplet = str(tmp_path / "joint"), str(tmp_path / "triplet")
+  assert checkpointing.Checkpointer(joint, read_only=True).all_steps() == [4, 8]
+  expected = {"joint_model": (joint, 8), "triplet_predicted_joints": (triplet, 4),
+              "triplet_ground_truth_joints": (triplet, 4)}
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  written = json.loads((tmp_path / "summary.json").read_text())
+  for rows in (metrics["settings"], summary, written):
+    for name, (workdir, step) in expected.items():
+      assert (rows[name]["workdir"], rows[name]["step"]) == (workdir, step), name
+    assert (rows["triplet_predicted_joints"]["joint_workdir"],
+            rows["triplet_predicted_joints"]["joint_step"]) == (joint, 8)
+  models = {"joint": {"workdir": joint, "step": 8}, "triplet": {"workdir": triplet, "step": 4}}
+  assert metrics["provenance"]["models"] == written["provenance"]["models"] == models
+  saved = json.loads((tmp_path / written["provenance"]["config"]["file"]).read_text())
+  assert saved["joint"]["num_train_steps"] == 8 and saved["size"] == "smoke"
+  table = (tmp_path / "eval" / "table.txt").read_text()
+  assert f"joint model (joints)                    {joint}, step 8" in table
+  assert f"triplet, ground-truth joints (contour)  {triplet}, step 4" in table
+  report = (tmp_path / "report.html").read_text()
+  assert f"<td>joint model</td><td>joints</td>" in report
+  row = report.split("<td>joint model</td>", 1)[1].split("</tr>", 1)[0]
+  assert row.endswith(f"<td>{joint}</td><td>8</td>")
+  footer = report.split("<footer>", 1)[1]
+  assert f"Model joint: {joint}, step 8" in footer and f"Model triplet: {triplet}, step 4" in footer
+  assert "Data: synthetic_figures/tiny/" in footer and "summary.config.json" in footer

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,11 +20,14 @@ import pytest
 from configs import tiny
 from conftest import REPO
 from triplet_pose import evaluation
+from triplet_pose import checkpointing
 from triplet_pose import evaluators
 from triplet_pose import heatmaps as hm
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
+from triplet_pose import provenance
 from triplet_pose import results as results_lib
+from triplet_pose import train
 from triplet_pose import transforms
 from triplet_pose import workdir as workdir_lib
 
@@ -286,3 +290,89 @@ def test_launch_evaluate_combined_workdir(combined_workdir):
       evaluation.COMBINED_CONTOUR]["ms_per_image"]
   assert "Joints" in result.stdout and "Contour points" in result.stdout
   assert "combined model (joints)" in result.stdout and "combined model (contour)" in result.stdout
+
+
+def _joint_workdir(workdir, step):
+  """A tiny joint model's workdir with one checkpoint at `step` (untrained weights)."""
+  config = tiny.get_config("stacks=1")
+  checkpointing.save_config(config, workdir)
+  state = train.create_train_state(config, jax.random.key(1)).replace(step=step)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer.save(step, state, {"position": step}, metrics={"eval_loss": 1.0})
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  return workdir
+
+
+def test_every_row_names_its_own_model_and_step(workdirs, tmp_path):
+  joint = _joint_workdir(tmp_path / "joint", 5)  # the triplet model is at step 2
+  results = evaluation.evaluate_checkpoints(
+      workdirs["triplet"], joint_workdir=str(joint),
+      options=evaluation.EvalOptions(num_batches=1, timing_batches=0, phosphene_error=False))
+  rows = results["settings"]
+  assert (rows[evaluation.JOINT]["workdir"], rows[evaluation.JOINT]["step"]) == (str(joint), 5)
+  for name in (evaluation.TRIPLET_PREDICTED, evaluation.TRIPLET_GT):
+    assert (rows[name]["workdir"], rows[name]["step"]) == (str(workdirs["triplet"]), 2)
+  assert rows[evaluation.TRIPLET_PREDICTED]["joint_step"] == 5
+  assert "joint_step" not in rows[evaluation.TRIPLET_GT]
+  assert results["step"] == 2 and results["joint_step"] == 5
+  paths = results_lib.write_results(results, tmp_path / "eval")
+  metrics = json.loads(paths["metrics"].read_text())
+  assert metrics["settings"][evaluation.JOINT]["step"] == 5
+  block = metrics["provenance"]
+  assert block["models"] == {"joint": {"workdir": str(joint), "step": 5},
+                             "triplet": {"workdir": str(workdirs["triplet"]), "step": 2}}
+  assert block["dataset"]["tfds_name"] == "fake" and block["dataset"]["examples_used"] == 4
+  saved = provenance.read_config(paths["metrics"], block)
+  assert saved["models"]["triplet"]["model"]["target"] == "contour"
+  assert provenance.config_hash(saved) == block["config"]["sha256"]
+  table = paths["table"].read_text()
+  assert f"joint model (joints)                    {joint}, step 5" in table
+  assert (f"triplet, predicted joints (contour)     {workdirs['triplet']}, step 2; "
+          f"joints from {joint}, step 5") in table
+  assert f"Model joint: {joint}, step 5" in table and "metrics.config.json" in table
+
+
+def _compare(a, b):
+  return subprocess.run([sys.executable, "-m", "launch.evaluate", "--compare", str(a), str(b)],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_compare_says_what_differs_before_the_pckh(workdirs, tmp_path):
+  options = evaluation.EvalOptions(num_batches=1, timing_batches=0, phosphene_error=False)
+  first = evaluation.evaluate_checkpoints(workdirs["joint"], options=options)
+  results_lib.write_results(first, tmp_path / "a")
+  # The same checkpoint over two batches: other options, more examples used.
+  second = evaluation.evaluate_checkpoints(
+      workdirs["joint"], options=evaluation.EvalOptions(num_batches=2, timing_batches=0,
+                                                        phosphene_error=False))
+  b = results_lib.write_results(second, tmp_path / "b")["metrics"]
+  written = json.loads(b.read_text())  # as if written by other code
+  written["provenance"]["code"]["git_commit"] = "f" * 40
+  b.write_text(json.dumps(written))
+
+  same = _compare(tmp_path / "a", tmp_path / "a" / "metrics.json")
+  assert same.returncode == 0, same.stderr[-3000:]
+  assert "Provenance: same data, config and code." in same.stdout
+  assert "+0.0" in same.stdout and "differ in" not in same.stdout
+
+  out = _compare(tmp_path / "a", tmp_path / "b")
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  is_difference = lambda line: line.startswith(("  data: ", "  config: ", "  code: "))  # pylint: disable=g-long-lambda
+  differ = {line.strip() for line in lines if is_difference(line)}
+  assert differ == {"data: examples_used 4 (A) vs 8 (B)",
+                    "config: evaluation.num_batches 1 (A) vs 2 (B)",
+                    f"code: git_commit {first['provenance']['code'].get('git_commit', '')[:12] or 'none'}"
+                    " (A) vs ffffffffffff (B)"}
+  first_pckh = next(i for i, line in enumerate(lines) if line.startswith("PCKh@0.5"))
+  last_differ = max(i for i, line in enumerate(lines) if is_difference(line))
+  assert last_differ < first_pckh
+  assert f"joint model (joints)  {workdirs['joint']}, step 2" in out.stdout
+  rows = [line for line in lines[first_pckh:] if line.split()[:1] in (["joint"], ["B"])]
+  assert len(rows) == 3 and rows[0].startswith("joint model") and "B - A" in lines[first_pckh + 6]
+
+
+def test_compare_refuses_what_is_not_results(tmp_path):
+  out = _compare(tmp_path, tmp_path)
+  assert out.returncode == 2 and "no results file" in out.stderr.splitlines()[-1]

@@ -199,7 +199,8 @@ def compare(a: str | pathlib.Path, b: str | pathlib.Path) -> str:
 def _pckh_side_by_side(a: dict[str, Any], b: dict[str, Any]) -> str:
   """PCKh (%) of every row of either result: A, B and B - A."""
   names = list(a["settings"]) + [k for k in b["settings"] if k not in a["settings"]]
-  width = max(len(SETTING_LABELS.get(k, k)) for k in names) + 6
+  label_width = max(len(SETTING_LABELS.get(k, k)) for k in names) + 2
+  width = label_width + 6  # and 'B - A '
   lines = [f"PCKh@0.5 (%): A, B and B - A (persons: A {a.get('persons')}, "
            f"B {b.get('persons')})"]
   for keypoints, columns, title in (("joints", JOINT_COLUMNS, "Joints"),
@@ -219,7 +220,7 @@ def _pckh_side_by_side(a: dict[str, Any], b: dict[str, Any]) -> str:
       for tag, row in (("A", values["A"]), ("B", values["B"]), ("B - A", delta)):
         cells = ("".join(f"{100 * v:>+7.1f}" if tag == "B - A" else f"{100 * v:>7.1f}"
                          for v in row) if row is not None else f"{'(none)':>7}")
-        lines.append(f"{label if tag == 'A' else '':<{width - 6}}{tag:<6}{cells}")
+        lines.append(f"{label if tag == 'A' else '':<{label_width}}{tag:<6}{cells}")
   return "\n".join(lines)
 
 
