@@ -19,8 +19,8 @@ import pytest
 
 from configs import tiny
 from conftest import REPO
-from triplet_pose import evaluation
 from triplet_pose import checkpointing
+from triplet_pose import evaluation
 from triplet_pose import evaluators
 from triplet_pose import heatmaps as hm
 from triplet_pose import inference

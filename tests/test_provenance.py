@@ -150,3 +150,12 @@ def test_cpu_model_reads_cpuinfo():
     names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
   if names:
     assert provenance.cpu_model() == names[0]
+
+
+def test_every_training_start_appends_its_block(tmp_path):
+  from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  for _ in range(2):  # a run and its resumption
+    metric_writer.MetricWriter(tmp_path).close()
+  lines = (tmp_path / metric_writer.PROVENANCE_FILE).read_text().splitlines()
+  blocks = [json.loads(line)["provenance"] for line in lines]
+  assert len(blocks) == 2 and all(b["code"]["version"] and b["command"] for b in blocks)

@@ -2,7 +2,9 @@
 
 Only process 0 writes. TensorBoard scalars and images go to
 `WORKDIR/tensorboard`, every record also to `WORKDIR/metrics.jsonl` (easy to
-load with pandas), and a one-line summary to the absl log.
+load with pandas), and a one-line summary to the absl log. Every start of a
+run (and every resumption) appends its `provenance` block (code, machine,
+versions, time, command) to `WORKDIR/provenance.jsonl`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import jax
 import numpy as np
 from absl import logging
 
+from triplet_pose import provenance
+
+PROVENANCE_FILE = "provenance.jsonl"
+
 
 class MetricWriter:
   """Writes scalars and images for one training run."""
@@ -33,6 +39,10 @@ class MetricWriter:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    # Which code on which machine wrote the records that follow (the
+    # config is config.json beside).
+    with open(workdir / PROVENANCE_FILE, "a", encoding="utf-8") as f:
+      f.write(json.dumps({provenance.KEY: provenance.provenance()}) + "\n")
     # TensorFlow only for its summary writer, imported when a writer is made
     # (start-up time). Keeping it off the GPUs is the entry point's job
     # (launch/common.py).
