@@ -359,12 +359,13 @@ def test_compare_says_what_differs_before_the_pckh(workdirs, tmp_path):
   out = _compare(tmp_path / "a", tmp_path / "b")
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.splitlines()
-  is_difference = lambda line: line.startswith(("  data: ", "  config: ", "  code: "))  # pylint: disable=g-long-lambda
+  def is_difference(line):
+    return line.startswith(("  data: ", "  config: ", "  code: "))
   differ = {line.strip() for line in lines if is_difference(line)}
+  commit = first["provenance"]["code"].get("git_commit", "")[:12] or "none"
   assert differ == {"data: examples_used 4 (A) vs 8 (B)",
                     "config: evaluation.num_batches 1 (A) vs 2 (B)",
-                    f"code: git_commit {first['provenance']['code'].get('git_commit', '')[:12] or 'none'}"
-                    " (A) vs ffffffffffff (B)"}
+                    f"code: git_commit {commit} (A) vs ffffffffffff (B)"}
   first_pckh = next(i for i, line in enumerate(lines) if line.startswith("PCKh@0.5"))
   last_differ = max(i for i, line in enumerate(lines) if is_difference(line))
   assert last_differ < first_pckh
