@@ -14,7 +14,7 @@ and row i at y = linspace(y_min, y_max, H)[i], so row 0 is the smallest y.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,25 @@ from triplet_pose.phosphenes import layout
 DYNAPHOS_MIN_SIGMA = 1e-22
 # Below this sigma (degrees) a phosphene is treated as absent (corrected mode).
 MIN_SIGMA = 1e-12
+
+
+class Field(NamedTuple):
+  """The phosphenes' centres and shapes, and the pixel grid they are drawn on.
+
+  Numpy arrays on the host (sampling geometry) or jax arrays (rendering).
+
+  Attributes:
+    x, y: phosphene centres (N,), degrees.
+    grid_x, grid_y: pixel-centre coordinates (W,), (H,), degrees (`pixel_grid`).
+    theta: Gabor orientations (N,), radians; None for isotropic phosphenes.
+    gamma: the Gabor envelope's aspect ratio (y is stretched by it).
+  """
+  x: Any
+  y: Any
+  grid_x: Any
+  grid_y: Any
+  theta: Any = None
+  gamma: float = 1.0
 
 
 def pixel_grid(run_params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,44 +77,50 @@ def gaussian_profiles(centres: jax.Array, sigma: jax.Array, grid: jax.Array, *,
   return jnp.where(ok[..., None], jnp.exp(-0.5 * (offsets / s) ** 2), 0.0)
 
 
-def render_separable(x: jax.Array, y: jax.Array, sigma: jax.Array,
-                     intensity: jax.Array, grid_x: jax.Array, grid_y: jax.Array,
-                     *, dynaphos_compatible: bool,
+def render_separable(field: Field, sigma: jax.Array, intensity: jax.Array, *,
+                     dynaphos_compatible: bool,
                      precision: jax.lax.Precision = jax.lax.Precision.HIGHEST,
                      ) -> jax.Array:
   """Sums isotropic Gaussian phosphenes and clips to [0, 1].
 
   Args:
-    x, y: phosphene centres (N,), degrees.
+    field: the phosphenes' centres and the pixel grid (theta is ignored).
     sigma: (*batch, N) standard deviations, degrees.
     intensity: (*batch, N) peak values.
-    grid_x, grid_y: pixel-centre coordinates (W,), (H,).
     dynaphos_compatible: see `gaussian_profiles`.
     precision: matmul precision (HIGHEST keeps float32 accuracy on GPUs).
 
   Returns:
     (*batch, H, W) image.
   """
-  gx = gaussian_profiles(x, sigma, grid_x, dynaphos_compatible=dynaphos_compatible)
-  gy = gaussian_profiles(y, sigma, grid_y, dynaphos_compatible=dynaphos_compatible)
+  gx = gaussian_profiles(field.x, sigma, field.grid_x,
+                         dynaphos_compatible=dynaphos_compatible)
+  gy = gaussian_profiles(field.y, sigma, field.grid_y,
+                         dynaphos_compatible=dynaphos_compatible)
   image = jnp.einsum("...nh,...nw->...hw", intensity[..., None] * gy, gx,
                      precision=precision)
   return jnp.clip(image, 0.0, 1.0)
 
 
-def render_dense(x: jax.Array, y: jax.Array, theta: jax.Array, gamma: float,
-                 sigma: jax.Array, intensity: jax.Array, grid_x: jax.Array,
-                 grid_y: jax.Array, *, dynaphos_compatible: bool,
-                 chunk_elements: int = 1 << 22) -> jax.Array:
+def render_dense(field: Field, sigma: jax.Array, intensity: jax.Array, *,
+                 dynaphos_compatible: bool, chunk_elements: int = 1 << 22) -> jax.Array:
   """Sums anisotropic (Gabor-envelope) phosphenes, chunked over phosphenes.
 
   Phosphene n has distance `sqrt(x_r^2 + gamma^2 y_r^2)` from pixel
   offsets rotated by theta_n, as dynaphos' `gabor_rotation`. Memory is
   about `chunk_elements` floats whatever N is.
 
+  Args:
+    field: the phosphenes (with their orientations `theta`) and the grid.
+    sigma: (*batch, N) standard deviations, degrees.
+    intensity: (*batch, N) peak values.
+    dynaphos_compatible: see `gaussian_profiles`.
+    chunk_elements: floats of one chunk's (phosphenes x H x W) tensor.
+
   Returns:
     (*batch, H, W) image clipped to [0, 1].
   """
+  x, y, grid_x, grid_y, theta, gamma = field
   batch = sigma.shape[:-1]
   n = x.shape[0]
   h, w = grid_y.shape[0], grid_x.shape[0]

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from triplet_pose.phosphenes import rendering
+
 
 def pixel_distance(dx: np.ndarray, dy: np.ndarray, theta: np.ndarray | None,
                    gamma: float) -> np.ndarray:
@@ -44,9 +46,7 @@ def pixel_distance(dx: np.ndarray, dy: np.ndarray, theta: np.ndarray | None,
   return np.sqrt(x_rot * x_rot + y_rot * y_rot * np.float32(gamma ** 2))
 
 
-def nearest_pixels(x: np.ndarray, y: np.ndarray, grid_x: np.ndarray,
-                   grid_y: np.ndarray, *, theta: np.ndarray | None = None,
-                   gamma: float = 1.0, reach: int = 2,
+def nearest_pixels(field: rendering.Field, *, reach: int = 2
                    ) -> tuple[np.ndarray, np.ndarray]:
   """Row and column of the pixel whose centre is nearest each phosphene.
 
@@ -55,9 +55,15 @@ def nearest_pixels(x: np.ndarray, y: np.ndarray, grid_x: np.ndarray,
   pixel, which contains the nearest pixel for any Gabor gamma in
   [1/reach, reach].
 
+  Args:
+    field: the phosphenes and the pixel grid (numpy); with `theta`, the
+      distance is the Gabor-shaped one (`pixel_distance`).
+    reach: pixels searched around the per-axis nearest pixel.
+
   Returns:
     (rows, cols), int32 arrays of shape (N,).
   """
+  x, y, grid_x, grid_y, theta, gamma = field
   x = np.asarray(x, np.float32)
   y = np.asarray(y, np.float32)
   h, w = grid_y.shape[0], grid_x.shape[0]
@@ -75,11 +81,8 @@ def nearest_pixels(x: np.ndarray, y: np.ndarray, grid_x: np.ndarray,
   return (best // w).astype(np.int32), (best % w).astype(np.int32)
 
 
-def receptive_field_windows(x: np.ndarray, y: np.ndarray, radius: np.ndarray,
-                            grid_x: np.ndarray, grid_y: np.ndarray,
-                            rows: np.ndarray, cols: np.ndarray, *,
-                            theta: np.ndarray | None = None, gamma: float = 1.0,
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def receptive_field_windows(field: rendering.Field, radius: np.ndarray, rows: np.ndarray,
+                            cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Windows around each phosphene and the pixels inside its receptive field.
 
   A pixel is inside when its (float32) distance from the phosphene is
@@ -88,10 +91,16 @@ def receptive_field_windows(x: np.ndarray, y: np.ndarray, radius: np.ndarray,
   some pixels of every window lie outside the field (dynaphos' maximum
   over `mask * image` includes those zeros).
 
+  Args:
+    field: the phosphenes and the pixel grid (numpy).
+    radius: (N,) receptive-field radii, degrees.
+    rows, cols: (N,) each phosphene's centre pixel (`nearest_pixels`).
+
   Returns:
     (window_rows (N, Ky), window_cols (N, Kx), inside (N, Ky, Kx)); the
     index arrays are clipped to the image, clipped entries are outside.
   """
+  x, y, grid_x, grid_y, theta, gamma = field
   x = np.asarray(x, np.float32)
   y = np.asarray(y, np.float32)
   radius = np.asarray(radius, np.float32)

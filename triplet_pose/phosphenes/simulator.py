@@ -170,13 +170,12 @@ class Simulator:
     else:
       mag = f32(cm["k"]) * (f32(1) / (r32 + f32(cm["a"])) - f32(1) / (r32 + f32(cm["b"])))
     grid_x, grid_y = rendering.pixel_grid(p["run"])
-    rows, cols = sampling.nearest_pixels(x32, y32, grid_x, grid_y,
-                                         theta=theta, gamma=gamma)
+    field = rendering.Field(x32, y32, grid_x, grid_y, theta=theta, gamma=gamma)
+    rows, cols = sampling.nearest_pixels(field)
     windows = (None, None, None)
     if p["sampling"]["sampling_method"] == "receptive_fields":
       windows = sampling.receptive_field_windows(
-          x32, y32, f32(p["sampling"]["RF_size"]) / mag, grid_x, grid_y, rows,
-          cols, theta=theta, gamma=gamma)
+          field, f32(p["sampling"]["RF_size"]) / mag, rows, cols)
 
     config = dynamics.make_config(p, options)
     dtype = jnp.dtype(config.dtype)
@@ -225,13 +224,13 @@ class Simulator:
     """Renders (*batch, N) phosphene sizes and intensities to (*batch, H, W)."""
     c = self.config
     compat = not c.options.safe_size_gradient
+    field = rendering.Field(self.x_deg, self.y_deg, self.grid_x, self.grid_y,
+                            theta=self.theta, gamma=c.gamma)
     if c.gabor:
-      return rendering.render_dense(
-          self.x_deg, self.y_deg, self.theta, c.gamma, frame.sigma,
-          frame.intensity, self.grid_x, self.grid_y, dynaphos_compatible=compat)
-    return rendering.render_separable(
-        self.x_deg, self.y_deg, frame.sigma, frame.intensity, self.grid_x,
-        self.grid_y, dynaphos_compatible=compat)
+      return rendering.render_dense(field, frame.sigma, frame.intensity,
+                                    dynaphos_compatible=compat)
+    return rendering.render_separable(field, frame.sigma, frame.intensity,
+                                      dynaphos_compatible=compat)
 
   def step(self, state: SimulatorState, amplitude, pulse_width=None,
            frequency=None) -> tuple[SimulatorState, jax.Array]:
