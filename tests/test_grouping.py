@@ -1,0 +1,135 @@
+"""Decoding and grouping of associative-embedding maps, and the tag losses."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from triplet_pose import grouping
+from triplet_pose import heatmaps
+from triplet_pose import metrics
+from triplet_pose.models import associative_embedding as ae
+
+K = 16
+
+
+def _scene(seed=0, persons=3, size=64):
+  """Persons (P, K, 2) in a size x size image, well apart."""
+  rng = np.random.default_rng(seed)
+  centres = np.array([[12, 14], [44, 18], [28, 46]])[:persons]
+  return centres[:, None, :] + rng.uniform(-8, 8, (persons, K, 2))
+
+
+def _oracle_maps(joints, size=64, heatmap_size=16, tag_values=None):
+  """Heatmaps of the true joints and tag maps holding each person's tag around them."""
+  p = len(joints)
+  tag_values = np.arange(p) * 3.0 if tag_values is None else tag_values
+  coords = heatmaps.rescale_coordinates(jnp.asarray(joints, jnp.float32), size, heatmap_size)
+  maps = np.asarray(heatmaps.render(coords, height=heatmap_size, sigma=1.0))  # (P, h, w, K)
+  tags = np.zeros((heatmap_size, heatmap_size, K))
+  owner = maps.argmax(0)
+  tags = np.asarray(tag_values)[owner]
+  return maps.max(0), tags
+
+
+def test_decode_finds_peaks_suppresses_neighbours_and_shifts():
+  maps = np.zeros((1, 8, 8, K), np.float32)
+  maps[0, 2, 3, 0], maps[0, 2, 4, 0] = 1.0, 0.6  # a peak and its lower neighbour
+  maps[0, 6, 6, 0] = 0.8
+  tags = np.zeros_like(maps)
+  tags[0, 2, 3, 0], tags[0, 6, 6, 0] = 7.0, -2.0
+  found = grouping.decode(jnp.asarray(maps), jnp.asarray(tags), top_k=3)
+  np.testing.assert_allclose(found["score"][0, 0], [1.0, 0.8, 0.0])
+  np.testing.assert_allclose(found["xy"][0, 0, :2], [[3.25, 2.0], [6.0, 6.0]])
+  np.testing.assert_allclose(found["tag"][0, 0, :2], [7.0, -2.0])
+
+
+def test_hungarian_assignment_beats_greedy_by_score():
+  xy = np.zeros((K, 2, 2))
+  score = np.zeros((K, 2))
+  tag = np.zeros((K, 2))
+  head, neck = grouping.GROUPING_ORDER[:2]
+  # The head top starts two persons with tags 0 and 3.
+  score[head] = (0.9, 0.9)
+  tag[head] = (0.0, 3.0)
+  xy[head] = ((1, 1), (9, 9))
+  # Neck candidates: the stronger (tag 1.4) is a little closer to person 0,
+  # the weaker (tag 0.2) is person 0's. Greedy by score would give the
+  # stronger one to person 0 and leave the weaker one a person of its own.
+  score[neck] = (0.8, 0.5)
+  tag[neck] = (1.4, 0.2)
+  xy[neck] = ((8, 8), (2, 2))
+  options = grouping.GroupingOptions(tag_threshold=2.5, min_joints=1)
+  persons, person_tags = grouping.group(xy, score, tag, options=options)
+  assert len(persons) == 2
+  np.testing.assert_allclose(persons[0, neck], [2, 2, 0.5])
+  np.testing.assert_allclose(persons[1, neck], [8, 8, 0.8])
+  np.testing.assert_allclose(person_tags, [0.1, 2.2])
+
+
+def test_far_tags_start_new_persons_and_weak_persons_are_dropped():
+  xy = np.zeros((K, 1, 2))
+  score = np.full((K, 1), 0.9)
+  tag = np.zeros((K, 1))
+  tag[grouping.GROUPING_ORDER[-1]] = 10.0  # the last joint's tag matches nobody
+  persons, _ = grouping.group(xy, score, tag,
+                              options=grouping.GroupingOptions(min_joints=1))
+  assert len(persons) == 2 and np.isfinite(persons[1, :, 2]).sum() == 1
+  persons, _ = grouping.group(xy, score, tag, options=grouping.GroupingOptions(min_joints=2))
+  assert len(persons) == 1
+
+
+def test_refine_picks_the_peak_of_the_persons_tag():
+  maps = np.zeros((8, 8, K))
+  tags = np.zeros((8, 8, K))
+  maps[1, 1, 5], tags[1, 1, 5] = 0.9, 0.0  # someone else's ankle, stronger
+  maps[6, 5, 5], tags[6, 5, 5] = 0.4, 5.0  # this person's
+  persons = np.full((1, K, 3), np.nan)
+  persons[0, 0] = (3, 3, 1.0)
+  out = grouping.refine(persons, np.array([5.0]), maps, tags)
+  np.testing.assert_allclose(out[0, 5], [5, 6, 0.4])
+  np.testing.assert_allclose(out[0, 0], [3, 3, 1.0])  # found joints stay
+
+
+def test_oracle_maps_give_perfect_ap_and_count():
+  preds, truth = [], []
+  for seed in range(3):
+    joints = _scene(seed)
+    maps, tags = _oracle_maps(joints)
+    (persons,) = grouping.predict_persons(maps[None], tags[None], image_size=64)
+    preds.append(persons)
+    truth.append((joints, np.ones((3, K), bool), np.full(3, 4.0)))
+    assert len(persons) == 3
+  assert metrics.multi_person_ap(preds, truth)["map"] == 100.0
+
+
+def test_grouping_ceiling_follows_the_tags():
+  joints = _scene(1)
+  visible = np.ones((3, K), bool)
+  _, tags = _oracle_maps(joints)
+  truth = [(joints, visible, np.full(3, 4.0))]
+  good = grouping.group_ground_truth(joints, visible, tags, image_size=64)
+  assert len(good) == 3 and metrics.multi_person_ap([good], truth)["map"] == 100.0
+  # Tags that give every person's limbs the next person's tag: limbs go astray.
+  limbs = list(grouping.GROUPING_ORDER[8:])
+  bad = tags.copy()
+  bad[..., limbs] = (tags[..., limbs] + 3.0) % 9.0
+  wrong = grouping.group_ground_truth(joints, visible, bad, image_size=64)
+  assert metrics.multi_person_ap([wrong], truth)["map"] < 60
+
+
+def test_tag_losses_by_hand():
+  image = jnp.zeros((1, 16, 16, 3))
+  joints = jnp.zeros((1, 3, K, 2))
+  joints = joints.at[0, 0].set(1.5).at[0, 1].set(9.5)  # cells (0,0) and (2,2) of a 4x4 map
+  visible = jnp.ones((1, 3, K)).at[0, 0, 1:].set(0.0)  # person 0: joint 0 only
+  batch = {"image": image, "joints": joints, "joints_visible": visible,
+           "persons_valid": jnp.array([[True, True, False]])}
+  tags = np.zeros((1, 1, 4, 4, K), np.float32)
+  tags[0, 0, 0, 0, 0] = 1.0
+  tags[0, 0, 2, 2, :] = 3.0
+  tags[0, 0, 2, 2, 1] = 5.0  # person 1: fifteen joints at 3, one at 5: mean 3.125
+  pull, push = ae.tag_losses(jnp.asarray(tags), batch)
+  mean = (15 * 3 + 5) / 16
+  expected_pull = (0.0 + (15 * (3 - mean) ** 2 + (5 - mean) ** 2) / 16) / 2
+  assert float(pull[0, 0]) == pytest.approx(expected_pull, rel=1e-5)
+  assert float(push[0, 0]) == pytest.approx(np.exp(-0.5 * (mean - 1.0) ** 2), rel=1e-5)

@@ -1,0 +1,240 @@
+"""Tags to persons: decoding an associative-embedding model's maps into people.
+
+1. `decode` (jitted, batched): peaks of every joint's heatmap by non-maximum
+   suppression (a peak is the maximum of its neighbourhood), the `top_k`
+   strongest per joint, each with its tag and a quarter-cell shift toward
+   the larger neighbour (Newell et al.'s sub-pixel step, as
+   `heatmaps.decode` does for a single peak).
+2. `group` (host, per image): joints join persons in a fixed order
+   (`GROUPING_ORDER`: head, shoulders, hips, then the limbs outward). At
+   each joint the candidates above the detection threshold are assigned to
+   the persons found so far by Hungarian assignment
+   (`scipy.optimize.linear_sum_assignment`) on tag distance (rounded, so
+   that among equally close persons the higher score wins); a candidate
+   whose tag is farther than `tag_threshold` from every person's mean tag
+   starts a new person.
+3. `refine`: a person's missing joints are looked for over the whole map,
+   at the cell that best trades heatmap value for tag distance to the
+   person's mean tag (Newell et al.).
+
+Persons come out as (P, K, 3) arrays of x, y, score in input pixels (NaN
+where a joint was not found): `metrics.multi_person_ap`'s predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from triplet_pose import heatmaps as heatmaps_lib
+from triplet_pose import keypoints as kp
+
+_J = kp.JOINT_INDEX
+GROUPING_ORDER: tuple[int, ...] = tuple(_J[n] for n in (
+    "head_top", "upper_neck", "r_shoulder", "l_shoulder", "thorax", "r_hip", "l_hip", "pelvis",
+    "r_elbow", "l_elbow", "r_knee", "l_knee", "r_wrist", "l_wrist", "r_ankle", "l_ankle"))
+assert sorted(GROUPING_ORDER) == list(range(kp.NUM_JOINTS))
+_NEW_PERSON_COST = 1e10
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupingOptions:
+  """How maps become persons.
+
+  Attributes:
+    top_k: candidates per joint (at least the most persons expected).
+    nms_kernel: side of the neighbourhood a peak must be the maximum of.
+    detection_threshold: heatmap value a candidate needs.
+    tag_threshold: largest tag distance at which a candidate joins a person.
+    min_joints: persons with fewer detected joints (before refinement) are
+      dropped.
+    refine: fill missing joints (`refine`).
+  """
+  top_k: int = 8
+  nms_kernel: int = 3
+  detection_threshold: float = 0.2
+  tag_threshold: float = 1.0
+  min_joints: int = 4
+  refine: bool = True
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "nms_kernel"))
+def decode(heatmaps: jax.Array, tags: jax.Array, *, top_k: int, nms_kernel: int = 3
+           ) -> dict[str, jax.Array]:
+  """Candidates of every joint: the `top_k` strongest local maxima.
+
+  Args:
+    heatmaps: (B, h, w, K).
+    tags: (B, h, w, K).
+    top_k: candidates per joint.
+    nms_kernel: odd neighbourhood side of the non-maximum suppression.
+
+  Returns:
+    {'xy': (B, K, top_k, 2) heatmap pixels, 'score': (B, K, top_k),
+     'tag': (B, K, top_k)}; suppressed cells have score 0.
+  """
+  b, h, w, k = heatmaps.shape
+  pooled = jax.lax.reduce_window(heatmaps, -jnp.inf, jax.lax.max, (1, nms_kernel, nms_kernel, 1),
+                                 (1, 1, 1, 1), "SAME")
+  peaks = jnp.where(heatmaps == pooled, heatmaps, 0.0)
+  flat_peaks = jnp.moveaxis(peaks.reshape(b, h * w, k), -1, -2)  # (B, K, hw)
+  flat_maps = jnp.moveaxis(heatmaps.reshape(b, h * w, k), -1, -2)
+  flat_tags = jnp.moveaxis(tags.reshape(b, h * w, k), -1, -2)
+  score, index = jax.lax.top_k(flat_peaks, top_k)
+  iy, ix = index // w, index % w
+
+  def value(yy, xx):
+    cell = jnp.clip(yy, 0, h - 1) * w + jnp.clip(xx, 0, w - 1)
+    return jnp.take_along_axis(flat_maps, cell, axis=-1)
+
+  shift_x = jnp.where((ix > 0) & (ix < w - 1),
+                      0.25 * jnp.sign(value(iy, ix + 1) - value(iy, ix - 1)), 0.0)
+  shift_y = jnp.where((iy > 0) & (iy < h - 1),
+                      0.25 * jnp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
+  xy = jnp.stack([ix + shift_x, iy + shift_y], axis=-1).astype(jnp.float32)
+  return {"xy": xy, "score": score, "tag": jnp.take_along_axis(flat_tags, index, axis=-1)}
+
+
+def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
+          options: GroupingOptions = GroupingOptions()) -> tuple[np.ndarray, np.ndarray]:
+  """Groups one image's candidates into persons.
+
+  Args:
+    xy: (K, M, 2) candidate positions (any pixels).
+    score: (K, M); candidates at or below `options.detection_threshold` are
+      left out.
+    tag: (K, M).
+    options: thresholds.
+
+  Returns:
+    persons: (P, K, 3) x, y, score; NaN where the person has no such joint.
+    person_tags: (P,) each person's mean tag.
+  """
+  k = xy.shape[0]
+  joints: list[np.ndarray] = []  # per person (K, 3)
+  tags: list[list[float]] = []
+  for j in GROUPING_ORDER:
+    keep = np.flatnonzero(score[j] > options.detection_threshold)
+    if keep.size == 0:
+      continue
+    found = np.concatenate([xy[j, keep], score[j, keep, None]], axis=-1)
+    c_tags = tag[j, keep]
+    assigned = np.full(keep.size, -1)
+    if joints:
+      means = np.array([np.mean(t) for t in tags])
+      distance = np.abs(c_tags[:, None] - means[None, :])  # (C, P)
+      cost = np.round(distance) * 100.0 - found[:, 2:3]
+      # One extra column per candidate: starting a new person is possible
+      # but never cheaper than a person within reach.
+      padded = np.concatenate([cost, np.full((keep.size, keep.size), _NEW_PERSON_COST)], axis=1)
+      rows, cols = linear_sum_assignment(padded)
+      for r, c in zip(rows, cols):
+        if c < len(joints) and distance[r, c] < options.tag_threshold:
+          assigned[r] = c
+    for r in range(keep.size):
+      if assigned[r] < 0:
+        joints.append(np.full((k, 3), np.nan))
+        tags.append([])
+        assigned[r] = len(joints) - 1
+      joints[assigned[r]][j] = found[r]
+      tags[assigned[r]].append(float(c_tags[r]))
+  counts = np.array([np.isfinite(p[:, 2]).sum() for p in joints], int)
+  chosen = [i for i in range(len(joints)) if counts[i] >= options.min_joints]
+  persons = np.stack([joints[i] for i in chosen]) if chosen else np.zeros((0, k, 3))
+  return persons, np.array([np.mean(tags[i]) for i in chosen], np.float64)
+
+
+def refine(persons: np.ndarray, person_tags: np.ndarray, heatmaps: np.ndarray,
+           tags: np.ndarray) -> np.ndarray:
+  """Fills each person's missing joints from the whole map (heatmap pixels).
+
+  The joint goes to the cell maximising heatmap value minus the rounded
+  distance of its tag to the person's mean tag, with the quarter-cell shift
+  of `decode`; its score is the heatmap value there. Found joints stay.
+
+  Args:
+    persons: (P, K, 3) in heatmap pixels (NaN: missing).
+    person_tags: (P,).
+    heatmaps, tags: (h, w, K) of the same image.
+
+  Returns:
+    (P, K, 3).
+  """
+  persons = persons.copy()
+  h, w, _ = heatmaps.shape
+  for p in range(len(persons)):
+    missing = np.flatnonzero(~np.isfinite(persons[p, :, 2]))
+    if missing.size == 0:
+      continue
+    fit = heatmaps[..., missing] - np.round(np.abs(tags[..., missing] - person_tags[p]))
+    cell = fit.reshape(h * w, -1).argmax(axis=0)
+    iy, ix = cell // w, cell % w
+    for j, y, x in zip(missing, iy, ix):
+      value = heatmaps[y, x, j]
+      dx = 0.25 * np.sign(heatmaps[y, x + 1, j] - heatmaps[y, x - 1, j]) if 0 < x < w - 1 else 0
+      dy = 0.25 * np.sign(heatmaps[y + 1, x, j] - heatmaps[y - 1, x, j]) if 0 < y < h - 1 else 0
+      persons[p, j] = (x + dx, y + dy, value)
+  return persons
+
+
+def predict_persons(heatmaps: np.ndarray, tags: np.ndarray, *, image_size: int,
+                    options: GroupingOptions = GroupingOptions()) -> list[np.ndarray]:
+  """Every image's persons (P, K, 3) in input pixels from last-stack maps.
+
+  Args:
+    heatmaps, tags: (B, h, w, K).
+    image_size: side of the input image the maps cover.
+    options: decoding and grouping settings.
+  """
+  found = jax.device_get(decode(jnp.asarray(heatmaps), jnp.asarray(tags), top_k=options.top_k,
+                                nms_kernel=options.nms_kernel))
+  heatmaps, tags = np.asarray(heatmaps), np.asarray(tags)
+  size = heatmaps.shape[1]
+  result = []
+  for i in range(heatmaps.shape[0]):
+    persons, person_tags = group(found["xy"][i], found["score"][i], found["tag"][i],
+                                 options=options)
+    if options.refine and len(persons):
+      persons = refine(persons, person_tags, heatmaps[i], tags[i])
+    result.append(_to_pixels(persons, size, image_size))
+  return result
+
+
+def _to_pixels(persons: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+  xy = np.asarray(heatmaps_lib.rescale_coordinates(persons[..., :2], from_size, to_size))
+  return np.concatenate([xy, persons[..., 2:]], axis=-1)
+
+
+def group_ground_truth(joints: np.ndarray, visible: np.ndarray, tags: np.ndarray, *,
+                       image_size: int, options: GroupingOptions = GroupingOptions()
+                       ) -> np.ndarray:
+  """The grouping ceiling of one image: its true joints grouped by predicted tags.
+
+  Every annotated joint of every person becomes a candidate of score 1 with
+  the tag under it; `group` then decides who it belongs to.
+
+  Args:
+    joints: (P, K, 2) in input pixels; visible: (P, K) annotated.
+    tags: (h, w, K) predicted tag maps of the image.
+    image_size: side of the input image.
+    options: grouping thresholds (`top_k` is not used).
+
+  Returns:
+    (P', K, 3) persons in input pixels.
+  """
+  p, k, _ = joints.shape
+  h, w = tags.shape[:2]
+  coords = np.asarray(heatmaps_lib.rescale_coordinates(joints, image_size, h))
+  ij = np.clip(np.round(coords).astype(int), 0, [w - 1, h - 1])
+  shown = np.asarray(visible) > 0
+  tag = np.moveaxis(tags[ij[..., 1], ij[..., 0], np.arange(k)], 0, 1)  # (K, P)
+  score = np.where(shown, 1.0, 0.0).T
+  xy = np.moveaxis(joints, 0, 1)
+  options = dataclasses.replace(options, detection_threshold=0.5, min_joints=1)
+  persons, _ = group(xy, score, tag, options=options)
+  return persons
