@@ -186,13 +186,22 @@ def test_launch_smoke_grid_writes_outputs_and_resumes(tmp_path, workdirs):
   for name in ("table.txt", "pckh_vs_phosphenes.png", "examples.png",
                "examples/joints_100.npy", "examples/learned_mask.npy"):
     assert (tmp_path / name).is_file(), name
-  assert "From the predicted pose" in (tmp_path / "table.txt").read_text()
+  table = (tmp_path / "table.txt").read_text()
+  assert "From the predicted pose" in table
+  block = results["provenance"]
+  assert block["models"] == {role: {"workdir": str(workdirs[role]), "step": 2}
+                             for role in ("joint", "triplet")}
+  assert block["dataset"]["examples"] == results["config"]["num_validation"]
+  assert (tmp_path / block["config"]["file"]).is_file()
+  assert f"Model joint: {workdirs['joint']}, step 2" in table and "Code: triplet_pose" in table
   # A second run resumes: every cell is kept, none is trained again.
   again = _launch(tmp_path, f"--joint_workdir={workdirs['joint']}",
                   f"--triplet_workdir={workdirs['triplet']}")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "observer step" not in again.stderr
-  assert json.loads((tmp_path / "results.json").read_text())["cells"] == results["cells"]
+  resumed = json.loads((tmp_path / "results.json").read_text())
+  assert resumed["cells"] == results["cells"]
+  assert resumed["provenance_earlier"] == [block]  # the first run's, kept
   # Other pose models (none) in the same workdir are refused.
   other = _launch(tmp_path)
   assert other.returncode == 2 and "another config" in other.stderr

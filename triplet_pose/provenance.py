@@ -101,8 +101,8 @@ def _jsonable(value: Any) -> Any:
     return value.to_dict()
   if dataclasses.is_dataclass(value) and not isinstance(value, type):
     return dataclasses.asdict(value)
-  if hasattr(value, "item"):  # numpy scalars
-    return value.item()
+  if hasattr(value, "tolist"):  # numpy arrays and scalars
+    return value.tolist()
   if isinstance(value, (set, frozenset)):
     return sorted(value)
   return str(value)
@@ -127,7 +127,8 @@ def config_path(results_path: str | pathlib.Path) -> pathlib.Path:
   return results_path.with_name(results_path.stem + CONFIG_SUFFIX)
 
 
-def write_json(path: str | pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
+def write_json(path: str | pathlib.Path, payload: dict[str, Any], *,
+               indent: int = 2) -> pathlib.Path:
   """Writes a results file and the config its provenance block hashes beside it.
 
   The block's config entry (in `payload` too) gets the side file's name, so
@@ -142,7 +143,7 @@ def write_json(path: str | pathlib.Path, payload: dict[str, Any]) -> pathlib.Pat
     side = config_path(path)
     storage.write_text(side, _CONFIGS[config["sha256"]] + "\n")
     config["file"] = side.name
-  return storage.write_text(path, json.dumps(payload, indent=2, allow_nan=True,
+  return storage.write_text(path, json.dumps(payload, indent=indent, allow_nan=True,
                                              default=_jsonable))
 
 

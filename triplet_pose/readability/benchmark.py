@@ -28,6 +28,7 @@ import ml_collections
 from absl import logging
 
 from triplet_pose import metric_writer
+from triplet_pose import provenance
 from triplet_pose.readability import cells as cells_lib
 from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import observer as observer_lib
@@ -110,7 +111,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
       ground-truth rows.
 
   Returns:
-    the results: {'config', 'chance', 'cells': {'<name>/<N>': cell}, 'predicted_by'}.
+    the results: {'config', 'chance', 'cells': {'<name>/<N>': cell}, 'predicted_by',
+    'provenance': this run's block (`provenance.provenance`: the config, the
+    pose models' workdirs and steps, the figures), 'provenance_earlier': the
+    blocks of the runs it resumed}.
 
   Raises:
     ValueError: for an unknown representation, or a workdir whose results
@@ -134,6 +138,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
   data = data_lib.load_data(config, workdir, joint_workdir=joint_workdir,
                             triplet_workdir=triplet_workdir)
   results["chance"] = cells_lib.chance(data)
+  _record_provenance(results, config, data, joint_workdir=joint_workdir,
+                     triplet_workdir=triplet_workdir)
   # Phosphene count by phosphene count (in the config's order): a partial
   # run has every representation at the first counts.
   todo = [(r, n) for n in config.num_phosphenes for r in chosen
@@ -167,6 +173,23 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
   results["cpu_seconds_this_run"] = time.process_time() - cpu_start
   outputs.write_results(workdir, results)
   return results
+
+
+def _record_provenance(results: dict[str, Any], config: ml_collections.ConfigDict, data, *,
+                       joint_workdir: str | None, triplet_workdir: str | None) -> None:
+  """This run's provenance block; a resumed run's earlier blocks are kept."""
+  earlier = results.pop(provenance.KEY, None)
+  if earlier:
+    results.setdefault("provenance_earlier", []).append(earlier)
+  steps = data["predicted_steps"]
+  models = {}
+  if joint_workdir:
+    first = "combined" if "combined" in steps else "joint"
+    models[first] = {"workdir": joint_workdir, "step": steps.get(first)}
+  if triplet_workdir:
+    models["triplet"] = {"workdir": triplet_workdir, "step": steps.get("triplet")}
+  results[provenance.KEY] = provenance.provenance(config=config, models=models,
+                                                  dataset=data_lib.dataset_info(config))
 
 
 def _measure_spread(results, data, config, workdir) -> None:

@@ -23,6 +23,8 @@ from triplet_pose.data.synthetic_figures import figures
 
 SOURCE_SIZE = figures.SIZE  # the figures' side, in pixels: keypoints refer to it.
 STREAMS = {"train": 0, "validation": 1}  # as the synthetic_figures builder.
+# Keys of predictions.npz holding the checkpoint step of each pose model.
+STEP_PREFIX = "step/"
 
 
 def make_split(config: ml_collections.ConfigDict, split: str, *,
@@ -53,15 +55,21 @@ def predict_poses(images: np.ndarray, *, joint_workdir: str,
   """The trained models' joints (and contour points) of (N, S, S, 3) images.
 
   Returns:
-    {'joints': (N, 16, 2)[, 'contour': (N, 26, 2)]} in image pixels.
+    {'joints': (N, 16, 2)[, 'contour': (N, 26, 2)]} in image pixels, and
+    the step of every model run ('step/joint', 'step/triplet' or
+    'step/combined').
   """
   # The pose models are only needed for the predicted rows: their import
   # (TFDS, orbax) is kept off the ground-truth-only path.
   from triplet_pose import prediction  # pylint: disable=g-import-not-at-top
   predictor = prediction.Predictor(joint_workdir, triplet_workdir, batch_size=16)
   found = predictor.predict(list(images))
-  return {name: np.stack([p.original(name) for p in found]).astype(np.float32)
-          for name in predictor.keypoint_names}
+  steps = {STEP_PREFIX + role: np.asarray(model.step)
+           for role, model in (("joint", predictor.models.joint),
+                               ("triplet", predictor.models.triplet),
+                               ("combined", predictor.models.combined)) if model is not None}
+  return {**{name: np.stack([p.original(name) for p in found]).astype(np.float32)
+             for name in predictor.keypoint_names}, **steps}
 
 
 def cached_npz(path: pathlib.Path, make: Callable[[], Mapping[str, np.ndarray]],
@@ -84,6 +92,8 @@ def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
 
   Returns:
     {'train': split, 'validation': split, 'predicted': {set: keypoints} or {},
+     'predicted_steps': {'joint'|'triplet'|'combined': checkpoint step} of
+     the models that predicted them (empty for predictions cached without),
      'meta': what the data depends on (for caches made from it)}.
   """
   meta = json.dumps({k: config[k] for k in ("num_train", "num_validation", "data_seed",
@@ -93,13 +103,25 @@ def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path, *,
                      meta)
   out = {split: {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(split + "/")}
          for split in STREAMS}
-  out["predicted"] = {}
+  out["predicted"], out["predicted_steps"] = {}, {}
   if joint_workdir:
     def make():
       images = make_split(config, "validation", keep_images=True)["full_image"]
       return predict_poses(images, joint_workdir=joint_workdir,
                            triplet_workdir=triplet_workdir)
     source = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
-    out["predicted"] = cached_npz(workdir / "predictions.npz", make, source)
+    predicted = cached_npz(workdir / "predictions.npz", make, source)
+    out["predicted"] = {k: v for k, v in predicted.items() if not k.startswith(STEP_PREFIX)}
+    out["predicted_steps"] = {k[len(STEP_PREFIX):]: int(v) for k, v in predicted.items()
+                              if k.startswith(STEP_PREFIX)}
   out["meta"] = json.dumps([meta, str(joint_workdir), str(triplet_workdir)])
   return out
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> dict[str, object]:
+  """The provenance block's dataset entry of the figures `make_split` draws."""
+  return {"tfds_name": None, "config": None, "version": None,
+          "source": "synthetic figures drawn in process (data/synthetic_figures/figures.py, "
+                    "the builder's streams)",
+          "seed": int(config.data_seed), "split": "validation",
+          "examples": int(config.num_validation), "train_examples": int(config.num_train)}

@@ -1,11 +1,13 @@
 """The readability benchmark's files: results.json, the tables and the figures.
 
 * `read_results` / `write_results`: the workdir's results.json, rewritten
-  after every cell (what a resumed run starts from); `save_example`: one
+  after every cell (what a resumed run starts from), with its provenance
+  block and the config beside (results.config.json); `save_example`: one
   person's images per cell, in examples/.
 * `format_table`: the representation x phosphene-count table of one metric.
-* `write_outputs`: table.txt, the PCKh-vs-phosphenes plot and the example
-  grid (`OUTPUT_FILES`; the demo's report reads them).
+* `write_outputs`: table.txt (with the provenance at its foot), the
+  PCKh-vs-phosphenes plot and the example grid (`OUTPUT_FILES`; the demo's
+  report reads them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from triplet_pose import metric_writer
+from triplet_pose import provenance
 from triplet_pose import storage
 from triplet_pose import viz
 from triplet_pose.readability import figures as figures_lib
@@ -41,9 +44,9 @@ def read_results(workdir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def write_results(workdir: str | pathlib.Path, results: Mapping[str, Any]) -> None:
-  """Replaces the workdir's results.json whole (floats from numpy included)."""
-  storage.write_text(pathlib.Path(workdir) / RESULTS_FILE,
-                     json.dumps(results, indent=1, default=float))
+  """Replaces the workdir's results.json whole (floats from numpy included),
+  and the config its provenance block hashes beside it."""
+  provenance.write_json(pathlib.Path(workdir) / RESULTS_FILE, dict(results), indent=1)
 
 
 def save_example(workdir: str | pathlib.Path, name: str, num_phosphenes: int, *,
@@ -102,7 +105,8 @@ def write_outputs(results: Mapping[str, Any], workdir: str | pathlib.Path
   workdir = pathlib.Path(workdir)
   paths = {key: workdir / name for key, name in OUTPUT_FILES.items()}
   storage.write_text(paths["table"], format_table(results) + "\n\n"
-                     + format_table(results, metric="AUC") + "\n")
+                     + format_table(results, metric="AUC") + "\n\n"
+                     + "\n".join(provenance.format_lines(results.get(provenance.KEY))) + "\n")
   viz.save_figure(figures_lib.pckh_plot(results), paths["plot"])
   viz.save_figure(figures_lib.example_grid(results, workdir / EXAMPLES_DIR), paths["examples"])
   return paths
