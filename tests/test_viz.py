@@ -25,15 +25,17 @@ def test_pose_panel_has_two_rows_of_three():
   image = np.full((64, 64, 3), 128, np.uint8)
   maps = np.asarray(hm.render(np.asarray(joints[None] / 4, np.float32), height=16))[0]
   phos = np.zeros((32, 32))
-  fig = viz.pose_panel(image, points={"joints": joints, "contour": contour},
-                       heatmaps={"joints": maps, "contour": np.zeros((16, 16, 26))},
-                       phosphenes={"joints": (phos, None), "contour": (phos, phos)},
-                       ground_truth={"joints": joints + 1}, title="t")
+  fig = viz.pose_panel(image, viz.PanelInputs(
+      points={"joints": joints, "contour": contour},
+      heatmaps={"joints": maps, "contour": np.zeros((16, 16, 26))},
+      phosphenes={"joints": (phos, None), "contour": (phos, phos)},
+      ground_truth={"joints": joints + 1}), title="t")
   assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
   array = viz.figure_to_array(fig)
   assert array.dtype == np.uint8 and array.shape == (630, 900, 3)
   # Joints only: one row, and the skeleton's colours appear in the picture.
-  array = viz.figure_to_array(viz.pose_panel(image, points={"joints": joints}))
+  array = viz.figure_to_array(
+      viz.pose_panel(image, viz.PanelInputs(points={"joints": joints})))
   red = (array[..., 0] > 200) & (array[..., 1] < 90) & (array[..., 2] < 90)
   blue = (array[..., 2] > 200) & (array[..., 0] < 90)
   assert red.sum() > 20 and blue.sum() > 20

@@ -117,10 +117,10 @@ class PhospheneStream:
     """(jitted chunk function, `CropGeometry`) for frames of `shape`."""
     if shape not in self._fns:
       geometry = crop_geometry(shape, self.predictor.image_size, self.box)
-      fn = jax.jit(functools.partial(
-          _chunk, infer=self.predictor.infer, renderer=self.renderer,
+      fn = jax.jit(functools.partial(_chunk, setup=ChunkSetup(
+          infer=self.predictor.infer, renderer=self.renderer,
           size=self.predictor.image_size, factor=geometry.factor,
-          fill=tuple(float(v) for v in self.predictor.fill)))
+          fill=tuple(float(v) for v in self.predictor.fill))))
       self._fns[shape] = fn, geometry
     return self._fns[shape]
 
@@ -232,12 +232,30 @@ def crop_frames(frames: jax.Array, affine: jax.Array, *, size: int, factor: int,
   return jnp.round(jnp.clip(crops, 0, 255)).astype(jnp.uint8)
 
 
-def _chunk(variables, sim, pixels, states, frames, affine, valid, *, infer, renderer, size,
-           factor, fill):
+@dataclasses.dataclass(frozen=True)
+class ChunkSetup:
+  """What the jitted chunk function is built for (fixed per frame shape).
+
+  Attributes:
+    infer: the models' `inference.make_inference_fn` function.
+    renderer: the `PhospheneRenderer` (its stimulus function).
+    size: the models' input side, pixels.
+    factor: the box reduction of the frames before the crop (`CropGeometry`).
+    fill: RGB of the crop outside the frame.
+  """
+  infer: Any
+  renderer: renderer_lib.PhospheneRenderer
+  size: int
+  factor: int
+  fill: tuple[float, float, float]
+
+
+def _chunk(variables, sim, pixels, states, frames, affine, valid, *, setup: ChunkSetup):
   """The jitted per-chunk work (see the module docstring)."""
-  crops = crop_frames(frames, affine, size=size, factor=factor, fill=fill)
-  out = infer(variables, crops)
-  amplitudes = renderer.stimulus(pixels, out["keypoints"], image_size=(size, size))
+  size = setup.size
+  crops = crop_frames(frames, affine, size=size, factor=setup.factor, fill=setup.fill)
+  out = setup.infer(variables, crops)
+  amplitudes = setup.renderer.stimulus(pixels, out["keypoints"], image_size=(size, size))
 
   def frame_step(carry, xs):
     amplitude, ok = xs

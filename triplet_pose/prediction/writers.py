@@ -75,8 +75,8 @@ def panel(pred: predictor_lib.Prediction, renderer: renderer_lib.PhospheneRender
   """
   if phosphene_images is None and renderer is not None:
     phosphene_images = renderer.still(pred.keypoints, image_size=pred.crop.shape[:2])
-  fig = viz.pose_panel(pred.crop, points=pred.keypoints, heatmaps=pred.heatmaps,
-                       phosphenes=phosphene_images, title=title)
+  fig = viz.pose_panel(pred.crop, viz.PanelInputs(
+      points=pred.keypoints, heatmaps=pred.heatmaps, phosphenes=phosphene_images), title=title)
   return viz.figure_to_array(fig)
 
 

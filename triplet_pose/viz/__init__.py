@@ -25,6 +25,7 @@ from triplet_pose.viz.poses import figure_to_array
 from triplet_pose.viz.poses import heatmap_overlay
 from triplet_pose.viz.poses import JOINT_COLOURS
 from triplet_pose.viz.poses import LEFT
+from triplet_pose.viz.poses import PanelInputs
 from triplet_pose.viz.poses import phosphene_picture
 from triplet_pose.viz.poses import pose_panel
 from triplet_pose.viz.poses import prediction_grid

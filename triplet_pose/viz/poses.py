@@ -6,6 +6,7 @@ head and torso green, so a flipped prediction is visible at a glance.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Mapping
 
@@ -142,23 +143,13 @@ _ROW_TITLES = {"joints": ("Joints", "Joint heatmaps", "Phosphenes of the joints"
                "contour": ("Triplet points", "Contour heatmaps", "Phosphenes of the triplet")}
 
 
-def pose_panel(image, *, points: Mapping[str, np.ndarray] | None = None,
-               visible: Mapping[str, np.ndarray] | None = None,
-               heatmaps: Mapping[str, np.ndarray] | None = None,
-               phosphenes: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None,
-               ground_truth: Mapping[str, np.ndarray] | None = None,
-               ground_truth_visible: Mapping[str, np.ndarray] | None = None,
-               title: str | None = None, panel_size: float = 3.0) -> Figure:
-  """The thesis figures 6-13 in one panel for one image.
+@dataclasses.dataclass(frozen=True)
+class PanelInputs:
+  """What `pose_panel` draws for one image; each mapping is keyed by keypoint
+  set name ('joints', 'contour'), and a picture is drawn only when its input
+  is given.
 
-  One row per keypoint set: the joints (image with skeleton, heatmaps,
-  phosphenes: thesis figures 6 and 10) and the triplet (image with contour
-  points and limb outlines, heatmaps, phosphenes: figures 7 and 11); each
-  picture only when its input is given. Every mapping is keyed by keypoint
-  set name ('joints', 'contour').
-
-  Args:
-    image: (H, W, 3) the image the keypoints' pixels refer to.
+  Attributes:
     points: {set: (K, 2)} predicted keypoints.
     visible: {set: (K,)} keypoints to draw (e.g. confidence above a
       threshold); default all.
@@ -168,23 +159,49 @@ def pose_panel(image, *, points: Mapping[str, np.ndarray] | None = None,
       reader sees what was stimulated.
     ground_truth: {set: (K, 2)} drawn (white) under the prediction (joints).
     ground_truth_visible: {set: (K,)} annotated ground truth.
+  """
+  points: Mapping[str, np.ndarray] | None = None
+  visible: Mapping[str, np.ndarray] | None = None
+  heatmaps: Mapping[str, np.ndarray] | None = None
+  phosphenes: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None
+  ground_truth: Mapping[str, np.ndarray] | None = None
+  ground_truth_visible: Mapping[str, np.ndarray] | None = None
+
+  def filled(self) -> "PanelInputs":
+    """The same inputs with {} for every mapping not given."""
+    return PanelInputs(**{f.name: dict(getattr(self, f.name) or {})
+                          for f in dataclasses.fields(self)})
+
+
+def pose_panel(image, inputs: PanelInputs, *, title: str | None = None,
+               panel_size: float = 3.0) -> Figure:
+  """The thesis figures 6-13 in one panel for one image.
+
+  One row per keypoint set: the joints (image with skeleton, heatmaps,
+  phosphenes: thesis figures 6 and 10) and the triplet (image with contour
+  points and limb outlines, heatmaps, phosphenes: figures 7 and 11); each
+  picture only when its input is given.
+
+  Args:
+    image: (H, W, 3) the image the keypoints' pixels refer to.
+    inputs: the keypoints, heatmaps and phosphenes to draw (`PanelInputs`).
     title: figure title.
     panel_size: inches per picture.
 
   Returns:
     The figure (Agg canvas attached).
   """
-  points, heatmaps, phosphenes = dict(points or {}), dict(heatmaps or {}), dict(phosphenes or {})
-  ground_truth = dict(ground_truth or {})
+  inputs = inputs.filled()
   rows = []
   for name in _ROW_TITLES:
-    if points.get(name) is None and ground_truth.get(name) is None:
+    if inputs.points.get(name) is None and inputs.ground_truth.get(name) is None:
       continue
     titles = _ROW_TITLES[name]
     rows.append([("points", name, titles[0])]
-                + ([("heatmaps", name, titles[1])] if heatmaps.get(name) is not None else [])
+                + ([("heatmaps", name, titles[1])]
+                   if inputs.heatmaps.get(name) is not None else [])
                 + ([("phosphenes", name, titles[2])]
-                   if phosphenes.get(name) is not None else []))
+                   if inputs.phosphenes.get(name) is not None else []))
   if not rows:
     rows.append([("image", None, "Image")])
   ncols = max(len(r) for r in rows)
@@ -193,9 +210,6 @@ def pose_panel(image, *, points: Mapping[str, np.ndarray] | None = None,
                layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(len(rows), ncols, squeeze=False)
-  inputs = dict(points=points, visible=dict(visible or {}), heatmaps=heatmaps,
-                phosphenes=phosphenes, ground_truth=ground_truth,
-                ground_truth_visible=dict(ground_truth_visible or {}))
   for row, row_axes in zip(rows, axes):
     for ax in row_axes[len(row):]:
       ax.set_axis_off()
@@ -206,24 +220,24 @@ def pose_panel(image, *, points: Mapping[str, np.ndarray] | None = None,
   return fig
 
 
-def _draw_panel(ax, picture: tuple[str, str | None, str], image, a: dict) -> None:
-  """Draws one picture (kind, keypoint set, label) of `pose_panel` from its inputs `a`."""
+def _draw_panel(ax, picture: tuple[str, str | None, str], image, a: PanelInputs) -> None:
+  """Draws one picture (kind, keypoint set, label) of `pose_panel` from its filled inputs."""
   kind, name, label = picture
   if kind == "heatmaps":
-    _image_axes(ax, heatmap_overlay(image, a["heatmaps"][name]), label)
+    _image_axes(ax, heatmap_overlay(image, a.heatmaps[name]), label)
     return
   if kind == "phosphenes":
-    _image_axes(ax, phosphene_picture(*a["phosphenes"][name]), label)
+    _image_axes(ax, phosphene_picture(*a.phosphenes[name]), label)
     return
   _image_axes(ax, _to_float(image), label)
   if kind == "image":
     return
   draw = draw_skeleton if name == kp.JOINTS.name else draw_triplet
-  if a["ground_truth"].get(name) is not None and name == kp.JOINTS.name:
-    draw_skeleton(ax, a["ground_truth"][name], visible=a["ground_truth_visible"].get(name),
+  if a.ground_truth.get(name) is not None and name == kp.JOINTS.name:
+    draw_skeleton(ax, a.ground_truth[name], visible=a.ground_truth_visible.get(name),
                   colour="white", linewidth=3.5, markersize=5, alpha=0.7)
-  if a["points"].get(name) is not None:
-    draw(ax, a["points"][name], visible=a["visible"].get(name))
+  if a.points.get(name) is not None:
+    draw(ax, a.points[name], visible=a.visible.get(name))
 
 
 def phosphene_picture(phosphenes, mask=None) -> np.ndarray:
