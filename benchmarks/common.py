@@ -15,7 +15,8 @@ process that only starts workers stays light.
   `train.train_step`, ready to time or to lower and compile).
 * timing and memory: `call_times`, `median_ms`, `time_steps` (`StepTimes`),
   `shares`; `peak_rss_mb`, `reset_peak_rss`, `status_mb`, `current_rss_mb`.
-* `utc_now` and `write_json`: the date and the results file.
+* `utc_now` and `write_json`: the date and the results file (with its
+  `provenance` block, `triplet_pose.provenance`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ import json
 import os
 import pathlib
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -40,6 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(1, REPO)
 
+from triplet_pose import provenance  # pylint: disable=g-import-not-at-top,wrong-import-position  (light)
+
 # Vector extensions worth naming in a timing's machine line.
 _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 
@@ -47,26 +48,8 @@ _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 # ----------------------------------------------------------------------------- machine
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_model() -> str:
-  """The CPU's model name: lscpu's 'Model name', else /proc/cpuinfo's, else platform's."""
-  if shutil.which("lscpu"):
-    try:
-      out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                           check=False, env=dict(os.environ, LC_ALL="C")).stdout
-    except (OSError, subprocess.SubprocessError):
-      out = ""
-    for line in out.splitlines():
-      if line.startswith("Model name:"):
-        return line.split(":", 1)[1].strip()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or "unknown"
+# The CPU's model name (lscpu's): the library's provenance owns it.
+cpu_model = provenance.cpu_model
 
 
 def cpu_flags() -> str:
@@ -364,9 +347,17 @@ def utc_now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_json(path: str | pathlib.Path, value: Any, *, indent: int = 1) -> pathlib.Path:
-  """Writes a benchmark's results whole (no half-written file); other types as str."""
-  from triplet_pose import storage  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  return storage.write_text(path, json.dumps(value, indent=indent, default=str))
+def write_json(path: str | pathlib.Path, value: dict[str, Any], *, config: Any = None,
+               models: dict[str, Any] | None = None, indent: int = 1) -> pathlib.Path:
+  """Writes a benchmark's results whole (no half-written file), with their
+  `provenance` block and, beside them, the arguments it hashes.
+
+  Args:
+    path: the results file.
+    value: the results (JSON-able; other types are written as str).
+    config: the benchmark's arguments (`vars(args)`, the flags' values).
+    models: {name: {'workdir', 'step'}} of trained models measured.
+    indent: of the JSON.
+  """
+  value = {**value, provenance.KEY: provenance.provenance(config=config, models=models)}
+  return provenance.write_json(path, json.loads(json.dumps(value, default=str)), indent=indent)

@@ -147,7 +147,7 @@ def main(argv=None) -> None:
     common.write_json(args.json, {
         "model": args.model, "rows": rows, "totals": totals, "impl": args.impl,
         "machine": common.machine(), "date": common.utc_now(),
-        "versions": common.versions(["jax", "torch"])}, indent=2)
+        "versions": common.versions(["jax", "torch"])}, config=vars(args), indent=2)
 
 
 if __name__ == "__main__":

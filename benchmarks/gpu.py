@@ -34,7 +34,6 @@ skipped with the reason. Prints one table and writes all results as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -49,6 +48,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import phosphenes as phosphene_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -288,6 +288,10 @@ def video_part(args, budget: _Budget) -> list[dict]:
     predictor = (predictor_lib.Predictor(args.joint_workdir, args.triplet_workdir or None,
                                          batch_size=args.video_batch, flip_test=False)
                  if args.joint_workdir else _untrained_predictor(args, args.video_batch))
+    if args.joint_workdir:  # the trained models measured, for the provenance block
+      row["trained_models"] = {role: {"workdir": m.workdir, "step": m.step} for role, m in (
+          ("joint", predictor.models.joint), ("triplet", predictor.models.triplet),
+          ("combined", predictor.models.combined)) if m is not None}
     renderer = renderer_lib.PhospheneRenderer(num_phosphenes=100 if args.quick else 1000)
     live = stream_lib.PhospheneStream(predictor, renderer, batch_size=args.video_batch)
     rng = np.random.default_rng(0)
@@ -361,11 +365,11 @@ def main(argv=None) -> None:
     print(f"  ({name}: {time.perf_counter() - t:.0f} s)", flush=True)
   total = time.perf_counter() - start
   print(f"total {total:.0f} s; load average {os.getloadavg()}")
-  with open(args.json, "w") as f:
-    json.dump({"device": _device(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "quick": args.quick, "seconds": total,
-               "step_contents": train_step.STEP_CONTENTS, "rows": rows}, f, indent=1,
-              default=str)
+  models = next((row.pop("trained_models") for row in rows if "trained_models" in row), None)
+  common.write_json(args.json, {
+      "device": _device(), "date": common.utc_now(), "quick": args.quick, "seconds": total,
+      "step_contents": train_step.STEP_CONTENTS, "rows": rows}, config=vars(args),
+                    models=models)
   print(f"wrote {args.json}")
 
 

@@ -256,7 +256,8 @@ def main(argv):
   if _JSON.value:
     common.write_json(_JSON.value, {
         "machine": common.describe_machine(machine), "machine_details": machine,
-        "date": common.utc_now(), "threads": threads, "results": results})
+        "date": common.utc_now(), "threads": threads, "results": results},
+        config={h.name: h.value for h in globals().values() if isinstance(h, flags.FlagHolder)})
 
 
 def _print_threads_and_positions(results):

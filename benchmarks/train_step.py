@@ -339,7 +339,8 @@ def main(argv=None) -> None:
         "versions": common.versions(frameworks),
         "step_contents": {k: STEP_CONTENTS[k] for k in frameworks},
         "summary": {f"{k[0]}_b{k[1]}": v for k, v in summary.items()},
-        "ratios": found, "results": {f"{k[0]}_b{k[1]}": v for k, v in results.items()}})
+        "ratios": found, "results": {f"{k[0]}_b{k[1]}": v for k, v in results.items()}},
+        config=vars(args))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ def test_gpu_benchmark_quick_writes_table_and_json(tmp_path):
   report = json.loads(out.read_text())
   rows = report["rows"]
   assert report["quick"] and "cpu" in report["device"].lower()
+  args = json.loads((tmp_path / report["provenance"]["config"]["file"]).read_text())
+  assert args["quick"] is True and args["json"] == str(out)
   # Ours ran in the dtype asked for; every row was measured or says why not.
   ours = [r for r in rows if r["part"] == "train" and r["framework"] == "jax"]
   assert [r["dtype"] for r in ours] == ["bfloat16"]
@@ -90,6 +92,7 @@ def test_conv_grads_times_every_part_of_every_convolution(tmp_path):
   out = tmp_path / "conv.json"
   conv_grads.main(["--model=demo", "--repeats=1", f"--json={out}"])
   report = json.loads(out.read_text())
+  assert report["provenance"]["config"]["file"] == "conv.config.json"
   assert [r["name"] for r in report["rows"]] == [s[0] for s in conv_grads.SHAPES["demo"]]
   for row in report["rows"]:
     for side in ("ours_ms", "torch_ms"):
@@ -134,5 +137,11 @@ def test_machine_names_the_cpu_and_write_json_round_trips(tmp_path):
   found = common.machine()
   assert found["cpu"] and found["cpu"] != "unknown" and found["cpus_allowed"] >= 1
   assert found["cpu"] in common.describe_machine(found)
-  path = common.write_json(tmp_path / "out" / "r.json", {"machine": found, "x": float("nan")})
-  assert json.loads(path.read_text())["machine"] == found
+  path = common.write_json(tmp_path / "out" / "r.json", {"machine": found, "x": float("nan")},
+                           config={"steps": 3}, models={"joint": {"workdir": "/w", "step": 9}})
+  written = json.loads(path.read_text())
+  assert written["machine"] == found
+  block = written["provenance"]
+  assert block["machine"]["cpu"] == found["cpu"] == common.cpu_model()
+  assert block["models"] == {"joint": {"workdir": "/w", "step": 9}} and block["versions"]["jax"]
+  assert json.loads((path.parent / "r.config.json").read_text()) == {"steps": 3}

@@ -33,6 +33,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 from typing import Any, Mapping
@@ -228,7 +229,16 @@ def versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=None)
 def cpu_model() -> str:
-  """The CPU's model name as lscpu gives it ('Intel(R) Xeon(R) ...')."""
+  """The CPU's model name: lscpu's 'Model name', else /proc/cpuinfo's, else platform's."""
+  if shutil.which("lscpu"):
+    try:
+      out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                           check=False, env=dict(os.environ, LC_ALL="C")).stdout
+    except (OSError, subprocess.SubprocessError):
+      out = ""
+    for line in out.splitlines():
+      if line.startswith("Model name:"):
+        return line.split(":", 1)[1].strip()
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       for line in f:
@@ -348,24 +358,21 @@ def differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, *,
   if not a or not b:
     which = " and ".join(n for n, blk in (("A", a), ("B", b)) if not blk)
     return [f"provenance: not recorded in {which}; data, config and code cannot be compared"]
-  lines = [f"data: {key} {_show(x)} (A) vs {_show(y)} (B)"
-           for key, x, y in _changed(a.get("dataset") or {}, b.get("dataset") or {})]
+  def section(what, x, y):
+    return [f"{what}: {key} {_show(u)} (A) vs {_show(v)} (B)" for key, u, v in _changed(x, y)]
+  lines = section("data", a.get("dataset") or {}, b.get("dataset") or {})
   config_a, config_b = a.get("config") or {}, b.get("config") or {}
   if config_a.get("sha256") != config_b.get("sha256"):
     if configs[0] is not None and configs[1] is not None:
-      changed = list(_changed(_flatten(configs[0]), _flatten(configs[1])))
-      lines += [f"config: {key} {_show(x)} (A) vs {_show(y)} (B)"
-                for key, x, y in changed[:max_config_lines]]
+      changed = section("config", _flatten(configs[0]), _flatten(configs[1]))
+      lines += changed[:max_config_lines]
       if len(changed) > max_config_lines:
         lines.append(f"config: ... and {len(changed) - max_config_lines} more keys")
     else:
-      lines.append(f"config: sha256 {_short(config_a.get('sha256'))} (A) vs "
-                   f"{_short(config_b.get('sha256'))} (B)")
-  lines += [f"code: {key} {_show(x)} (A) vs {_show(y)} (B)"
-            for key, x, y in _changed(a.get("code") or {}, b.get("code") or {})]
-  lines += [f"code: {key} {_show(x)} (A) vs {_show(y)} (B)"
-            for key, x, y in _changed(a.get("versions") or {}, b.get("versions") or {})]
-  return lines
+      lines += section("config", {"sha256": config_a.get("sha256")},
+                       {"sha256": config_b.get("sha256")})
+  lines += section("code", a.get("code") or {}, b.get("code") or {})
+  return lines + section("code", a.get("versions") or {}, b.get("versions") or {})
 
 
 def _changed(a: Mapping[str, Any], b: Mapping[str, Any]):
@@ -383,15 +390,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def _short(digest: str | None) -> str:
-  return digest[:16] if digest else "none"
-
-
 def _show(value: Any) -> str:
   if value is None:
     return "none"
-  if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-    return value[:16]  # a hash
-  if isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value):
-    return value[:12]  # a commit
+  if isinstance(value, str) and len(value) in (40, 64) and not value.strip("0123456789abcdef"):
+    return value[:12 if len(value) == 40 else 16]  # a commit, a hash
   return repr(value)
