@@ -35,6 +35,8 @@ from triplet_pose import optim
 from triplet_pose import parallel
 from triplet_pose import phosphene_loss
 from triplet_pose import workdir as workdir_lib
+from triplet_pose.evaluators import multi_person
+from triplet_pose.models import associative_embedding as ae
 
 
 class TrainState(train_state.TrainState):
@@ -115,6 +117,8 @@ def losses(config: ml_collections.ConfigDict, outputs: dict[str, jax.Array],
   Returns:
     (total loss, {'loss_per_stack': (S,), 'phosphene_loss': ()}).
   """
+  if config.model.target == ae.TARGET:  # several people: heatmaps and tags
+    return ae.losses(config, outputs, batch, squared_error=squared_error)
   per_stack, predicted, truth, visible = [], {}, {}, {}
   for name, maps in outputs.items():
     kset = kp.get(name)
@@ -185,6 +189,8 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
                                joint_variables=joint_variables)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   outputs = state.apply_fn(variables, images, train=False)
+  if config.model.target == ae.TARGET:
+    return ae.eval_outputs(config, outputs, batch, squared_error=squared_error)
   valid = batch["valid"].astype(jnp.float32)
   per_example = []
   for name, maps in outputs.items():
@@ -242,6 +248,9 @@ def create_evaluator(config: ml_collections.ConfigDict, eval_fn, mesh,
   The loss covers the whole global batch; PCKh and the panel read each
   process's share of it and PCKh gathers the shares of all processes.
   """
+  if config.model.target == ae.TARGET:
+    return multi_person.create_evaluator(config, eval_fn, mesh)
+
   def predict(state, batch):
     out = eval_fn(state, parallel.shard_batch(batch, mesh), joint_variables)
     local = jax.tree.map(lambda v: parallel.local_part(v, mesh),

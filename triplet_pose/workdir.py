@@ -43,6 +43,8 @@ def keypoint_sets(config: ml_collections.ConfigDict) -> tuple[kp.KeypointSet, ..
   check_target(config)
   if config.model.target == "combined":
     return (kp.JOINTS, kp.CONTOUR)
+  if config.model.target == associative_embedding.TARGET:
+    return (kp.JOINTS,)
   return (kp.get(config.model.target),)
 
 
@@ -57,6 +59,8 @@ def create_model(config: ml_collections.ConfigDict
   if m.target == "combined":
     return CombinedHourglass(joint_stacks=m.num_stacks,
                              triplet_stacks=m.triplet_stacks, **common)
+  if m.target == associative_embedding.TARGET:  # several people: heatmaps and tags
+    return associative_embedding.AssociativeEmbedding(num_stacks=m.num_stacks, **common)
   (kset,) = keypoint_sets(config)
   return StackedHourglass(num_stacks=m.num_stacks, num_keypoints=kset.size,
                           output_key=kset.name, **common)

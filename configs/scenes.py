@@ -1,0 +1,51 @@
+r"""Several people per image: associative embedding on the synthetic scenes.
+
+  python -m launch.train --config=configs/scenes.py --workdir=/tmp/scenes
+  python -m launch.train --config=configs/scenes.py:quick --workdir=/tmp/scenes_quick
+
+Resumes from the newest checkpoint in --workdir like every training run.
+Arguments (comma separated): 'quick' for the short run on the small
+scenes; 'smoke' for a seconds-long run of the whole pipeline (tests);
+'stacks=N'. On MPII: --config.input.name=mpii_trb/multi_person
+--config.input.manual_dir=DIR (see docs/multiperson.md).
+"""
+
+import dataclasses
+
+import ml_collections
+
+from triplet_pose import config as config_lib
+from triplet_pose import grouping
+from triplet_pose.models import associative_embedding
+
+
+def get_config(arg: str | None = None):
+  args = config_lib.parse_arg(arg, quick=False, smoke=False, stacks=2)
+  c = config_lib.base_config()
+  c.model.update(target=associative_embedding.TARGET, num_stacks=args.stacks, num_features=64,
+                 hourglass_depth=3, stem_features=32)
+  c.input.update(name="synthetic_scenes/small" if args.quick else "synthetic_scenes",
+                 image_size=128, heatmap_size=32, batch_size=16, eval_batch_size=32)
+  c.input.max_persons = 4  # persons per image a batch holds (padded, masked)
+  c.heatmap.update(sigma=1.0, foreground_weight=50.0)
+  c.tags = associative_embedding.tag_config()
+  c.tags.update(pull_weight=1e-2, push_weight=1e-2)
+  c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
+  c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
+                     warmup_steps=10 if args.quick else 50, end_learning_rate_factor=0.3)
+  c.num_train_steps = 150 if args.quick else 2000
+  c.log_every_steps = 25 if args.quick else 50
+  c.eval_every_steps = c.num_train_steps if args.quick else 500
+  c.eval_batches = 4
+  c.checkpoint_every_steps = 100
+  c.eval_metrics = ("loss",)  # the multi-person evaluator adds its AP (evaluators/multi_person.py)
+  if args.smoke:
+    c.input.name = "synthetic_scenes/tiny"
+    c.input.image_size, c.input.heatmap_size = 64, 16
+    c.input.batch_size, c.input.eval_batch_size = 4, 4
+    c.model.num_features, c.model.hourglass_depth, c.model.stem_features = 16, 2, 16
+    c.optimizer.warmup_steps = 0
+    c.num_train_steps = c.eval_every_steps = c.checkpoint_every_steps = 4
+    c.log_every_steps = 2
+    c.eval_batches = 1
+  return c

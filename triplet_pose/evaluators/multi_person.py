@@ -1,0 +1,165 @@
+"""Several people per image: the MPII multi-person AP as a metric, and beside it.
+
+`MultiPersonAp` accumulates, per image, the predicted persons (P, K, 3) and
+the ground truth of a scene batch, both mapped to original pixels through
+`crop_to_original` (head sizes scaled with them), and reports:
+
+* `map` and the AP per joint and per PCKh group (`metrics.multi_person_ap`);
+* the person-count accuracy (`metrics.person_count_accuracy`);
+* AP per occlusion bin (persons by the share of their joints hidden,
+  `scene_features.OCCLUSION_BINS`) and per crowd-index bin (images,
+  `scene_features.CROWD_BINS`);
+* the grouping ceiling: the true joints grouped by the predicted tags,
+  when the predictions carry `ceiling` persons.
+
+`create_evaluator` builds the evaluator training runs for a model of
+several people (`associative_embedding.TARGET`). Single process only: the
+per-image person lists are not gathered across hosts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from triplet_pose import data
+from triplet_pose import grouping
+from triplet_pose import keypoints as kp
+from triplet_pose import metrics
+from triplet_pose import parallel
+from triplet_pose import transforms
+from triplet_pose.data import scene_features as sf
+from triplet_pose.evaluators import common
+from triplet_pose.evaluators.common import Evaluator
+from triplet_pose.evaluators.training import Loss
+
+
+class MultiPersonAp:
+  """Multi-person AP of predicted persons over scene batches.
+
+  Args:
+    prefix: prepended to the scalar names of `result()`.
+    threshold: in head sizes.
+  """
+
+  def __init__(self, *, prefix: str = "", threshold: float = 0.5):
+    self.prefix = prefix
+    self.threshold = threshold
+    self.images: list[dict[str, Any]] = []
+
+  def update(self, batch: common.Batch, predictions: dict[str, Any]) -> None:
+    for i in np.flatnonzero(np.asarray(batch["valid"], bool)):
+      real = np.asarray(batch["persons_valid"][i], bool)
+      affine = np.asarray(batch["crop_to_original"][i], np.float64)
+      scale = float(transforms.crop_scale(affine))
+      visible = np.asarray(batch["joints_visible"][i])[real] > 0
+      image = {
+          "joints": transforms.to_original(np.asarray(batch["joints"][i])[real], affine),
+          "visible": visible,
+          "head": np.asarray(batch["head_size"][i], np.float64)[real] * scale,
+          "occlusion_bin": sf.occlusion_bin(sf.occlusion_fraction(
+              np.asarray(batch["joints_occlusion"][i])[real], visible)),
+          "crowd_bin": int(sf.crowd_bin(batch["crowd_index"][i])),
+          "count": int(batch["num_persons"][i]) if "num_persons" in batch else int(real.sum()),
+      }
+      for key in ("persons", "ceiling"):
+        if key in predictions:
+          image[key] = _to_original(predictions[key][i], affine)
+      self.images.append(image)
+
+  def _ap(self, key: str, *, images=None, person_mask=None) -> dict:
+    images = self.images if images is None else images
+    truth = [(im["joints"], im["visible"], im["head"]) for im in images]
+    return metrics.multi_person_ap([im[key] for im in images], truth, self.threshold,
+                                   person_mask=person_mask)
+
+  def report(self) -> dict[str, Any]:
+    """Everything a results table needs, JSON-serialisable.
+
+    Raises:
+      ValueError: when no valid image was seen.
+    """
+    if not self.images:
+      raise ValueError("no valid image was evaluated (an empty split?)")
+    overall = self._ap("persons")
+    ap = overall["ap"]
+    report = {
+        "threshold": self.threshold, "images": len(self.images),
+        "persons": int(sum(len(im["joints"]) for im in self.images)),
+        "map": overall["map"],
+        "per_joint": {n: float(v) for n, v in zip(kp.JOINT_NAMES, ap)},
+        "groups": {g: float(np.nanmean(ap[list(m)])) if np.isfinite(ap[list(m)]).any()
+                   else float("nan") for g, m in kp.PCKH_GROUPS.items()},
+        "count_accuracy": metrics.person_count_accuracy(
+            [len(im["persons"]) for im in self.images], [im["count"] for im in self.images]),
+        "by_occlusion": {}, "by_crowd": {},
+    }
+    for b, name in enumerate(sf.OCCLUSION_BINS):
+      masks = [im["occlusion_bin"] == b for im in self.images]
+      if any(m.any() for m in masks):
+        report["by_occlusion"][name] = self._ap("persons", person_mask=masks)["map"]
+    for b, name in enumerate(sf.CROWD_BINS):
+      chosen = [im for im in self.images if im["crowd_bin"] == b]
+      if chosen:
+        report["by_crowd"][name] = self._ap("persons", images=chosen)["map"]
+    if all("ceiling" in im for im in self.images):
+      report["ceiling_map"] = self._ap("ceiling")["map"]
+    return report
+
+  def result(self) -> dict[str, float]:
+    """{prefix + 'map', 'count_accuracy', 'map_<bin>', 'ceiling_map'}: finite scalars."""
+    r = self.report()
+    scalars = {"map": r["map"], "count_accuracy": r["count_accuracy"],
+               **{f"map_{k}": v for k, v in {**r["by_occlusion"], **r["by_crowd"]}.items()}}
+    if "ceiling_map" in r:
+      scalars["ceiling_map"] = r["ceiling_map"]
+    return {self.prefix + k: float(v) for k, v in scalars.items() if np.isfinite(v)}
+
+
+def _to_original(persons: np.ndarray, affine: np.ndarray) -> np.ndarray:
+  persons = np.asarray(persons, np.float64).reshape(-1, kp.NUM_JOINTS, 3)
+  xy = transforms.to_original(persons[..., :2], affine)
+  return np.concatenate([xy, persons[..., 2:]], axis=-1)
+
+
+def grouping_options(config: ml_collections.ConfigDict) -> grouping.GroupingOptions:
+  """`config.grouping` (any of `GroupingOptions`' fields) as options."""
+  return grouping.GroupingOptions(**dict(config.get("grouping", {})))
+
+
+def predict_scene(outputs: dict[str, Any], batch: common.Batch, *, image_size: int,
+                  options: grouping.GroupingOptions) -> dict[str, Any]:
+  """Persons and the grouping ceiling from last-stack maps of a scene batch."""
+  maps, tags = np.asarray(outputs["heatmaps"]), np.asarray(outputs["tags"])
+  persons = grouping.predict_persons(maps, tags, image_size=image_size, options=options)
+  ceiling = []
+  for i in range(len(maps)):
+    real = np.asarray(batch["persons_valid"][i], bool)
+    ceiling.append(grouping.group_ground_truth(
+        np.asarray(batch["joints"][i])[real], np.asarray(batch["joints_visible"][i])[real],
+        tags[i], image_size=image_size, options=options))
+  return {"persons": persons, "ceiling": ceiling}
+
+
+def create_evaluator(config: ml_collections.ConfigDict, eval_fn, mesh) -> Evaluator:
+  """The evaluator training runs for a model of several people: the loss and
+  `MultiPersonAp` on `config.eval_batches` validation batches."""
+  options = grouping_options(config)
+
+  def predict(state, batch):
+    out = eval_fn(state, parallel.shard_batch(batch, mesh), None)
+    local = jax.tree.map(lambda v: parallel.local_part(v, mesh),
+                         {k: out[k] for k in ("heatmaps", "tags")})
+    return {"loss_sum": jax.device_get(out["loss_sum"]), "count": jax.device_get(out["count"]),
+            **predict_scene(local, batch, image_size=config.input.image_size, options=options)}
+
+  def batches():
+    return data.create_iterator(config.input, split=config.input.eval_split,
+                                batch_size=config.input.eval_batch_size, seed=config.seed,
+                                shuffle=False, repeat=False)
+
+  return Evaluator(predict, batches, lambda: [Loss(), MultiPersonAp(prefix="mp_")],
+                   num_batches=config.eval_batches)
