@@ -26,8 +26,9 @@ from triplet_pose import keypoints as kp
 from triplet_pose import storage
 from triplet_pose.models import CombinedHourglass
 from triplet_pose.models import StackedHourglass
+from triplet_pose.models import associative_embedding
 
-TARGETS = ("joints", "contour", "combined")
+TARGETS = ("joints", "contour", "combined", associative_embedding.TARGET)
 JOINT_INPUT_FILE = "joint_input.json"
 
 
