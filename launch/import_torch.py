@@ -32,6 +32,7 @@ from absl import logging
 from configs import joint
 from launch import common
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import optim
 from triplet_pose import train
 from triplet_pose import workdir as workdir_lib
@@ -136,7 +137,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, workdir: str | pathlib.Pat
   state = train.TrainState.create(
       apply_fn=workdir_lib.create_model(config).apply, params=variables["params"],
       batch_stats=variables["batch_stats"], tx=tx)
-  checkpointing.save_config(config, workdir)
+  config_files.save_config(config, workdir)
   checkpointer = checkpointing.Checkpointer(workdir)
   checkpointer.save(0, state, {"position": 0})
   checkpointer.wait_until_finished()

@@ -9,7 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from triplet_pose import checkpoint_recovery
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import storage
 
 
@@ -19,7 +21,7 @@ def _state(step):
 
 def _workdir(path, steps=(1, 2), **kwargs):
   """A workdir with config.json and a checkpoint at each of `steps`."""
-  checkpointing.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), path)
+  config_files.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), path)
   ckpt = checkpointing.Checkpointer(path, keep=5, **kwargs)
   for step in steps:
     ckpt.save(step, _state(step), {"position": step})
@@ -63,7 +65,7 @@ def test_raw_restore_also_skips_a_damaged_checkpoint(tmp_path):
 
 def test_raw_restore_of_some_entries_reads_only_those(tmp_path):
   """Inference restores params (+ batch_stats, step) without the optimizer state."""
-  checkpointing.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), tmp_path)
+  config_files.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), tmp_path)
   ckpt = checkpointing.Checkpointer(tmp_path)
   state = {**_state(3), "opt_state": {"mu": jnp.full((32, 32), 7.0)}}
   ckpt.save(3, state, {"position": 3})
@@ -105,7 +107,7 @@ def test_no_intact_checkpoint_lists_every_step_tried(tmp_path):
   _workdir(tmp_path)
   _damage(tmp_path, 1)
   _damage(tmp_path, 2)
-  with pytest.raises(checkpointing.CheckpointError) as e:
+  with pytest.raises(checkpoint_recovery.CheckpointError) as e:
     checkpointing.Checkpointer(tmp_path).restore(_state(0))
   message = str(e.value)
   assert "no intact checkpoint in " + str(tmp_path / "checkpoints") in message
@@ -117,14 +119,14 @@ def test_no_intact_checkpoint_lists_every_step_tried(tmp_path):
 def test_a_requested_damaged_step_is_not_replaced_by_another(tmp_path):
   _workdir(tmp_path)
   _damage(tmp_path, 1)
-  with pytest.raises(checkpointing.CheckpointError, match="step 1"):
+  with pytest.raises(checkpoint_recovery.CheckpointError, match="step 1"):
     checkpointing.Checkpointer(tmp_path).restore(_state(0), step=1)
 
 
 def test_a_checkpoint_of_another_model_is_reported_not_moved(tmp_path):
   _workdir(tmp_path)
   other = {"params": {"w": jnp.zeros((32, 32)), "extra": jnp.zeros(3)}, "step": jnp.int32(0)}
-  with pytest.raises(checkpointing.CheckpointError, match="does not fit"):
+  with pytest.raises(checkpoint_recovery.CheckpointError, match="does not fit"):
     checkpointing.Checkpointer(tmp_path).restore(other)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
 
@@ -137,7 +139,7 @@ def test_lost_config_json_is_recovered_from_the_checkpoint(tmp_path, damage):
     path.unlink()
   else:
     path.write_text('{"model": {"tar')
-  config = checkpointing.load_config(tmp_path)
+  config = config_files.load_config(tmp_path)
   assert config.model.target == "joints"
   assert "optimizer" in config  # defaults filled in as for config.json
 
@@ -145,7 +147,7 @@ def test_lost_config_json_is_recovered_from_the_checkpoint(tmp_path, damage):
 def test_no_config_anywhere_names_the_file(tmp_path):
   (tmp_path / checkpointing.CONFIG_FILE).write_text("not json")
   with pytest.raises(FileNotFoundError, match=str(tmp_path / "config.json")):
-    checkpointing.load_config(tmp_path)
+    config_files.load_config(tmp_path)
 
 
 def test_too_little_space_stops_before_writing(tmp_path, monkeypatch):
@@ -175,7 +177,7 @@ def test_unwritable_directory_is_named(tmp_path, monkeypatch):
 def test_disk_full_during_writes_keeps_the_previous_checkpoint(small_tmpfs, monkeypatch):
   # The space check is bypassed so that the write itself hits ENOSPC, as
   # when another process fills the disk after the check.
-  monkeypatch.setattr(checkpointing.Checkpointer, "_check_space", lambda *_: None)
+  monkeypatch.setattr(storage, "check_writable", lambda *_, **__: None)
   workdir = small_tmpfs("2m") / "w"
   ckpt = checkpointing.Checkpointer(workdir, keep=100)
   big = lambda s: {"w": jnp.asarray(np.random.default_rng(s).normal(size=(256, 256)),
@@ -201,7 +203,7 @@ def test_check_writable_names_the_directory(tmp_path, monkeypatch):
 
 
 def test_config_json_is_written_whole(tmp_path):
-  checkpointing.save_config(ml_collections.ConfigDict({"a": 1}), tmp_path)
+  config_files.save_config(ml_collections.ConfigDict({"a": 1}), tmp_path)
   assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
   assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 

@@ -13,6 +13,7 @@ import numpy as np
 from configs import tiny
 from conftest import REPO
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import train
 
 
@@ -111,7 +112,7 @@ def test_load_config_fills_fields_added_after_the_run(tmp_path):
   del old["heatmap"]["foreground_weight"]  # a workdir written before the field existed
   old["model"]["num_features"] = 24
   (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(old))
-  config = checkpointing.load_config(tmp_path)
+  config = config_files.load_config(tmp_path)
   assert config.heatmap.foreground_weight == 0.0
   assert config.model.num_features == 24  # what the run wrote wins
 

@@ -26,12 +26,13 @@ def _workdir(tmp_path_factory, name: str) -> pathlib.Path:
     import jax  # pylint: disable=g-import-not-at-top
     from configs import tiny  # pylint: disable=g-import-not-at-top
     from triplet_pose import checkpointing  # pylint: disable=g-import-not-at-top
+    from triplet_pose import config_files  # pylint: disable=g-import-not-at-top
     from triplet_pose import metric_writer  # pylint: disable=g-import-not-at-top
     from triplet_pose import train  # pylint: disable=g-import-not-at-top
     config = tiny.get_config(_CONFIGS[name])
     config.model.triplet_stacks = 1
     workdir = tmp_path_factory.mktemp("tiny_workdirs") / name
-    checkpointing.save_config(config, workdir)
+    config_files.save_config(config, workdir)
     state = train.create_train_state(config, jax.random.key(0)).replace(step=STEP)
     checkpointer = checkpointing.Checkpointer(workdir)
     checkpointer.save(STEP, state, {"position": STEP}, metrics={"eval_loss": 1.0})

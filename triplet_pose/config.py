@@ -3,7 +3,7 @@
 Every field a training run reads is defined here, once: `base_config()` is the
 thesis joint model. Experiment files in `configs/` start from it and override
 what differs; the library itself never imports `configs/` (older workdirs are
-completed from `base_config()` when loaded, `checkpointing.load_config`).
+completed from `base_config()` when loaded, `config_files.load_config`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from absl import logging
 from flax.training import train_state
 
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import data
 from triplet_pose.data import augment
 from triplet_pose import evaluators
@@ -336,7 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
   parallel.check_batch_size(config.input.eval_batch_size, mesh)
-  checkpointing.save_config(config, workdir)
+  config_files.save_config(config, workdir)
   writer = metric_writer.MetricWriter(workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir, keep=config.keep_checkpoints,

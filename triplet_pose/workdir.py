@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import keypoints as kp
 from triplet_pose import storage
 from triplet_pose.models import CombinedHourglass
@@ -94,7 +95,7 @@ def load_model(workdir: str | pathlib.Path, *, step: int | None = None,
     FileNotFoundError: no config.json or checkpoint in `workdir`.
     ValueError: the workdir's model does not predict `expect`.
   """
-  config = checkpointing.load_config(workdir)
+  config = config_files.load_config(workdir)
   expected = (expect,) if isinstance(expect, str) else tuple(expect or ())
   if expected and config.model.target not in expected:
     raise ValueError(f"{workdir} holds a model.target={config.model.target!r} model, "
