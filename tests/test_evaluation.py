@@ -20,6 +20,7 @@ import pytest
 from configs import tiny
 from conftest import REPO
 from triplet_pose import checkpointing
+from triplet_pose import config_files
 from triplet_pose import evaluation
 from triplet_pose import evaluators
 from triplet_pose import heatmaps as hm
@@ -295,7 +296,7 @@ def test_launch_evaluate_combined_workdir(combined_workdir):
 def _joint_workdir(workdir, step):
   """A tiny joint model's workdir with one checkpoint at `step` (untrained weights)."""
   config = tiny.get_config("stacks=1")
-  checkpointing.save_config(config, workdir)
+  config_files.save_config(config, workdir)
   state = train.create_train_state(config, jax.random.key(1)).replace(step=step)
   checkpointer = checkpointing.Checkpointer(workdir)
   checkpointer.save(step, state, {"position": step}, metrics={"eval_loss": 1.0})
