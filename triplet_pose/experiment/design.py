@@ -80,6 +80,7 @@ def experiment_config(size: str = "full") -> ml_collections.ConfigDict:
   c.line_width = 5.0  # mask pixels at 256 px (the demo's)
   c.frames = 10
   c.candidate_size = 160  # px of a candidate stick figure
+  c.blindspot_reps = 3  # blind-spot measurements of the calibration (viewing distance)
   c.practice_representation = ""  # '' -> the first representation
   c.practice_num_phosphenes = 0  # 0 -> the largest count
   # Completion: a study-wide code (online panels give one per study) or,
@@ -113,6 +114,7 @@ def experiment_config(size: str = "full") -> ml_collections.ConfigDict:
     c.catch_trials = 2
     c.practice_trials = 2
     c.break_every = 12
+    c.blindspot_reps = 2
     c.analysis.bootstrap = 200
     c.simulate.thresholds = ml_collections.ConfigDict({"joints": 250.0, "silhouette": 150.0})
   return c
@@ -150,7 +152,7 @@ def fingerprint(config: ml_collections.ConfigDict) -> str:
   """Hash of what the stimuli depend on (not the analysis or simulation fields)."""
   keep = {k: v for k, v in config.to_dict().items()
           if k not in ("analysis", "simulate", "exclusion", "completion_code",
-                       "completion_url", "title")}
+                       "completion_url", "title", "blindspot_reps", "observer")}
   text = json.dumps(keep, sort_keys=True, default=list)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -252,7 +254,7 @@ def public_trial(manifest: dict[str, Any], trial: dict[str, Any], total: int) ->
          "choices": [f"/{STIMULI}/{c}" for c in item["choices"]],
          "block": trial["block"], "practice": trial["phase"] == "practice",
          "block_start": trial["block_start"], "break_before": trial["break_before"],
-         "progress": [trial["trial_index"], total]}
+         "progress": [trial["trial_index"], total], "image_size": item["size"]}
   if item["task"] == "click":
     out["targets"] = list(CLICK_TARGETS)
   return out

@@ -120,8 +120,9 @@ def _save_png(path: pathlib.Path, image: Image.Image) -> None:
     image.save(tmp, format="PNG", optimize=False)
 
 
-def _click_answer(example, resolution: int) -> tuple[list[list[float]], float]:
-  s = resolution / SOURCE_SIZE
+def _click_answer(example, size: int) -> tuple[list[list[float]], float]:
+  """The 5 targets and the head size in pixels of a `size`-pixel stimulus."""
+  s = size / SOURCE_SIZE
   points = [np.mean([example["joints"][j] for j in group], axis=0) * s
             for group in design.CLICK_JOINTS]
   return [[round(float(x), 3), round(float(y), 3)] for x, y in points], float(
@@ -153,6 +154,7 @@ def _plan(config, examples, pool, log) -> tuple[dict[str, Any], dict[str, Any]]:
       poses.insert(answer, examples[f]["joints"])
       candidates[f] = np.stack(poses)
       common = {"task": "choice", "figure": f, "seed": seed, "answer": answer,
+                "size": SOURCE_SIZE if use == "catch" else res,
                 "distractors": [int(i) for i in chosen],
                 "choices": [f"candidates/f{f:04d}_{k}.png" for k in range(NUM_CHOICES)]}
       if use == "catch":
@@ -169,9 +171,11 @@ def _plan(config, examples, pool, log) -> tuple[dict[str, Any], dict[str, Any]]:
                       "stimulus": f"choice/{_cond_dir(cond)}/f{f:04d}.png"}
   for use in ("click", "click_practice"):
     for f in ranges[use]:
-      points, head = _click_answer(examples[f], res)
+      size = SOURCE_SIZE if use == "click_practice" else res
+      points, head = _click_answer(examples[f], size)
       common = {"task": "click", "figure": f, "seed": [config.seed, config.figure_stream, f],
-                "answer": None, "choices": [], "points": points, "head_size": head}
+                "answer": None, "choices": [], "points": points, "head_size": head,
+                "size": size}
       if use == "click_practice":
         items[f"click_practice/{f}"] = {
             **common, "phase": "practice", "block": "click", "condition": "undegraded",
@@ -266,10 +270,14 @@ def build(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       path = out / f"candidates/f{f:04d}_{k}.png"
       if not path.exists():
         _save_png(path, draw_stick_figure(pose, size=config.candidate_size, scale=scale))
-  for item in manifest["items"].values():
-    path = out / item["stimulus"]
-    if not item["num_phosphenes"] and not path.exists():
-      _save_png(path, Image.fromarray(examples[item["figure"]]["image"]))
+  # Undegraded figures: catch and click-practice stimuli, and the practice
+  # figures (the instructions show one beside its phosphenes).
+  shown = {item["stimulus"]: item["figure"] for item in manifest["items"].values()
+           if not item["num_phosphenes"]}
+  shown.update({f"figures/f{f:04d}.png": f for f in ranges["choice_practice"]})
+  for name, f in shown.items():
+    if not (out / name).exists():
+      _save_png(out / name, Image.fromarray(examples[f]["image"]))
   _render_conditions(config, manifest, examples, out, log)
   from triplet_pose.experiment import observer_answers  # pylint: disable=g-import-not-at-top
   observer_answers.add_to_manifest(config, manifest, workdir, log=log)
