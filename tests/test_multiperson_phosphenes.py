@@ -75,3 +75,31 @@ def test_skeleton_only_scenes_hide_behind_a_wide_skeleton(two_people):
 def test_bad_style_is_one_clear_error():
   with pytest.raises(ValueError, match="depth_brightness"):
     scene.SceneStyle(depth_brightness=0.0)
+
+
+def test_every_grouped_person_gets_26_contour_points_from_its_crop():
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from triplet_pose import inference  # pylint: disable=g-import-not-at-top
+  from triplet_pose import scene_contours  # pylint: disable=g-import-not-at-top
+  from triplet_pose import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  s = scenes.make_scene(0, 1)
+  persons = np.concatenate([s["joints"], np.ones(s["joints"].shape[:2] + (1,))], -1)
+  persons[0, 3] = np.nan  # a joint grouping did not find
+  crops, affines = scene_contours.person_crops(s["image"], persons, size=64)
+  assert crops.shape == (len(persons), 64, 64, 3)
+  inside = scene_contours.transforms.apply_affine(affines, persons[..., :2])
+  found = np.isfinite(persons).all(-1)
+  assert inside[found].min() >= 0 and inside[found].max() <= 63
+  config = tiny.get_config("target=contour")
+  model = workdir_lib.create_model(config)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 19)), train=False)
+  loaded = workdir_lib.LoadedModel(config, model, variables, "", 0)
+  fn = inference.make_inference_fn(inference.PoseModels(triplet=loaded), flip_test=False,
+                                   ground_truth_joints=True)
+  contour = scene_contours.contours_per_person(fn, {"triplet": variables}, s["image"],
+                                               persons, size=64)
+  assert contour.shape == (len(persons), 26, 3) and np.isfinite(contour).all()
+  for p in range(len(persons)):  # every point lies in that person's crop
+    back = scene_contours.transforms.apply_affine(affines[p], contour[p, :, :2])
+    assert back.min() >= -1 and back.max() <= 64

@@ -1,0 +1,73 @@
+"""Contour points of every grouped person: the triplet model run top-down.
+
+Bottom-up grouping (`grouping.py`) gives each person's joints; the triplet
+model then runs on each person as in the thesis's pipeline: the box around
+the person's joints plus 50 pixels (`mpii_trb.crops.thesis_box`), its
+longer side scaled to the model's input size, white padding, and the 16
+joints rendered as the model's input heatmaps. Its 26 contour points are
+mapped back to the image, so every person gets a contour.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from triplet_pose import keypoints as kp
+from triplet_pose import transforms
+from triplet_pose.data.mpii_trb import crops
+
+# (variables, crops (P, S, S, 3), joints (P, 16, 2), visible (P, 16)) ->
+# {'keypoints': {'contour': (P, 26, 2)}, 'confidence': {'contour': (P, 26)}}:
+# `inference.make_inference_fn(PoseModels(triplet=...), ground_truth_joints=True)`.
+TripletFn = Callable[..., dict[str, Any]]
+
+
+def person_crops(image: np.ndarray, persons: np.ndarray, *, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Each person's thesis crop.
+
+  Args:
+    image: (H, W, 3) uint8.
+    persons: (P, 16, 3) x, y, score in image pixels (NaN: joint missing).
+    size: crop side.
+
+  Returns:
+    crops: (P, size, size, 3) uint8; affines: (P, 2, 3) image -> crop.
+  """
+  height, width = image.shape[:2]
+  images, affines = [], []
+  for person in persons:
+    found = np.isfinite(person).all(axis=-1)
+    box = crops.thesis_box(person[found, :2], width=width, height=height)
+    affine = transforms.box_affine(box, size)
+    images.append(transforms.warp_image_np(image, affine, out_size=size, fill=crops.WHITE,
+                                           source_box=box))
+    affines.append(affine)
+  return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+          np.asarray(affines, np.float64).reshape(-1, 2, 3))
+
+
+def contours_per_person(triplet_fn: TripletFn, variables: Any, image: np.ndarray,
+                        persons: np.ndarray, *, size: int) -> np.ndarray:
+  """(P, 26, 3) contour points x, y (image pixels) and confidence of each person.
+
+  Args:
+    triplet_fn: the triplet model's inference function (see `TripletFn`).
+    variables: its `PoseModels.variables()`.
+    image: (H, W, 3) uint8.
+    persons: (P, 16, 3) grouped joints in image pixels (NaN: missing).
+    size: the triplet model's input size.
+  """
+  persons = np.asarray(persons, np.float64).reshape(-1, kp.NUM_JOINTS, 3)
+  if not len(persons):
+    return np.zeros((0, kp.NUM_CONTOUR, 3))
+  images, affines = person_crops(image, persons, size=size)
+  found = np.isfinite(persons).all(axis=-1)
+  joints = np.where(found[..., None], transforms.apply_affine(affines, persons[..., :2]), 0.0)
+  out = triplet_fn(variables, images, joints.astype(np.float32), found.astype(np.float32))
+  contour = np.asarray(out["keypoints"][kp.CONTOUR.name], np.float64)
+  confidence = np.asarray(out["confidence"][kp.CONTOUR.name], np.float64)
+  back = transforms.apply_affine(transforms.invert_affine(affines), contour)
+  return np.concatenate([back, confidence[..., None]], axis=-1)
