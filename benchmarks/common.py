@@ -15,8 +15,9 @@ process that only starts workers stays light.
   `train.train_step`, ready to time or to lower and compile).
 * timing and memory: `call_times`, `median_ms`, `time_steps` (`StepTimes`),
   `shares`; `peak_rss_mb`, `reset_peak_rss`, `status_mb`, `current_rss_mb`.
-* `utc_now` and `write_json`: the date and the results file (with its
-  `provenance` block, `triplet_pose.provenance`).
+* `utc_now`, `table` and `write_json`: the date, the headline table a
+  results file carries for docs/performance.md (`report.py`), and the
+  results file (with its `provenance` block, `triplet_pose.provenance`).
 """
 
 from __future__ import annotations
@@ -345,6 +346,26 @@ def current_rss_mb() -> float:
 def utc_now() -> str:
   """The date and time of a measurement, e.g. '2025-01-31 14:05 UTC'."""
   return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def table(columns: list[str], rows: list[list[Any]], *, title: str = "",
+          note: str = "") -> dict[str, Any]:
+  """A benchmark's headline table, as its results file carries it.
+
+  `report.py` writes it into docs/performance.md under the command, machine
+  and date of the run, so the table a benchmark prints and the one the docs
+  show come from the same numbers.
+
+  Args:
+    columns: the column headings.
+    rows: one list of cells per row (numbers are written as given: round them).
+    title: what the table measures, one line.
+    note: what the columns mean, one line or a few.
+  """
+  if any(len(row) != len(columns) for row in rows):
+    raise ValueError(f"every row needs {len(columns)} cells ({columns})")
+  return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows],
+          "note": note}
 
 
 def write_json(path: str | pathlib.Path, value: dict[str, Any], *, config: Any = None,

@@ -146,6 +146,12 @@ def main(argv=None) -> None:
   if args.json:
     common.write_json(args.json, {
         "model": args.model, "rows": rows, "totals": totals, "impl": args.impl,
+        "table": common.table(
+            ["part", "ours ms", "PyTorch ms", "ours / PyTorch"],
+            [[p, f"{totals['ours'][p]:.1f}", f"{totals['torch'][p]:.1f}",
+              f"**{totals['ours'][p] / totals['torch'][p]:.2f}x**"] for p in PARTS],
+            title=f"the {len(rows)} convolutions of the `{args.model}` model, summed",
+            note="dx: input gradient; dW: weight gradient; above 1x ours is slower"),
         "machine": common.machine(), "date": common.utc_now(),
         "versions": common.versions(["jax", "torch"])}, config=vars(args), indent=2)
 

@@ -256,8 +256,29 @@ def main(argv):
   if _JSON.value:
     common.write_json(_JSON.value, {
         "machine": common.describe_machine(machine), "machine_details": machine,
-        "date": common.utc_now(), "threads": threads, "results": results},
+        "date": common.utc_now(), "threads": threads, "results": results,
+        "table": _table(results)},
         config={h.name: h.value for h in globals().values() if isinstance(h, flags.FlagHolder)})
+
+
+def _table(results) -> dict:
+  """The headline table: frames/s of ours and dynaphos, and their ratio."""
+  def fps(row, name):
+    r = row.get(name, {})
+    return f"{r['fps']:.1f}" if "fps" in r else (r.get("skipped") or r.get("error") or "-")
+
+  rows = []
+  for row in results:
+    ours, peer = row["ours"], row.get("dynaphos", {})
+    ratio = (f"**{ours['fps'] / peer['fps']:.1f}x**" if "fps" in ours and "fps" in peer
+             else "-")
+    rows.append([row["phosphenes"], row["resolution"], row["batch"], fps(row, "ours"),
+                 fps(row, "ours_compatible"), fps(row, "dynaphos"), ratio])
+  return common.table(
+      ["phosphenes", "px", "batch", "ours f/s", "ours, dynaphos-compatible f/s",
+       "dynaphos f/s", "ours / dynaphos"], rows,
+      title="phosphene simulator, ours against dynaphos",
+      note="f/s: frames per second (a batch of B counts B frames)")
 
 
 def _print_threads_and_positions(results):

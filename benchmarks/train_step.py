@@ -242,6 +242,28 @@ def _print_table(summary: dict, frameworks: list[str], batches: list[int]) -> No
         "the timed steps; dev MB: accelerator allocator peak)")
 
 
+def _table(summary: dict, frameworks: list[str], batches: list[int],
+           found: dict[str, float]) -> dict:
+  """The headline table: img/s and CPU time per step, ours over each peer."""
+  rows = []
+  for batch in batches:
+    for framework in frameworks:
+      row = summary[(framework, batch)]
+      if "error" in row:
+        rows.append([NAMES[framework], batch, "unavailable", "-", "-"])
+        continue
+      ratio = "-"
+      if f"{framework}_b{batch}" in found:
+        ratio = (f"**{found[f'{framework}_b{batch}']:.2f}x**, "
+                 f"{found[f'{framework}_b{batch}_cpu']:.2f}x")
+      rows.append([NAMES[framework], batch, f"{row['img_s']:.3f}", f"{row['cpu_s']:.2f}", ratio])
+  return common.table(
+      ["framework", "batch", "img/s", "CPU s/step", "ours / it: img/s, per CPU-second"], rows,
+      title="train step, ours against PyTorch",
+      note="img/s: median over runs of each run's median step; CPU s: process CPU time "
+      "per step, all threads")
+
+
 def ratios(summary: dict, batches: list[int]) -> dict[str, float]:
   """ours / peer images/s for every peer and batch that ran."""
   out = {}
@@ -339,8 +361,8 @@ def main(argv=None) -> None:
         "versions": common.versions(frameworks),
         "step_contents": {k: STEP_CONTENTS[k] for k in frameworks},
         "summary": {f"{k[0]}_b{k[1]}": v for k, v in summary.items()},
-        "ratios": found, "results": {f"{k[0]}_b{k[1]}": v for k, v in results.items()}},
-        config=vars(args))
+        "ratios": found, "results": {f"{k[0]}_b{k[1]}": v for k, v in results.items()},
+        "table": _table(summary, frameworks, batches, found)}, config=vars(args))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Frames per jitted c
 _FLIP = flags.DEFINE_list("flip_test", ["true", "false"], "Flip-test settings to run.")
 _PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Repeats of each part's timing.")
+_JSON = flags.DEFINE_string("json", "", "Also write the results to this file.")
 flags.mark_flags_as_required(["joint_workdir"])
 
 
@@ -64,7 +65,7 @@ def _write_video(path: pathlib.Path, frames: int, size: int) -> None:
       video.append(np.repeat(np.repeat(small, 8, 0), 8, 1).astype(np.uint8))
 
 
-def _end_to_end(predictor, renderer, path, out_dir, batch_size) -> str:
+def _end_to_end(predictor, renderer, path, out_dir, batch_size) -> dict:
   live = stream_lib.PhospheneStream(predictor, renderer, batch_size=batch_size)
   first = next(reading.iter_video_frames(path))
   live.process([first] * batch_size)  # Compiles; then a fresh stream state.
@@ -77,8 +78,11 @@ def _end_to_end(predictor, renderer, path, out_dir, batch_size) -> str:
   # time this process used does much less: alone on C cores the video would
   # take between cpu / C (all parallel) and cpu (all serial) per frame.
   cores = len(os.sched_getaffinity(0))
-  return (f"{live.times.summary()}\n  CPU time {1000 * cpu:.1f} ms/frame: alone on {cores} "
-          f"cores {1 / cpu:.1f} to {cores / cpu:.1f} frames/s")
+  seconds = sum(live.times.seconds.values())
+  return {"summary": (f"{live.times.summary()}\n  CPU time {1000 * cpu:.1f} ms/frame: alone "
+                      f"on {cores} cores {1 / cpu:.1f} to {cores / cpu:.1f} frames/s"),
+          "frames_per_s": live.times.frames / seconds, "stage_ms": live.times.per_frame_ms(),
+          "cpu_ms": 1000 * cpu}
 
 
 def _parts(predictor, renderer, frames: np.ndarray, repeats: int) -> dict[str, float]:
@@ -116,6 +120,7 @@ def main(argv):
     video = tmp / "test.mp4"
     _write_video(video, _FRAMES.value, _SIZE.value)
     frames = np.stack(list(reading.iter_video_frames(video)))
+    results = []
     for flip in _FLIP.value:
       flip_test = flip.lower() in ("1", "true", "yes")
       for batch_size in (int(b) for b in _BATCH_SIZES.value):
@@ -124,11 +129,33 @@ def main(argv):
         sets = "+".join(predictor.keypoint_names)
         print(f"flip_test={flip_test} batch {batch_size} ({sets}, {predictor.image_size} px, "
               f"{renderer.sim.num_phosphenes} phosphenes at {renderer.sim.resolution}):")
-        print("  end to end: " + _end_to_end(predictor, renderer, video, tmp, batch_size))
+        run = _end_to_end(predictor, renderer, video, tmp, batch_size)
+        print("  end to end: " + run.pop("summary"))
         parts = _parts(predictor, renderer, frames[:batch_size], _REPEATS.value)
         print("  parts alone: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
               + f" ms/frame (sum {sum(parts.values()):.1f})")
+        results.append({"flip_test": flip_test, "batch_size": batch_size, **run,
+                        "parts_ms": parts})
   print(f"load average {os.getloadavg()}")
+  if _JSON.value:
+    common.write_json(_JSON.value, {
+        "machine": common.machine(), "date": common.utc_now(), "results": results,
+        "table": _table(results)},
+        config={h.name: h.value for h in globals().values() if isinstance(h, flags.FlagHolder)},
+        models={name: model for name in ("joint", "triplet", "combined")
+                if (model := getattr(predictor.models, name, None)) is not None})
+
+
+def _table(results) -> dict:
+  """The headline table: frames/s end to end and where a frame's time goes."""
+  rows = [[r["flip_test"], r["batch_size"], f"**{r['frames_per_s']:.1f}**",
+           ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items()), f"{r['cpu_ms']:.1f}"]
+          for r in results]
+  return common.table(
+      ["flip test", "frames per call", "frames/s", "ms per frame by stage", "CPU ms/frame"],
+      rows, title="live video: frames to phosphene frames with the joint and triplet models",
+      note="end to end, as `launch.predict --input=VIDEO`: decode, pose + phosphenes "
+      "(one jitted call), keypoints, encode, JSON")
 
 
 if __name__ == "__main__":
