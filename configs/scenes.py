@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
   c.input.max_persons = 4  # persons per image a batch holds (padded, masked)
   c.heatmap.update(sigma=1.0, foreground_weight=50.0)
   c.tags = associative_embedding.tag_config()
-  c.tags.update(pull_weight=1e-2, push_weight=1e-2)
+  c.tags.update(pull_weight=5e-2, push_weight=5e-2)
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
   c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
                      warmup_steps=10 if args.quick else 50, end_learning_rate_factor=0.3)

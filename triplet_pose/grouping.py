@@ -235,6 +235,12 @@ def group_ground_truth(joints: np.ndarray, visible: np.ndarray, tags: np.ndarray
   tag = np.moveaxis(tags[ij[..., 1], ij[..., 0], np.arange(k)], 0, 1)  # (K, P)
   score = np.where(shown, 1.0, 0.0).T
   xy = np.moveaxis(joints, 0, 1)
+  # Candidates in a random order per joint: with equal costs the assignment
+  # would otherwise follow the annotation's person order, not the tags.
+  rng = np.random.default_rng(0)
+  order = np.stack([rng.permutation(p) for _ in range(k)])  # (K, P)
+  tag, score = np.take_along_axis(tag, order, 1), np.take_along_axis(score, order, 1)
+  xy = np.take_along_axis(xy, order[..., None], 1)
   options = dataclasses.replace(options, detection_threshold=0.5, min_joints=1)
   persons, _ = group(xy, score, tag, options=options)
   return persons
