@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import logging as py_logging
 import pathlib
@@ -45,9 +46,8 @@ _MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAG
                              errno.EINTR, errno.ENOSPC, errno.EDQUOT})
 # Types of errors that reading or decoding damaged bytes raises.
 _DATA_TYPES = (OSError, EOFError, ValueError, KeyError, IndexError)
-# Orbax's asynchronous reader: its wrapper of a failed read, and what
-# tensorstore's callbacks meet when that read's event loop is gone.
-_READER_MESSAGES = ("Encountered error while reading", "Event loop is closed")
+# What tensorstore's callbacks meet when a failed read's event loop is gone.
+_CLOSED_LOOP = "Event loop is closed"
 _REASON_CHARS = 240
 # Files that orbax reads for every step when it opens a directory. They
 # describe a step (its metrics, which only rank it; its commit time) and
@@ -71,7 +71,7 @@ def is_damage(error: BaseException) -> bool:
   for e in _chain(error):
     if _is_machine_condition(e):
       return False
-    found = found or _is_read_error(e) or any(m in str(e) for m in _READER_MESSAGES)
+    found = found or _is_read_error(e)
   return found
 
 
@@ -196,10 +196,12 @@ def quiet_aborted_reads() -> None:
   while tensorstore still completes the other reads: each then calls
   `loop.call_soon_threadsafe` on the closed loop (an unraisable
   `RuntimeError: Event loop is closed`, printed with its traceback), and the
-  abandoned futures log 'exception was never retrieved' with theirs. Both
-  arrive later, from other threads, hundreds of times; the restore has
-  already reported the damage in one line. Installed when a damaged
-  checkpoint is met (once per process); other errors still print.
+  abandoned futures log 'exception was never retrieved' and its abandoned
+  coroutines, closed, raise again (each with its traceback). They arrive
+  from other threads or when garbage is collected, hundreds of times; the
+  restore has already reported the damage in one line. Installed when a
+  damaged checkpoint is met (once per process; other errors still print),
+  and the abandoned reads are collected now, while it is.
   """
   if not getattr(sys.unraisablehook, "_drops_aborted_reads", False):
     previous = sys.unraisablehook
@@ -213,6 +215,7 @@ def quiet_aborted_reads() -> None:
   asyncio_logger = py_logging.getLogger("asyncio")
   if not any(isinstance(f, _AbortedReadFilter) for f in asyncio_logger.filters):
     asyncio_logger.addFilter(_AbortedReadFilter())
+  gc.collect()
 
 
 class _AbortedReadFilter(py_logging.Filter):
@@ -221,13 +224,13 @@ class _AbortedReadFilter(py_logging.Filter):
   def filter(self, record: py_logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
     return not ("never retrieved" in record.getMessage() and error is not None
-                and is_damage(error))
+                and _is_failed_read(error))
 
 
 def _is_aborted_read_echo(unraisable) -> bool:
   """A tensorstore callback meeting the closed loop, or an abandoned orbax read."""
   error = unraisable.exc_value
-  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+  if _is_closed_loop(error):
     frames, tb = [], unraisable.exc_traceback
     while tb is not None:
       frames.append(tb.tb_frame.f_code.co_name)
@@ -235,7 +238,17 @@ def _is_aborted_read_echo(unraisable) -> bool:
     return "call_soon_threadsafe" in frames
   code = getattr(unraisable.object, "cr_code", None)  # a coroutine closed unfinished
   return (code is not None and "/orbax/" in code.co_filename.replace("\\", "/")
-          and error is not None and is_damage(error))
+          and error is not None and (_is_failed_read(error) or any(
+              isinstance(e, GeneratorExit) for e in _chain(error))))
+
+
+def _is_failed_read(error: BaseException) -> bool:
+  """A failed read's error, or the closed loop that it leaves behind."""
+  return is_damage(error) or any(_is_closed_loop(e) for e in _chain(error))
+
+
+def _is_closed_loop(e: BaseException | None) -> bool:
+  return isinstance(e, RuntimeError) and str(e) == _CLOSED_LOOP
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
