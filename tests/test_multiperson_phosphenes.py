@@ -81,14 +81,14 @@ def test_every_grouped_person_gets_26_contour_points_from_its_crop():
   import jax  # pylint: disable=g-import-not-at-top
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from triplet_pose import inference  # pylint: disable=g-import-not-at-top
-  from triplet_pose import scene_contours  # pylint: disable=g-import-not-at-top
+  from triplet_pose import top_down  # pylint: disable=g-import-not-at-top
   from triplet_pose import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   s = scenes.make_scene(0, 1)
   persons = np.concatenate([s["joints"], np.ones(s["joints"].shape[:2] + (1,))], -1)
   persons[0, 3] = np.nan  # a joint grouping did not find
-  crops, affines = scene_contours.person_crops(s["image"], persons, size=64)
+  crops, affines = top_down.person_crops(s["image"], persons, size=64)
   assert crops.shape == (len(persons), 64, 64, 3)
-  inside = scene_contours.transforms.apply_affine(affines, persons[..., :2])
+  inside = top_down.transforms.apply_affine(affines, persons[..., :2])
   found = np.isfinite(persons).all(-1)
   assert inside[found].min() >= 0 and inside[found].max() <= 63
   config = tiny.get_config("target=contour")
@@ -97,9 +97,9 @@ def test_every_grouped_person_gets_26_contour_points_from_its_crop():
   loaded = workdir_lib.LoadedModel(config, model, variables, "", 0)
   fn = inference.make_inference_fn(inference.PoseModels(triplet=loaded), flip_test=False,
                                    ground_truth_joints=True)
-  contour = scene_contours.contours_per_person(fn, {"triplet": variables}, s["image"],
+  contour = top_down.contours_per_person(fn, {"triplet": variables}, s["image"],
                                                persons, size=64)
   assert contour.shape == (len(persons), 26, 3) and np.isfinite(contour).all()
   for p in range(len(persons)):  # every point lies in that person's crop
-    back = scene_contours.transforms.apply_affine(affines[p], contour[p, :, :2])
+    back = top_down.transforms.apply_affine(affines[p], contour[p, :, :2])
     assert back.min() >= -1 and back.max() <= 64

@@ -1,11 +1,15 @@
-"""Contour points of every grouped person: the triplet model run top-down.
+"""Single-person models run top-down on each person of an image.
 
-Bottom-up grouping (`grouping.py`) gives each person's joints; the triplet
-model then runs on each person as in the thesis's pipeline: the box around
-the person's joints plus 50 pixels (`mpii_trb.crops.thesis_box`), its
-longer side scaled to the model's input size, white padding, and the 16
-joints rendered as the model's input heatmaps. Its 26 contour points are
-mapped back to the image, so every person gets a contour.
+* `contours_per_person`: bottom-up grouping (`grouping.py`) gives each
+  person's joints; the triplet model then runs on each person as in the
+  thesis's pipeline: the box around the person's joints plus 50 pixels
+  (`mpii_trb.crops.thesis_box`), its longer side scaled to the model's
+  input size, white padding, and the 16 joints rendered as the model's
+  input heatmaps. Its 26 contour points are mapped back to the image, so
+  every person gets a contour.
+* `joints_on_boxes`: the single-person baseline of multi-person AP: the
+  joint model on the crop of each ground-truth box (the same thesis crop),
+  its joints mapped back with their confidence as score.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ TripletFn = Callable[..., dict[str, Any]]
 
 def person_crops(image: np.ndarray, persons: np.ndarray, *, size: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Each person's thesis crop.
+  """Each person's thesis crop, around its joints (or any points).
 
   Args:
     image: (H, W, 3) uint8.
-    persons: (P, 16, 3) x, y, score in image pixels (NaN: joint missing).
+    persons: (P, N, 2 or 3) points in image pixels (NaN: missing), e.g.
+      joints x, y, score, or box corners.
     size: crop side.
 
   Returns:
@@ -38,7 +43,7 @@ def person_crops(image: np.ndarray, persons: np.ndarray, *, size: int
   """
   height, width = image.shape[:2]
   images, affines = [], []
-  for person in persons:
+  for person in np.asarray(persons, np.float64):
     found = np.isfinite(person).all(axis=-1)
     box = crops.thesis_box(person[found, :2], width=width, height=height)
     affine = transforms.box_affine(box, size)
@@ -70,4 +75,28 @@ def contours_per_person(triplet_fn: TripletFn, variables: Any, image: np.ndarray
   contour = np.asarray(out["keypoints"][kp.CONTOUR.name], np.float64)
   confidence = np.asarray(out["confidence"][kp.CONTOUR.name], np.float64)
   back = transforms.apply_affine(transforms.invert_affine(affines), contour)
+  return np.concatenate([back, confidence[..., None]], axis=-1)
+
+
+def joints_on_boxes(joint_fn: Callable[..., dict[str, Any]], variables: Any,
+                    image: np.ndarray, boxes: np.ndarray, *, size: int) -> np.ndarray:
+  """(P, 16, 3) joints x, y (image pixels) and confidence, one person per box.
+
+  Args:
+    joint_fn: the joint model's inference function
+      (`inference.make_inference_fn(PoseModels(joint=...))`), called as
+      `joint_fn(variables, crops)`.
+    variables: its `PoseModels.variables()`.
+    image: (H, W, 3) uint8.
+    boxes: (P, 4) x0, y0, x1, y1 in image pixels.
+    size: the joint model's input size.
+  """
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 2, 2)
+  if not len(boxes):
+    return np.zeros((0, kp.NUM_JOINTS, 3))
+  images, affines = person_crops(image, boxes, size=size)
+  out = joint_fn(variables, images)
+  joints = np.asarray(out["keypoints"][kp.JOINTS.name], np.float64)
+  confidence = np.asarray(out["confidence"][kp.JOINTS.name], np.float64)
+  back = transforms.apply_affine(transforms.invert_affine(affines), joints)
   return np.concatenate([back, confidence[..., None]], axis=-1)

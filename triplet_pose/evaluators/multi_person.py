@@ -12,6 +12,9 @@ the ground truth of a scene batch, both mapped to original pixels through
 * the grouping ceiling: the true joints grouped by the predicted tags,
   when the predictions carry `ceiling` persons.
 
+`single_person_baseline` scores the single-person pipeline on the same
+images: the joint model on the crop of every ground-truth box.
+
 `create_evaluator` builds the evaluator training runs for a model of
 several people (`associative_embedding.TARGET`). Single process only: the
 per-image person lists are not gathered across hosts.
@@ -30,6 +33,7 @@ from triplet_pose import grouping
 from triplet_pose import keypoints as kp
 from triplet_pose import metrics
 from triplet_pose import parallel
+from triplet_pose import top_down
 from triplet_pose import transforms
 from triplet_pose.data import scene_features as sf
 from triplet_pose.evaluators import common
@@ -163,3 +167,23 @@ def create_evaluator(config: ml_collections.ConfigDict, eval_fn, mesh) -> Evalua
 
   return Evaluator(predict, batches, lambda: [Loss(), MultiPersonAp(prefix="mp_")],
                    num_batches=config.eval_batches)
+
+
+def single_person_baseline(joint_fn, variables, batches, *, size: int) -> dict[str, Any]:
+  """`MultiPersonAp.report()` of a single-person joint model run on the crop
+  of every ground-truth box (`top_down.joints_on_boxes`) of scene batches.
+
+  Args:
+    joint_fn, variables: as `top_down.joints_on_boxes`.
+    batches: scene batches (boxes in the pixels of their images).
+    size: the joint model's input size.
+  """
+  metric = MultiPersonAp()
+  for batch in batches:
+    persons = []
+    for i in range(len(batch["image"])):
+      real = np.asarray(batch["persons_valid"][i], bool)
+      persons.append(top_down.joints_on_boxes(joint_fn, variables, np.asarray(batch["image"][i]),
+                                              np.asarray(batch["boxes"][i])[real], size=size))
+    metric.update(batch, {"persons": persons})
+  return metric.report()
