@@ -69,7 +69,7 @@ def test_fifty_participants_at_once_lose_nothing(workdir, tmp_path):
 def test_kill_9_mid_run_then_restart(workdir, tmp_path):
   db = tmp_path / "kill.sqlite"
   total = len(design.schedule(design.load_manifest(workdir), 0))
-  count = 20
+  count = 10
   server = participants.ServerProcess(workdir, database_url=f"sqlite:///{db}",
                                       log_path=tmp_path / "server.log").start()
   result = {}

@@ -279,9 +279,12 @@ class Store:
                received_at=time.time(), answer_sha256=digest)
 
     def write(conn):
+      # RETURNING says whether the row went in on every backend (rowcount
+      # does not, once a driver returns rows of an INSERT).
       inserted = conn.execute(self._insert(responses).values(**row).on_conflict_do_nothing(
-          index_elements=["participant_number", "trial_index"])).rowcount
-      if inserted:
+          index_elements=["participant_number", "trial_index"]).returning(
+              responses.c.trial_index)).first()
+      if inserted is not None:
         return "stored"
       stored = conn.execute(sa.select(responses.c.answer_sha256).where(
           (responses.c.participant_number == number)
@@ -295,8 +298,8 @@ class Store:
     token = secrets.token_urlsafe(24)
     inserted = self._write(lambda conn: conn.execute(
         self._insert(settings).values(key="admin_token_sha256", value=token_hash(token))
-        .on_conflict_do_nothing(index_elements=["key"])).rowcount)
-    return token if inserted else None
+        .on_conflict_do_nothing(index_elements=["key"]).returning(settings.c.key)).first())
+    return token if inserted is not None else None
 
   def reset_admin_token(self) -> str:
     """A new admin token (the old one stops working)."""
