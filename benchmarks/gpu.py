@@ -24,7 +24,7 @@ available), in one process:
    excluded); with untrained thesis models unless --joint_workdir /
    --triplet_workdir are given (the cost does not depend on the weights).
 
-Goals on a GPU (issue 16): train step >= 1.0x PyTorch in float32, >= 2x with
+Goals on a GPU: train step >= 1.0x PyTorch in float32, >= 2x with
 bfloat16; >= 1,000 frames/s at 10,000 phosphenes / 256 px, batch 64; >= 30
 frames/s end-to-end video with the 8 + 5 stack models. Each part has a time
 budget (--budget_s is shared out in order); what does not fit is printed as
