@@ -1,7 +1,9 @@
-"""launch.train end to end: config overrides, logs, TensorBoard, kill -9 and resume."""
+"""launch.train end to end: config overrides, logs, TensorBoard, kill -9 and resume, damaged checkpoints."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from configs import tiny
 from conftest import REPO
@@ -137,3 +140,81 @@ def test_damaged_newest_checkpoint_is_set_aside_and_training_finishes(tmp_path):
   assert "at step 2" in log and "steps 3..6" in log
   assert aside.is_dir()
   assert checkpointing.Checkpointer(tmp_path, read_only=True).all_steps()[-1] == 6
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+  """A tiny run's workdir with checkpoints at steps 2 and 4, trained once."""
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 100000
+  config.log_every_steps = 2
+  workdir = tmp_path_factory.mktemp("two_checkpoints") / "w"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+_RESUME = ("--config.num_train_steps=6", "--config.checkpoint_every_steps=2",
+           "--config.eval_every_steps=100000", "--config.log_every_steps=2")
+
+
+def _damage(step_dir, pattern, how):
+  """Damages the files of `step_dir` matching `pattern`; returns {path: bytes left}."""
+  files = [f for f in step_dir.glob(pattern) if f.is_file()]
+  assert files, pattern
+  left = {}
+  for i, f in enumerate(sorted(files)):
+    if how == "delete":
+      f.unlink()
+    else:
+      data = (np.random.default_rng(i).bytes(100) if how == "random"
+              else f.read_bytes()[:f.stat().st_size // 2])
+      f.write_bytes(data)
+      left[f.relative_to(step_dir)] = data
+  return left
+
+
+def _log_lines(stderr):
+  """absl's warning and error lines (`W1205 ...`, `E1205 ...`) and tracebacks."""
+  return [l for l in stderr.splitlines()
+          if re.match(r"[WEF]\d{4} ", l) or "Traceback" in l]
+
+
+def test_damaged_only_checkpoint_stops_with_one_line_and_is_kept(two_checkpoints, tmp_path):
+  """A run's only checkpoint, its array data overwritten with 100 random bytes."""
+  workdir = tmp_path / "w"
+  shutil.copytree(two_checkpoints, workdir)
+  shutil.rmtree(workdir / "checkpoints" / "2")
+  left = _damage(workdir / "checkpoints" / "4", "state/ocdbt.process_0/d/*", "random")
+  proc = _launch(workdir, *_RESUME, wait=False)
+  stderr, _ = proc.communicate(timeout=600)  # stdout and stderr together
+  assert proc.returncode == 2, stderr[-3000:]
+  assert "Traceback" not in stderr and not _log_lines(stderr), stderr[-3000:]
+  line, = [l for l in stderr.splitlines() if l.startswith("launch.train: error: ")]
+  assert "step 4 is damaged" in line and "Nothing was deleted" in line
+  assert "starts from step 0" in line
+  aside = workdir / "checkpoints" / "4.corrupt"
+  assert str(aside) in line
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4.corrupt"]
+  for name, data in left.items():
+    assert (aside / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("kind,how", [("state/_sharding", "truncate"),
+                                      ("input/metadata", "delete")])
+def test_damaged_newest_checkpoint_continues_from_the_older_in_one_line(
+    two_checkpoints, tmp_path, kind, how):
+  workdir = tmp_path / "w"
+  shutil.copytree(two_checkpoints, workdir)
+  left = _damage(workdir / "checkpoints" / "4", kind, how)
+  log = _launch(workdir, *_RESUME)
+  warning, = _log_lines(log)
+  assert "step 4 is damaged" in warning and "continuing from step 2" in warning
+  assert "at step 2" in log and "steps 3..6" in log
+  aside = workdir / "checkpoints" / "4.corrupt"
+  assert f"moved aside to {aside};" in warning
+  for name, data in left.items():
+    assert (aside / name).read_bytes() == data
+  assert not (aside / kind).exists() if how == "delete" else (aside / kind).is_file()
+  assert checkpointing.Checkpointer(workdir, read_only=True).all_steps()[-1] == 6
