@@ -74,6 +74,27 @@ def test_import_matches_pytorch_forward(num_stacks, num_features):
       kernel, net.pre[0].conv.weight.detach().numpy().transpose(2, 3, 1, 0))
 
 
+def test_import_into_the_scanned_and_the_unrolled_layouts():
+  """Each stack's tensors go to its slice of the stacked parameters, merges too."""
+  net = _reference(3, 32)
+  scanned = torch_import.variables_from_state_dict(_published(net), 3, 32, 16)
+  unrolled = torch_import.variables_from_state_dict(_published(net), 3, 32, 16,
+                                                    scan_stacks=False)
+  _assert_same(net, StackedHourglass(3, 32, 16), scanned, _images())
+  _assert_same(net, StackedHourglass(3, 32, 16, scan_stacks=False), unrolled, _images())
+  params = scanned["params"]
+  for s in range(3):
+    np.testing.assert_array_equal(params["stacks"]["out"]["kernel"][s],
+                                  net.outs[s].conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+  for s in range(2):
+    np.testing.assert_array_equal(params["merge_features"]["bias"][s],
+                                  net.merge_features[s].conv.conv.bias.detach().numpy())
+  assert params["merge_pred"]["kernel"].shape == (2, 1, 1, 16, 32)
+  np.testing.assert_array_equal(
+      scanned["batch_stats"]["stacks"]["hourglass"]["up1"]["bn1"]["mean"][2],
+      net.hgs[2][0].up1.bn1.running_mean.numpy())
+
+
 def test_accepts_bare_state_dict_and_numpy_arrays():
   net = _reference(1, 32)
   bare = {k: v.numpy() for k, v in net.state_dict().items()}

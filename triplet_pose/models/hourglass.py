@@ -15,6 +15,23 @@ The graph is exactly that of the public PyTorch stacked hourglass
 * Per stack: hourglass -> features (Residual, Conv1x1-BN-ReLU) -> Conv1x1 to K
   heatmaps; between stacks x += merge_pred(pred) + merge_feat(features).
 
+The stacks are identical, so they run as one `nn.scan` (`scan_stacks=True`,
+the default): XLA compiles one stack instead of one per stack, which makes
+the thesis's 8-stack train step compile several times faster
+(benchmarks/compile_time.py) at the same step time. Every per-stack
+parameter and batch statistic then has a leading stack axis, under `stacks`
+(`stacks/hourglass`, `stacks/features_res`, `stacks/features_conv`,
+`stacks/features_bn`, `stacks/out`). The last stack has no merge layers: the
+merges are two stacked convolutions outside the scan (`merge_pred`,
+`merge_features`, with S-1 kernels), fed to the scan with a zero kernel
+appended for the last stack, whose merged output is dropped. (That one
+extra 1x1 convolution costs ~1% of the step; a second copy of the stack
+outside the scan would double the compile time instead.) `scan_stacks=False`
+unrolls the stacks into a Python loop with one module per stack
+(`hourglass_{s}`, ..., `merge_pred_{s}`): the same outputs, the layout of
+the reference's per-stack modules; `scan_layout` and `unrolled_layout`
+convert variables between the two.
+
 Every convolution has a bias and symmetric (k-1)/2 padding, as in PyTorch;
 weights are Xavier-uniform. Convolutions go through `cpu_conv.conv2d` and
 max pools are written as maxima of slices: the same values and parameters as
@@ -59,8 +76,14 @@ class _Conv(nn.Module):
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
                       jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return cpu_conv.conv2d(x, kernel, stride=self.stride, impl=self.impl) + bias
+    return _apply_conv(x, kernel, bias, stride=self.stride, dtype=self.dtype,
+                       impl=self.impl)
+
+
+def _apply_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int = 1,
+                dtype: Any, impl: str) -> jax.Array:
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
+  return cpu_conv.conv2d(x, kernel, stride=stride, impl=impl) + bias
 
 
 def _conv(features: int, kernel: int, *, stride: int = 1, dtype: Any,
@@ -137,6 +160,13 @@ class Hourglass(nn.Module):
     return up + _upsample_nearest(low)
 
 
+# Modules of one stack: `{name}_{s}` unrolled, `stacks/{name}` (stack axis 0) scanned.
+STACK_MODULES = ("hourglass", "features_res", "features_conv", "features_bn", "out")
+# The merges into the next stack's input: S-1 of each (none after the last stack).
+MERGE_MODULES = ("merge_pred", "merge_features")
+_SCAN_AXES = {"params": 0, "batch_stats": 0}
+
+
 class StackedHourglass(nn.Module):
   """Stacked hourglass mapping NHWC images to per-stack keypoint heatmaps.
 
@@ -154,6 +184,8 @@ class StackedHourglass(nn.Module):
       the key of the output dict.
     conv_impl: `cpu_conv.conv2d`'s impl ('auto': its CPU-friendly gradient on
       the CPU backend only; 'xla' or 'cpu_vjp' for A/B comparisons).
+    scan_stacks: run the stacks as one `nn.scan` (compiled once; stacked
+      parameters) rather than unrolled (see the module docstring).
 
   Called as `model.apply(variables, images, train=False)` with images
   (batch, H, W, C) float in [0, 1], any C; H and W divisible by
@@ -170,6 +202,7 @@ class StackedHourglass(nn.Module):
   stem_features: int = 128
   output_key: str = "joints"
   conv_impl: str = "auto"
+  scan_stacks: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -182,21 +215,8 @@ class StackedHourglass(nn.Module):
     x = _max_pool(x)
     x = Residual(stem, dtype=d, conv_impl=impl, name="pre_res2")(x, train)
     x = Residual(f, dtype=d, conv_impl=impl, name="pre_res3")(x, train)
-
-    hourglass_cls = nn.remat(Hourglass, static_argnums=(2,)) if self.remat else Hourglass
-    predictions = []
-    for s in range(self.num_stacks):
-      hg = hourglass_cls(self.hourglass_depth, f, dtype=d, conv_impl=impl,
-                         name=f"hourglass_{s}")(x, train)
-      feat = Residual(f, dtype=d, conv_impl=impl, name=f"features_res_{s}")(hg, train)
-      feat = _conv(f, 1, dtype=d, impl=impl, name=f"features_conv_{s}")(feat)
-      feat = _norm_relu(train, dtype=d, name=f"features_bn_{s}")(feat)
-      pred = _conv(self.num_keypoints, 1, dtype=d, impl=impl, name=f"out_{s}")(feat)
-      predictions.append(pred)
-      if s < self.num_stacks - 1:
-        x = (x + _conv(f, 1, dtype=d, impl=impl, name=f"merge_pred_{s}")(pred)
-             + _conv(f, 1, dtype=d, impl=impl, name=f"merge_features_{s}")(feat))
-    return {self.output_key: jnp.stack(predictions, axis=1).astype(jnp.float32)}
+    stacks = _scanned_stacks if self.scan_stacks else _unrolled_stacks
+    return {self.output_key: stacks(self, x, train).astype(jnp.float32)}
 
   def _check_input(self, images: jax.Array) -> None:
     if images.ndim != 4:
@@ -209,3 +229,137 @@ class StackedHourglass(nn.Module):
       raise ValueError(
           f"image height and width must be multiples of {multiple} for "
           f"hourglass_depth={self.hourglass_depth}, got {h}x{w}")
+
+
+def _stack(m: Any, x: jax.Array, train: bool, *, suffix: str
+           ) -> tuple[jax.Array, jax.Array]:
+  """One stack's (heatmaps, features), its modules named `{name}{suffix}`.
+
+  Called inside the compact method of `m` (a StackedHourglass or the scan's
+  `_Stack`, which share the size attributes), so the modules are its own.
+  """
+  f, d, impl = m.num_features, m.dtype, m.conv_impl
+  hourglass_cls = nn.remat(Hourglass, static_argnums=(2,)) if m.remat else Hourglass
+  hg = hourglass_cls(m.hourglass_depth, f, dtype=d, conv_impl=impl,
+                     name=f"hourglass{suffix}")(x, train)
+  feat = Residual(f, dtype=d, conv_impl=impl, name=f"features_res{suffix}")(hg, train)
+  feat = _conv(f, 1, dtype=d, impl=impl, name=f"features_conv{suffix}")(feat)
+  feat = _norm_relu(train, dtype=d, name=f"features_bn{suffix}")(feat)
+  pred = _conv(m.num_keypoints, 1, dtype=d, impl=impl, name=f"out{suffix}")(feat)
+  return pred, feat
+
+
+def _unrolled_stacks(m: StackedHourglass, x: jax.Array, train: bool) -> jax.Array:
+  """(B, S, h, w, K) heatmaps, one set of modules per stack."""
+  predictions = []
+  f, d, impl = m.num_features, m.dtype, m.conv_impl
+  for s in range(m.num_stacks):
+    pred, feat = _stack(m, x, train, suffix=f"_{s}")
+    predictions.append(pred)
+    if s < m.num_stacks - 1:
+      x = (x + _conv(f, 1, dtype=d, impl=impl, name=f"merge_pred_{s}")(pred)
+           + _conv(f, 1, dtype=d, impl=impl, name=f"merge_features_{s}")(feat))
+  return jnp.stack(predictions, axis=1)
+
+
+def _scanned_stacks(m: StackedHourglass, x: jax.Array, train: bool) -> jax.Array:
+  """(B, S, h, w, K) heatmaps from one `nn.scan` over the stacks."""
+  n, f = m.num_stacks, m.num_features
+  merges = None  # one stack: nothing to merge
+  if n > 1:
+    merges = (_StackedConv1x1(n - 1, f, name="merge_pred")(m.num_keypoints),
+              _StackedConv1x1(n - 1, f, name="merge_features")(f))
+    # The last stack's merge, with zero weights, gives an output that is
+    # dropped; the scan needs one merge per stack.
+    merges = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros_like(a[:1])]), merges)
+  scan = nn.scan(_Stack, variable_axes=_SCAN_AXES, split_rngs={"params": True},
+                 in_axes=0, out_axes=0, length=n)
+  _, predictions = scan(num_features=f, num_keypoints=m.num_keypoints,
+                        hourglass_depth=m.hourglass_depth, train=train, dtype=m.dtype,
+                        remat=m.remat, conv_impl=m.conv_impl, name="stacks")(x, merges)
+  return jnp.moveaxis(predictions, 0, 1)
+
+
+class _Stack(nn.Module):
+  """The scan's body: (x, this stack's merge weights) -> (next x, heatmaps)."""
+  num_features: int
+  num_keypoints: int
+  hourglass_depth: int
+  train: bool
+  dtype: Any
+  remat: bool
+  conv_impl: str
+
+  @nn.compact
+  def __call__(self, x: jax.Array, merge: Any) -> tuple[jax.Array, jax.Array]:
+    pred, feat = _stack(self, x, self.train, suffix="")
+    if merge is not None:
+      (pred_kernel, pred_bias), (feat_kernel, feat_bias) = merge
+      conv = functools.partial(_apply_conv, dtype=self.dtype, impl=self.conv_impl)
+      x = x + conv(pred, pred_kernel, pred_bias) + conv(feat, feat_kernel, feat_bias)
+    return x, pred
+
+
+class _StackedConv1x1(nn.Module):
+  """Kernels (count, 1, 1, C_in, features) and biases (count, features) of
+  `count` 1x1 convolutions, each initialised like `_Conv`'s."""
+  count: int
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", nn.initializers.xavier_uniform(batch_axis=(0,)),
+                        (self.count, 1, 1, in_features, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.count, self.features),
+                      jnp.float32)
+    return kernel, bias
+
+
+def scan_layout(variables: dict[str, Any], num_stacks: int) -> dict[str, Any]:
+  """Variables of an unrolled StackedHourglass (`scan_stacks=False`), scanned.
+
+  Args:
+    variables: {collection: tree} of a `num_stacks`-stack model with
+      per-stack modules `{name}_{s}`.
+    num_stacks: its number of stacks.
+
+  Returns:
+    The same arrays for `scan_stacks=True`: each stack's modules stacked
+    along a new axis 0 under `stacks`, and the merges under `merge_pred` /
+    `merge_features`; the other modules as they were.
+  """
+  out = {}
+  for collection, tree in variables.items():
+    tree = dict(tree)
+    stacked = {name: _stack_trees([tree.pop(f"{name}_{s}") for s in range(num_stacks)])
+               for name in STACK_MODULES if f"{name}_0" in tree}
+    for name in MERGE_MODULES:
+      if f"{name}_0" in tree:
+        tree[name] = _stack_trees([tree.pop(f"{name}_{s}") for s in range(num_stacks - 1)])
+    if stacked:
+      tree["stacks"] = stacked
+    out[collection] = tree
+  return out
+
+
+def unrolled_layout(variables: dict[str, Any], num_stacks: int) -> dict[str, Any]:
+  """The inverse of `scan_layout`: per-stack modules `{name}_{s}`."""
+  out = {}
+  for collection, tree in variables.items():
+    tree = dict(tree)
+    for name, sub in tree.pop("stacks", {}).items():
+      tree.update({f"{name}_{s}": _index_tree(sub, s) for s in range(num_stacks)})
+    for name in MERGE_MODULES:
+      if name in tree:
+        sub = tree.pop(name)
+        tree.update({f"{name}_{s}": _index_tree(sub, s) for s in range(num_stacks - 1)})
+    out[collection] = tree
+  return out
+
+
+def _stack_trees(trees: list[Any]) -> Any:
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _index_tree(tree: Any, i: int) -> Any:
+  return jax.tree.map(lambda leaf: leaf[i], tree)

@@ -14,6 +14,10 @@ MPII checkpoints map 1:1 onto our parameters:
   in a Residual: bn1, conv1.conv, bn2, conv2.conv, bn3, conv3.conv,
   skip_layer.conv               -> bn1, conv1, bn2, conv2, bn3, conv3, skip
 
+The names above are those of the unrolled layout (`scan_stacks=False`);
+for the default scanned layout the per-stack tensors are then stacked along
+a new axis 0 (`hourglass.scan_layout`: `stacks/hourglass`, ..., `merge_pred`).
+
 Convolution weights go from OIHW to HWIO; batch norm `weight`, `bias`,
 `running_mean`, `running_var` become `scale`, `bias` (params) and `mean`,
 `var` (batch_stats). The reference holds a `skip_layer` in every Residual
@@ -34,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from triplet_pose.models import hourglass
 from triplet_pose.models.hourglass import StackedHourglass
 
 # Flax module name -> reference module path, for the top-level modules.
@@ -60,7 +65,8 @@ _PREFIXES = ("module.", "model.")
 def variables_from_state_dict(state_dict: Mapping[str, Any], num_stacks: int,
                               num_features: int = 256, num_keypoints: int = 16,
                               *, hourglass_depth: int = 4,
-                              num_input_channels: int = 3) -> dict[str, Any]:
+                              num_input_channels: int = 3,
+                              scan_stacks: bool = True) -> dict[str, Any]:
   """Flax variables of `StackedHourglass` from a reference PyTorch state dict.
 
   Args:
@@ -73,20 +79,24 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], num_stacks: int,
     num_keypoints: its heatmaps per stack (16 for MPII).
     hourglass_depth: its hourglass levels (4 published).
     num_input_channels: its input channels (3 published).
+    scan_stacks: the layout of the model the variables are for
+    (`StackedHourglass.scan_stacks`).
 
   Returns:
     {'params': ..., 'batch_stats': ...} nested dicts of float32 arrays, ready
     for `StackedHourglass(num_stacks, num_features, num_keypoints,
-    hourglass_depth).apply(variables, images, train=False)`.
+    hourglass_depth, scan_stacks=scan_stacks).apply(variables, images,
+    train=False)`.
 
   Raises:
     ValueError: naming every missing or unexpected tensor, or the first
       tensor whose shape differs from the model's.
   """
   tensors = _strip_prefixes(_unwrap(state_dict))
+  # The unrolled layout names every stack's modules as the reference does.
   model = StackedHourglass(num_stacks=num_stacks, num_features=num_features,
                            num_keypoints=num_keypoints,
-                           hourglass_depth=hourglass_depth)
+                           hourglass_depth=hourglass_depth, scan_stacks=False)
   size = 4 * 2 ** hourglass_depth
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.key(0),
@@ -136,7 +146,7 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], num_stacks: int,
     for name in names[:-1]:
       node = node.setdefault(name, {})
     node[names[-1]] = jnp.asarray(value, jnp.float32)
-  return variables
+  return hourglass.scan_layout(variables, num_stacks) if scan_stacks else variables
 
 
 def infer_architecture(state_dict: Mapping[str, Any]) -> dict[str, int]:
