@@ -51,6 +51,7 @@ class Outcome:
   statuses: dict[int, int] = dataclasses.field(default_factory=dict)
   post_latency_ms: list[float] = dataclasses.field(default_factory=list)
   retries: int = 0
+  careless: bool = False
   done: bool = False
   completion_code: str = ""
   error: str = ""
@@ -121,7 +122,7 @@ def _transport_error(e: BaseException) -> bool:
 async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
                     careless: bool = False, panel: dict[str, str] | None = None) -> Outcome:
   """One participant, from registration to the completion code."""
-  out = Outcome()
+  out = Outcome(careless=careless)
   answerer = _Answerer(manifest, mode=mode, rng=rng, careless=careless)
   try:
     r = await _request(client, "POST", "/api/participants", out, json=panel or {})
@@ -154,14 +155,16 @@ async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
 
 
 async def _simulate(manifest, *, url: str, count: int, mode: str, concurrency: int,
-                    seed: int) -> list[Outcome]:
+                    seed: int, app=None) -> list[Outcome]:
   import httpx  # pylint: disable=g-import-not-at-top
   sim = manifest["config"]["simulate"]
   rng = np.random.default_rng(seed)
   careless = rng.random(count) < (sim["careless_fraction"] if mode == "programmed" else 0)
   gate = asyncio.Semaphore(concurrency)
   limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-  async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+  transport = httpx.ASGITransport(app=app) if app is not None else None
+  async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits,
+                               transport=transport) as client:
     async def one(k):
       async with gate:
         return await take_part(client, manifest, mode=mode, careless=bool(careless[k]),
@@ -172,8 +175,11 @@ async def _simulate(manifest, *, url: str, count: int, mode: str, concurrency: i
 
 
 def simulate(workdir: str | pathlib.Path, *, url: str, count: int, answers: str = "programmed",
-             concurrency: int = 50, seed: int | None = None) -> dict[str, Any]:
+             concurrency: int = 50, seed: int | None = None, app=None) -> dict[str, Any]:
   """Runs `count` virtual participants against the server at `url`.
+
+  With `app` (an ASGI application) the clients call it in this process
+  instead of over the network (tests).
 
   Returns:
     {'outcomes': [Outcome], 'finished', 'acknowledged', 'retries', 'errors',
@@ -189,7 +195,7 @@ def simulate(workdir: str | pathlib.Path, *, url: str, count: int, answers: str 
   seed = manifest["config"]["simulate"]["seed"] if seed is None else seed
   start = time.perf_counter()
   outcomes = asyncio.run(_simulate(manifest, url=url.rstrip("/"), count=count, mode=answers,
-                                   concurrency=concurrency, seed=seed))
+                                   concurrency=concurrency, seed=seed, app=app))
   latencies = np.concatenate([o.post_latency_ms for o in outcomes] or [[np.nan]])
   return {"outcomes": outcomes, "finished": sum(o.done for o in outcomes),
           "acknowledged": sum(len(o.acknowledged) for o in outcomes),

@@ -230,8 +230,11 @@ def _render_conditions(config, manifest, examples, out: pathlib.Path, log) -> No
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, images: bool = True) -> dict[str, Any]:
   """Builds (or completes) the stimulus set and manifest in `workdir`.
+
+  `images=False` writes the manifest alone (tests of the design and the
+  analysis, which never look at a pixel).
 
   Returns:
     the manifest (also written to `workdir/manifest.json`).
@@ -262,6 +265,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   manifest, candidates = _plan(config, examples, pool, log)
   manifest = {"version": 1, "config": json.loads(config.to_json()), **manifest}
   out = workdir / design.STIMULI
+  if not images:
+    storage.write_text(workdir / design.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
   every = np.concatenate(list(candidates.values()))
   reach = np.abs(choice_lib.normalise(every)).max()
   scale = 0.45 * config.candidate_size / reach
