@@ -1,4 +1,4 @@
-"""launch.train end to end: config overrides, logs, TensorBoard, kill -9 and resume, damaged checkpoints."""
+"""launch.train end to end: overrides, logs, TensorBoard, kill -9 and resume, damaged checkpoints."""
 
 import json
 import os

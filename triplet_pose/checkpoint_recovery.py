@@ -134,7 +134,7 @@ def restore_newest_intact(directory: pathlib.Path, steps: Sequence[int],
     others = sorted(set(steps) - {step})
     raise CheckpointError(
         f"checkpoint {directory}: {damaged[0]}. Nothing was deleted; "
-        + (f"the intact steps are {others}" if others else "no other step is kept"))
+        + (f"the other steps kept are {others}" if others else "no other step is kept"))
   latest = max(steps)
   raise CheckpointError(
       f"no intact checkpoint in {directory}: " + "; ".join(damaged)
@@ -195,13 +195,13 @@ def quiet_aborted_reads() -> None:
   When one array of a checkpoint fails to read, orbax closes its event loop
   while tensorstore still completes the other reads: each then calls
   `loop.call_soon_threadsafe` on the closed loop (an unraisable
-  `RuntimeError: Event loop is closed`, printed with its traceback), and the
-  abandoned futures log 'exception was never retrieved' and its abandoned
-  coroutines, closed, raise again (each with its traceback). They arrive
-  from other threads or when garbage is collected, hundreds of times; the
-  restore has already reported the damage in one line. Installed when a
-  damaged checkpoint is met (once per process; other errors still print),
-  and the abandoned reads are collected now, while it is.
+  `RuntimeError: Event loop is closed`, printed with its traceback); the
+  read's abandoned futures log 'exception was never retrieved', and its
+  abandoned coroutines raise again when closed (each with a traceback).
+  They arrive from other threads or when garbage is collected, hundreds of
+  times; the restore has already reported the damage in one line. Installed
+  when a damaged checkpoint is met (once per process; other errors still
+  print), and the abandoned reads are collected now, while it is.
   """
   if not getattr(sys.unraisablehook, "_drops_aborted_reads", False):
     previous = sys.unraisablehook

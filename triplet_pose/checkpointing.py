@@ -18,7 +18,7 @@ Faults are recovered, not just reported:
 * A damaged checkpoint (any file that restoring reads overwritten, truncated
   or missing): `restore` moves it aside to `checkpoints/<step>.corrupt`
   (never deleted) and continues from the newest intact checkpoint, saying so
-  in one line; when none is left, `CheckpointError` says which steps were
+  in one line; when none is left, a `CheckpointError` says which steps were
   damaged and what to do (`checkpoint_recovery`). Damaged metrics or step
   metadata, which only describe a checkpoint, are moved aside alone and the
   checkpoint kept.
@@ -121,8 +121,8 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: when there is no checkpoint (at `step`).
-      CheckpointError: no intact checkpoint, or the intact one does not fit
-        `state_template` (a different model config).
+      checkpoint_recovery.CheckpointError: no intact checkpoint, or the
+        intact one does not fit `state_template` (a different model config).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
