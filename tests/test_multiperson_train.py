@@ -9,8 +9,11 @@ import numpy as np
 
 from configs import scenes as scenes_config
 from triplet_pose import train
+from triplet_pose import viz
 from triplet_pose import workdir as workdir_lib
 from triplet_pose.models import associative_embedding as ae
+from triplet_pose.prediction import scenes
+from triplet_pose.viz import scenes as scene_viz
 
 
 def _smoke(tmp_path, **overrides):
@@ -59,3 +62,11 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path):
   for key in ("eval/mp_count_accuracy", "eval/mp_ceiling_map", "eval/eval_loss"):
     assert np.isfinite(evals[-1][key])
   assert workdir_lib.load_model(workdir, expect=ae.TARGET).step == 6
+  # The report and the scene panel of launch.scenes, from the same workdir.
+  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4)
+  assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
+  rows = scenes.scene_rows(str(workdir), num_images=2)
+  picture = viz.figure_to_array(scene_viz.scene_panel(rows))
+  assert picture.ndim == 3 and len(rows) == 2
+  for row in rows:
+    assert all(p.ndim == 2 and np.isfinite(p).all() for p in row["phosphenes"].values())

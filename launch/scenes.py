@@ -1,0 +1,66 @@
+r"""Several people: the multi-person AP report of a trained workdir and scene panels.
+
+  python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
+      [--triplet_workdir=/tmp/demo/triplet] [--joint_workdir=/tmp/demo/joint]
+
+Writes OUTPUT/multiperson_report.json (mAP, AP per joint and group, per
+occlusion and crowd-index bin, the grouping ceiling, the person-count
+accuracy; with --joint_workdir the single-person baseline on ground-truth
+boxes) and OUTPUT/scene_panel.png (image, grouped persons in distinct
+colours, each representation's phosphenes; with --triplet_workdir every
+person's contour too), and prints the table.
+"""
+
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+
+from launch import common
+from triplet_pose import storage
+from triplet_pose import viz
+from triplet_pose.prediction import scenes
+from triplet_pose.viz import scenes as scene_viz
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of configs/scenes.py training.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
+_TRIPLET = flags.DEFINE_string("triplet_workdir", None, "Triplet model: contours per person.")
+_JOINT = flags.DEFINE_string("joint_workdir", None,
+                             "Single-person joint model: the baseline on ground-truth boxes.")
+_SPLIT = flags.DEFINE_string("split", None, "Split (default: the config's evaluation split).")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches of 16 images (0: all).")
+_PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
+flags.mark_flags_as_required(["workdir", "output"])
+
+
+def _line(name: str, r: dict) -> str:
+  bins = {**r["by_occlusion"], **r["by_crowd"]}
+  return (f"{name:<22} mAP {r['map']:5.1f} | " + " ".join(f"{k} {v:5.1f}" for k, v in
+                                                         bins.items())
+          + f" | count {100 * r['count_accuracy']:5.1f}%")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  out = pathlib.Path(_OUTPUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
+                                   num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value)
+  storage.write_text(out / "multiperson_report.json", json.dumps(report, indent=1))
+  print(f"{report['images']} images, {report['persons']} persons, step {report['step']}")
+  print(_line("associative embedding", report))
+  if "ceiling_map" in report:
+    print(f"{'grouping ceiling':<22} mAP {report['ceiling_map']:5.1f}")
+  if "baseline" in report:
+    print(_line("single person on boxes", report["baseline"]))
+  if _PANELS.value:
+    rows = scenes.scene_rows(_WORKDIR.value, num_images=_PANELS.value,
+                             triplet_workdir=_TRIPLET.value, split=_SPLIT.value)
+    path = viz.save_figure(scene_viz.scene_panel(rows), out / "scene_panel.png")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,150 @@
+"""Several people: evaluate a multi-person workdir, and draw scene panels.
+
+`evaluate_workdir` runs the associative-embedding model of a workdir over a
+split of scenes (or MPII multi-person images) and returns the AP table
+(all images, occlusion and crowd bins, the grouping ceiling, the person
+count), and optionally the single-person baseline (a joint model on the
+crops of the ground-truth boxes). `scene_rows` gathers the first images'
+grouped persons, their contours (a triplet model run top-down on each) and
+each representation's phosphenes of the whole scene, for
+`viz.scenes.scene_panel`.
+
+Predicted persons have no depth: the larger a person's joint box, the
+nearer it is taken to be (people of one height, seen in perspective).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from triplet_pose import data
+from triplet_pose import inference
+from triplet_pose import keypoints as kp
+from triplet_pose import top_down
+from triplet_pose import workdir as workdir_lib
+from triplet_pose.evaluators import multi_person
+from triplet_pose.models import associative_embedding
+from triplet_pose.phosphenes import scene as scene_lib
+from triplet_pose.prediction import renderer as renderer_lib
+
+
+def _batches(config, *, split: str, batch_size: int):
+  return data.create_iterator(config.input, split=split, batch_size=batch_size,
+                              seed=config.seed, shuffle=False, repeat=False)
+
+
+def _predict_fn(loaded: workdir_lib.LoadedModel):
+  apply = jax.jit(functools.partial(loaded.model.apply, train=False))
+  options = multi_person.grouping_options(loaded.config)
+  size = loaded.config.input.image_size
+
+  def predict(batch):
+    out = apply(loaded.variables, jnp.asarray(batch["image"], jnp.float32) / 255.0)
+    maps = {"heatmaps": np.asarray(out[kp.JOINTS.name][:, -1]),
+            "tags": np.asarray(out[associative_embedding.TAGS][:, -1])}
+    return multi_person.predict_scene(maps, batch, image_size=size, options=options)
+
+  return predict
+
+
+def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
+                     num_batches: int = 0, joint_workdir: str | None = None
+                     ) -> dict[str, Any]:
+  """The multi-person report of a workdir's model over a split.
+
+  Args:
+    workdir: a `configs/scenes.py` training workdir.
+    split: default the config's evaluation split.
+    batch_size: images per batch.
+    num_batches: stop after this many (0: the whole split).
+    joint_workdir: a single-person joint model for the baseline.
+
+  Returns:
+    `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
+    on ground-truth boxes) when `joint_workdir` is given, and 'step'.
+  """
+  loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
+  split = split or loaded.config.input.eval_split
+  predict = _predict_fn(loaded)
+  metric = multi_person.MultiPersonAp()
+  batches = []
+  for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
+    if num_batches and i >= num_batches:
+      break
+    metric.update(batch, predict(batch))
+    batches.append(batch)
+  report = {"step": loaded.step, "split": split, **metric.report()}
+  if joint_workdir:
+    joint = workdir_lib.load_model(joint_workdir, expect=kp.JOINTS.name)
+    models = inference.PoseModels(joint=joint)
+    fn = inference.make_inference_fn(models)
+    report["baseline"] = multi_person.single_person_baseline(
+        fn, models.variables(), batches, size=models.image_size)
+  return report
+
+
+def _depth_by_size(persons: np.ndarray) -> np.ndarray:
+  """Depth rank (0 = nearest) of persons by the diagonal of their joint box."""
+  xy = np.where(np.isfinite(persons[..., :2]), persons[..., :2], np.nan)
+  extent = np.nan_to_num(np.nanmax(xy, 1) - np.nanmin(xy, 1))
+  return np.argsort(np.argsort(-np.hypot(*extent.T)))
+
+
+def _still(sim, mask: jax.Array, frames: int) -> np.ndarray:
+  state = sim.init_state()
+  amplitude = sim.sample_stimulus(mask, rescale=True)
+  image = None
+  for _ in range(frames):
+    state, image = sim.step(state, amplitude)
+  return np.asarray(image)
+
+
+def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
+               split: str | None = None) -> list[dict[str, Any]]:
+  """Rows of `viz.scenes.scene_panel` for the first images of a split."""
+  loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
+  config = loaded.config
+  batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
+  persons = _predict_fn(loaded)(batch)["persons"]
+  triplet = None
+  if triplet_workdir:
+    model = workdir_lib.load_model(triplet_workdir, expect=kp.CONTOUR.name)
+    models = inference.PoseModels(triplet=model)
+    triplet = (inference.make_inference_fn(models, ground_truth_joints=True),
+               models.variables(), models.image_size)
+  renderer = renderer_lib.PhospheneRenderer()
+  size = (config.input.image_size,) * 2
+  skeleton = renderer.styles[kp.JOINTS.name]
+  rows = []
+  for i in range(num_images):
+    image, found = np.asarray(batch["image"][i]), persons[i]
+    row = {"image": image, "persons": found, "phosphenes": {}}
+    if not len(found):
+      rows.append(row)
+      continue
+    visible = np.isfinite(found).all(-1).astype(np.float32)
+    points = {kp.JOINTS.name: jnp.asarray(np.nan_to_num(found[..., :2]), jnp.float32)}
+    vis = {kp.JOINTS.name: jnp.asarray(visible)}
+    depth = jnp.asarray(_depth_by_size(found))
+    variants = {"skeleton": (skeleton, scene_lib.SceneStyle()),
+                "skeleton, gap": (skeleton, scene_lib.SceneStyle(gap=3.0)),
+                "skeleton, by depth": (skeleton, scene_lib.SceneStyle(depth_brightness=0.55))}
+    if triplet is not None:
+      fn, variables, triplet_size = triplet
+      contours = top_down.contours_per_person(fn, variables, image, found, size=triplet_size)
+      row["contours"] = contours
+      points = {**points, kp.CONTOUR.name: jnp.asarray(contours[..., :2], jnp.float32)}
+      variants["contour"] = (renderer.styles[kp.CONTOUR.name], scene_lib.SceneStyle())
+    for name, (style, scene_style) in variants.items():
+      mask = scene_lib.render_scene(points, image_size=size, output_size=renderer.sim.resolution,
+                                    visible=vis, depth=depth, style=style,
+                                    scene_style=scene_style)
+      row["phosphenes"][name] = _still(renderer.sim, mask, renderer.frames_per_image)
+    rows.append(row)
+  return rows
+
