@@ -5,11 +5,14 @@ r"""Which pose representation can a prosthesis user read? The observer benchmark
       --joint_workdir=/tmp/triplet_pose_demo/joint \
       --triplet_workdir=/tmp/triplet_pose_demo/triplet
 
-Trains one observer per (representation, phosphene count) on phosphene
-images of true poses and writes WORKDIR/results.json, table.txt,
-pckh_vs_phosphenes.png and examples.png (triplet_pose/readability). With
-the pose models' workdirs it also measures the images of their predicted
-poses. Re-running resumes: finished cells are kept. `--config` takes
+Scores readers of phosphene images under two protocols (a fresh reader per
+representation and phosphene count; one frozen common reader of every
+drawn representation), 3 seeds per cell with bootstrap CIs and paired
+tests, the implant budget and pictoriality of every representation, and
+writes WORKDIR/results.json, runs.json, table.txt, pckh_vs_phosphenes.png
+and examples.png (triplet_pose/readability). With the pose models'
+workdirs it also measures the images of their predicted poses.
+Re-running resumes: finished readers are kept. `--config` takes
 configs/readability.py (see there); without it, the full grid, or the
 quick one with --quick.
 """
@@ -22,12 +25,14 @@ from configs import readability as readability_configs
 from launch import common
 from triplet_pose.readability import benchmark
 from triplet_pose.readability import outputs
+from triplet_pose.readability import tables
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/readability.py[:size=quick]; default: the full grid.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (results, table, figures).")
-_QUICK = flags.DEFINE_bool("quick", False, "10 cells, 150-step observers (~7 min on 2 cores).")
+_QUICK = flags.DEFINE_bool("quick", False, "4 representations x 2 N x 3 seeds, both protocols, "
+                           "small readers (minutes on 2 cores).")
 _JOINT_WORKDIR = flags.DEFINE_string("joint_workdir", None,
                                      "Trained joint model, for the predicted-pose rows.")
 _TRIPLET_WORKDIR = flags.DEFINE_string("triplet_workdir", None,
@@ -46,7 +51,7 @@ def main(argv):
   results = benchmark.run_benchmark(config, _WORKDIR.value, joint_workdir=_JOINT_WORKDIR.value,
                                     triplet_workdir=_TRIPLET_WORKDIR.value)
   paths = outputs.write_outputs(results, _WORKDIR.value)
-  print(outputs.format_table(results))
+  print(tables.format_tables(results))
   print("\n".join(f"{name}: {path}" for name, path in paths.items()))
 
 

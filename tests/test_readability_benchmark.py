@@ -3,7 +3,9 @@
 The sanity checks of the instrument train small observers (marked slow):
 on unrendered joint masks the observer must read the pose (PCKh >= 0.9), on
 blank images it must sit at chance (the mean pose), and silhouette PCKh
-must not fall from 300 to 3000 phosphenes beyond run-to-run spread.
+must not fall from 300 to 3000 phosphenes beyond run-to-run spread. The
+learned encoder is checked to learn alone against a frozen reader, within
+its budget; the smoke grid to write results.json's fields and resume.
 """
 
 import json
@@ -19,6 +21,7 @@ import pytest
 from triplet_pose import metrics
 from triplet_pose.readability import benchmark
 from triplet_pose.readability import cells
+from triplet_pose.readability import learned
 from triplet_pose.readability import data as rdata
 from triplet_pose.readability import observer
 from triplet_pose.readability import representations as reps
@@ -83,23 +86,40 @@ def test_simulator_electrodes_do_not_depend_on_gradient_options():
   assert not np.array_equal(plain.x_deg, other.x_deg)
 
 
-def test_learned_encoder_gets_gradients_through_the_simulator():
+def _frozen_reader(config, seed=0):
+  variables = observer.create_observer(config).init(
+      jax.random.PRNGKey(seed), jnp.zeros((1, config.image_size, config.image_size, 1)),
+      train=False)
+  return {"observer": variables, "front": {}, "loss": 0.0}
+
+
+def test_learned_encoder_alone_learns_against_a_frozen_reader_within_budget():
   sim = reps.build_simulator(100, seed=0, resolution=64, options=reps.phosphenes.Options(
       threshold_gradient="sigmoid"))
-  config = observer.observer_config()
-  encoder = observer.Encoder(4, sim)
-  front = observer.learned_front(encoder, config=config, source_size=256, frames=3)
-  points = jnp.asarray(np.random.default_rng(0).uniform(40, 200, (2, 42, 2)), jnp.float32)
-  maps = observer.pose_heatmaps(points, source_size=256, size=64, sigma=2.0)
-  params = encoder.init(jax.random.PRNGKey(0), maps)["params"]
-  amplitude = encoder.apply({"params": params}, maps)
-  assert amplitude.shape == (2, sim.num_phosphenes)
-  assert 0.0 <= float(amplitude.min()) and float(amplitude.max()) <= 100e-6
-  images = front(params, points)
-  assert images.shape == (2, 64, 64) and float(images.max()) > 0.0
-  grads = jax.grad(lambda p: jnp.sum(front(p, points)))(params)
-  norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
-  assert all(np.isfinite(norms)) and max(norms) > 0.0
+  oc = observer.observer_config()
+  oc.image_size, oc.hourglass_depth, oc.num_features = 32, 1, 16
+  lc = learned.learned_config()
+  lc.features, lc.steps, lc.batch_size = 4, 3, 2
+  reader = _frozen_reader(oc)
+  before = jax.tree.map(np.asarray, reader["observer"])
+  points = np.random.default_rng(0).uniform(40, 200, (4, 42, 2)).astype(np.float32)
+  # As a drawn budget: about 0.15 uC per electrode at full amplitude.
+  limits = learned.budget_limits(lc, charge=1.4, electrodes=12)
+  trained = learned.train_encoder(sim, reader, points, points[:, :16], config=lc,
+                                  observer_config=oc, limits=limits, frames=3,
+                                  source_size=256, seed=0)
+  # The reader is frozen: the same variables after training.
+  jax.tree.map(np.testing.assert_array_equal, before, reader["observer"])
+  init = learned.Encoder(lc.features, sim).init(
+      jax.random.PRNGKey(0), learned.pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=256,
+                                                   size=32, sigma=lc.sigma))["params"]
+  moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
+           for a, b in zip(jax.tree.leaves(trained["params"]), jax.tree.leaves(init))]
+  assert max(moved) > 0.0  # the encoder learned
+  out = learned.encode(sim, trained["params"], points, config=lc, image_size=32, limits=limits,
+                       frames=3, source_size=256, batch_size=4)
+  assert out["images"].dtype == np.uint8 and out["images"].shape == (4, 32, 32)
+  assert np.all(out["active"] <= 12) and np.all(out["charge"] <= 1.4 + 1e-4)
 
 
 def _sanity_config(steps):
@@ -125,12 +145,18 @@ def sanity_data(tmp_path_factory):
 
 @pytest.mark.slow
 @long_test
-def test_observer_reads_unrendered_joint_masks(sanity_data):
+def test_observer_reads_unrendered_joint_masks(sanity_data, tmp_path):
+  workdir = tmp_path
   # The dedicated setting: 3x the grid's steps (500 steps give 0.77, 1200
   # gave 0.93: Wrist 0.66, Elbow 0.92, all other groups >= 0.95).
   config = _sanity_config(steps=1200)
-  cell = cells.run_cell(reps.get("joints"), 0, sanity_data, config=config)
-  assert cell["ground_truth"]["Mean"] >= 0.9, cell["ground_truth"]
+  masks = cells.masks(reps.get("joints"), sanity_data, config=config, workdir=workdir)
+  pooled = {k: cells.pooled_uint8(v, cells.factor(config)) for k, v in masks.items()}
+  reader = cells.train_reader(pooled["train"], sanity_data["train"]["joints"], config=config,
+                              seed=0)
+  mean = np.mean(cells.score(reader, pooled["validation"], sanity_data["validation"],
+                             config=config))
+  assert mean >= 0.9, mean
 
 
 @pytest.mark.slow
@@ -151,12 +177,17 @@ def test_observer_on_blank_images_is_at_chance(sanity_data):
 
 @pytest.mark.slow
 @long_test
-def test_silhouette_does_not_fall_with_more_phosphenes(sanity_data):
+def test_silhouette_does_not_fall_with_more_phosphenes(sanity_data, tmp_path):
   config = _sanity_config(steps=400)  # the grid's
   silhouette = reps.get("silhouette")
-  masks = cells.observer_inputs(silhouette, sanity_data, config=config)
-  cell = lambda n, seed: cells.run_cell(silhouette, n, sanity_data, config=config,
-                                        inputs=masks, seed=seed)["ground_truth"]["Mean"]
+
+  def cell(n, seed):
+    images = cells.condition_images(silhouette, n, sanity_data, config=config, layout=0,
+                                    workdir=tmp_path)
+    reader = cells.train_reader(images["train"], sanity_data["train"]["joints"],
+                                config=config, seed=seed)
+    return np.mean(cells.score(reader, images["validation"], sanity_data["validation"],
+                               config=config))
   low = [cell(300, 0), cell(300, 1)]
   high = cell(3000, 0)
   spread = max(abs(low[0] - low[1]), 0.05)  # run-to-run spread, at least 5 points
@@ -176,29 +207,44 @@ def test_launch_smoke_grid_writes_outputs_and_resumes(tmp_path, workdirs):
                 f"--triplet_workdir={workdirs['triplet']}")
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
-  assert set(results["cells"]) == {"image_edges/100", "joints/100", "learned/100"}
-  for key, cell in results["cells"].items():
-    assert 0.0 <= cell["ground_truth"]["Mean"] <= 1.0
-    assert cell["predicted"] is not None and cell["ssim"] is not None, key
+  cells_ = results["cells"]
+  assert {(c["protocol"], c["pose"], c["representation"]) for c in cells_} == {
+      (p, pose, r) for p in ("ideal", "common") for pose in ("true", "predicted")
+      for r in ("image_edges", "joints", "learned")}
+  for cell in cells_:
+    assert cell["num_phosphenes"] == 100 and len(cell["pckh"]["per_seed"]) == 2
+    lo, hi = cell["pckh"]["ci95"]
+    assert 0.0 <= lo <= cell["pckh"]["mean"] <= hi <= 100.0
+    assert cell["active_electrodes"] >= 0 and cell["charge_per_frame"] >= 0
+    assert set(cell["pictoriality"]) == {"iou", "ssim"} and cell["seconds"] > 0
+  assert {"active_electrodes", "charge_per_frame"} <= set(results["units"])
+  # The learned stimulation stays within the drawn median budget.
+  learned_cell = next(c for c in cells_ if c["representation"] == "learned")
+  budget = results["median_budget"]["100"]
+  assert learned_cell["charge_per_frame"] <= budget["charge_per_frame"] + 1e-3
+  assert learned_cell["active_electrodes"] <= round(budget["active_electrodes"]) + 1e-3
   # Image edges do not depend on the pose: the predicted row is the true one.
-  edges = results["cells"]["image_edges/100"]
-  assert edges["predicted"] == edges["ground_truth"] and edges["ssim"] == 1.0
-  for name in ("table.txt", "pckh_vs_phosphenes.png", "examples.png",
-               "examples/joints_100.npy", "examples/learned_mask.npy"):
+  edges = {c["pose"]: c for c in cells_
+           if c["representation"] == "image_edges" and c["protocol"] == "ideal"}
+  assert edges["predicted"]["pckh"] == edges["true"]["pckh"]
+  assert results["comparisons"] and all("verdict" in t for t in results["comparisons"])
+  for name in ("table.txt", "pckh_vs_phosphenes.png", "examples.png", "runs.json",
+               "examples/joints_100.npy", "examples/learned_100.npy",
+               "examples/learned_mask.npy", "readers/common_s1.msgpack"):
     assert (tmp_path / name).is_file(), name
   table = (tmp_path / "table.txt").read_text()
-  assert "From the predicted pose" in table
+  assert "Protocol common" in table and "from the predicted pose" in table
   block = results["provenance"]
   assert block["models"] == {role: {"workdir": str(workdirs[role]), "step": 2}
                              for role in ("joint", "triplet")}
   assert block["dataset"]["examples"] == results["config"]["num_validation"]
   assert (tmp_path / block["config"]["file"]).is_file()
   assert f"Model joint: {workdirs['joint']}, step 2" in table and "Code: triplet_pose" in table
-  # A second run resumes: every cell is kept, none is trained again.
+  # A second run resumes: every reader is kept, none is trained again.
   again = _launch(tmp_path, f"--joint_workdir={workdirs['joint']}",
                   f"--triplet_workdir={workdirs['triplet']}")
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "observer step" not in again.stderr
+  assert "step 1: loss" not in again.stderr and "step 2: loss" not in again.stderr
   resumed = json.loads((tmp_path / "results.json").read_text())
   assert resumed["cells"] == results["cells"]
   assert resumed["provenance_earlier"] == [block]  # the first run's, kept

@@ -1,20 +1,25 @@
-"""The readability benchmark: observer PCKh per (representation, phosphene count).
+"""The readability benchmark: observer PCKh per (protocol, representation, N).
 
 For every cell of the grid (`config.representations` x
-`config.num_phosphenes`) `cells.run_cell` trains a fresh observer on the
-phosphene images of the training figures' true poses and evaluates it on
+`config.num_phosphenes`) and both reading protocols (`protocols.py`:
+`ideal`, a fresh reader per cell; `common`, one frozen reader trained on a
+mix of every drawn representation), `config.seeds` readers are scored on
 held-out validation figures, from their true pose and, when trained pose
-models are given, from the models' predicted pose. Every cell uses the same
-observer, steps and schedule.
+models are given, from the models' predicted pose. `learned` is an encoder
+trained against the frozen common reader of the same seed, within the
+drawn representations' median budget (`learned.py`). The first electrode
+layout (`config.layouts[0]`) is the table's; the others check that the
+answer does not hang on one layout (drawn representations: the common
+readers, and ideal readers of `config.second_layout_ideal_seeds`).
 
-* `benchmark_config`: the grid, data and observer of a run (full, quick, smoke).
-* `run_benchmark`: runs or resumes the grid, then the run-to-run spread.
+* `benchmark_config`: the grid, data, readers and statistics (full, quick, smoke).
+* `run_benchmark`: runs or resumes the grid, then assembles results.json
+  (`assemble.assemble`: means, bootstrap CIs, paired tests).
 
-Data: the synthetic figures (`data.py`: the demo dataset's validation
-figures, unseen by its pose models). A re-run reuses what the workdir
-keeps: `data.npz`, `predictions.npz`, `masks/`, `results.json` (written after
-every cell: finished cells are skipped), `examples/*.npy` (one person);
-`outputs.py` writes the tables and figures.
+A re-run reuses what the workdir keeps: `data.npz`, `predictions.npz`,
+`masks/`, `images/` (uint8 phosphene images per condition), `readers/`,
+`encoders/`, `runs.json` (every finished reader's per-figure scores:
+finished runs are skipped) and `examples/`.
 """
 
 from __future__ import annotations
@@ -22,31 +27,33 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from triplet_pose import metric_writer
 from triplet_pose import provenance
+from triplet_pose.readability import assemble as assemble_lib
 from triplet_pose.readability import cells as cells_lib
 from triplet_pose.readability import data as data_lib
+from triplet_pose.readability import learned as learned_lib
 from triplet_pose.readability import observer as observer_lib
 from triplet_pose.readability import outputs
+from triplet_pose.readability import protocols
 from triplet_pose.readability import representations as reps
 
 SIZES = ("full", "quick", "smoke")
-# Relative cost of a learned cell (it trains through the simulator).
-_LEARNED_COST = 3.0
 
 
 def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
-  """The grid, data and observer of a benchmark run.
+  """The grid, data, readers and statistics of a benchmark run.
 
   Args:
     size: 'full' (the README's grid: 8 representations x 4 phosphene
-      counts), 'quick' (10 cells, 150-step observers) or 'smoke' (3 cells,
-      2 steps: tests). Their times are in the README.
+      counts x 3 seeds, both protocols, a second layout), 'quick' (4 x 2 x
+      3, small readers: minutes) or 'smoke' (seconds: tests).
   """
   if size not in SIZES:
     raise ValueError(f"size must be one of {SIZES}, got {size!r}")
@@ -59,17 +66,22 @@ def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
   c.simulator_resolution = 128  # rendered, then pooled to observer.image_size.
   c.line_width = 2.5  # mask pixels at 128 px: the demo's 5 px at 256.
   c.frames = 10  # frames of constant stimulation (brightness has settled).
-  c.seed = 0  # simulator layout and thresholds (per phosphene count), observers.
+  c.seeds = (0, 1, 2)  # reader seeds (ideal and common readers, learned encoders).
+  c.layouts = (0, 1)  # electrode-layout seeds: the first is the table's, the rest a check.
+  c.second_layout_ideal_seeds = (0,)  # ideal readers also trained on the other layouts.
   c.example_index = 0  # the validation person of the example grid.
-  # Cells trained again with observer seed + 1: the run-to-run spread.
-  c.spread_cells = ("silhouette/300",)
+  c.bootstrap = 1000  # resamples of the CIs and paired tests.
   c.observer = observer_lib.observer_config()
+  c.common = ml_collections.ConfigDict(dict(steps=1200))  # the common reader's steps.
+  c.learned = learned_lib.learned_config()
   if size == "quick":
-    c.representations = ("image_edges", "joints", "triplet", "silhouette", "learned")
-    c.num_phosphenes = (1000, 300)
-    c.num_train, c.num_validation = 500, 100
-    c.observer.steps = 150
-    c.spread_cells = ()
+    c.representations = ("joints", "triplet", "silhouette", "learned")
+    c.num_phosphenes = (1000, 100)
+    c.num_train, c.num_validation = 300, 100
+    c.observer.steps = 100
+    c.common.steps = 300
+    c.learned.steps = 60
+    c.second_layout_ideal_seeds = ()
   elif size == "smoke":
     c.representations = ("image_edges", "joints", "learned")
     c.num_phosphenes = (100,)
@@ -77,6 +89,7 @@ def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
     c.simulator_resolution = 64
     c.line_width = 1.5
     c.frames = 3
+    c.seeds = (0, 1)
     c.observer.steps = 2
     c.observer.batch_size = 4
     c.observer.eval_batch_size = 8
@@ -84,45 +97,145 @@ def benchmark_config(size: str = "full") -> ml_collections.ConfigDict:
     c.observer.image_size = 32
     c.observer.hourglass_depth = 1
     c.observer.num_features = 16
-    c.observer.encoder_features = 4
     c.observer.optimizer.warmup_steps = 0
-    c.spread_cells = ()
+    c.common.steps = 2
+    c.learned.steps = 2
+    c.learned.batch_size = 4
+    c.learned.features = 4
+    c.bootstrap = 50
   return c
 
 
 def _fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What a finished cell depends on (the grid itself may grow between runs)."""
-  keep = {k: v for k, v in config.to_dict().items()
-          if k not in ("representations", "num_phosphenes", "example_index", "spread_cells")}
+  """What finished runs depend on (the common reader's mix is the whole grid)."""
+  keep = {k: v for k, v in config.to_dict().items() if k != "example_index"}
   return json.loads(json.dumps(keep, default=list))
+
+
+def _score_true_and_predicted(grid: protocols.Grid, reader, images) -> dict[str, Any]:
+  c, val = grid.config, grid.data["validation"]
+  out = {"true": cells_lib.score(reader, images["validation"], val, config=c),
+         "predicted": None}
+  if "predicted" in images:
+    out["predicted"] = cells_lib.score(reader, images["predicted"], val, config=c)
+  elif grid.data.get("predicted"):  # not drawn from the pose (image edges): the same images
+    out["predicted"] = out["true"]
+  return out
+
+
+def _ideal_run(grid: protocols.Grid, name: str, n: int, layout: int, seed: int) -> dict[str, Any]:
+  """A fresh reader of one condition; scored there, and at the other N (first layout)."""
+  images = protocols.images(grid, name, n, layout, seed)
+  # Kept: the experiment's trials are answered by it (`trials.py`).
+  reader = protocols.load_or_train(
+      protocols.reader_path(grid.workdir, "ideal", seed=seed, representation=name,
+                            num_phosphenes=n, layout=layout),
+      lambda: cells_lib.train_reader(images["train"], grid.data["train"]["joints"],
+                                     config=grid.config, seed=seed,
+                                     log=grid.log_step("observer")))
+  run = _score_true_and_predicted(grid, reader, images)
+  if layout == grid.config.layouts[0]:
+    run["transfer"] = {str(other): cells_lib.score(
+        reader, protocols.images(grid, name, other, layout, seed)["validation"],
+        grid.data["validation"], config=grid.config)
+                       for other in grid.config.num_phosphenes if other != n}
+  return run
+
+
+def _common_run(grid: protocols.Grid, name: str, n: int, layout: int, seed: int) -> dict[str, Any]:
+  """The frozen common reader on one condition, and on it within the median budget."""
+  reader = protocols.common_reader(grid, seed)
+  images = protocols.images(grid, name, n, layout, seed)
+  run = _score_true_and_predicted(grid, reader, images)
+  if layout == grid.config.layouts[0]:
+    rep = reps.get(name)
+    if rep.kind == "learned":
+      run["equal_budget"] = run["true"]  # trained within it
+    else:
+      capped = cells_lib.condition_images(rep, n, grid.data, config=grid.config, layout=layout,
+                                          workdir=grid.workdir,
+                                          budget=protocols.learned_limits(grid, n, layout))
+      run["equal_budget"] = cells_lib.score(reader, capped["validation"],
+                                            grid.data["validation"], config=grid.config)
+  return run
+
+
+def _plan(grid: protocols.Grid) -> list[tuple[str, float, Callable[[], dict[str, Any]]]]:
+  """The runs still to do, in order, with their relative cost (for the ETA)."""
+  c = grid.config
+  first, *others = c.layouts
+  todo = []
+  ratio = lambda steps: steps / max(c.observer.steps, 1)
+  readers_pending = {s for s in c.seeds
+                     if not protocols.reader_path(grid.workdir, "common", seed=s).exists()}
+  encoders_seen = set()
+
+  def add(protocol, name, n, layout, seed):
+    key = assemble_lib.run_key(protocol, name, n, layout, seed)
+    if key in grid.runs:
+      return
+    cost = 1.0 if protocol == "ideal" else 0.1
+    if seed in readers_pending:
+      cost += ratio(c.common.steps)
+      readers_pending.discard(seed)
+    encoder = (n, layout, seed)
+    if reps.get(name).kind == "learned" and encoder not in encoders_seen:
+      encoders_seen.add(encoder)
+      if not (grid.workdir / "encoders" / f"L{layout}_{n}_s{seed}.msgpack").exists():
+        cost += 3.0 * ratio(c.learned.steps)  # through the simulator and the reader
+    run = _common_run if protocol == "common" else _ideal_run
+    todo.append((key, cost, lambda: run(grid, name, n, layout, seed)))
+
+  # The common readers first (the learned encoders need them), then count
+  # by count: a partial run has every representation at the first counts.
+  for n in c.num_phosphenes:
+    for name in c.representations:
+      for seed in c.seeds:
+        add("common", name, n, first, seed)
+        add("ideal", name, n, first, seed)
+  for layout in others:
+    for n in c.num_phosphenes:
+      for name in grid.drawn + [r for r in c.representations if reps.get(r).kind == "image"]:
+        for seed in c.seeds:
+          add("common", name, n, layout, seed)
+        for seed in c.second_layout_ideal_seeds:
+          add("ideal", name, n, layout, seed)
+  return todo
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+  filled = int(round(width * min(max(fraction, 0.0), 1.0)))
+  return "#" * filled + "-" * (width - filled)
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                   joint_workdir: str | None = None, triplet_workdir: str | None = None
                   ) -> dict[str, Any]:
-  """Runs (or resumes) every cell of the grid; writes `workdir/results.json`.
+  """Runs (or resumes) every reader of the grid; writes `workdir/results.json`.
 
   Args:
     config: `benchmark_config()`.
     workdir: output folder (created); a re-run with the same config skips
-      the cells already in its results.json.
+      the runs already in its runs.json.
     joint_workdir, triplet_workdir: trained pose models (`launch.demo`'s
       `joint` and `triplet` folders) for the predicted-pose rows; None: only
-      ground-truth rows.
+      true-pose rows.
 
   Returns:
-    the results: {'config', 'chance', 'cells': {'<name>/<N>': cell}, 'predicted_by',
-    'provenance': this run's block (`provenance.provenance`: the config, the
-    pose models' workdirs and steps, the figures), 'provenance_earlier': the
-    blocks of the runs it resumed}.
+    the results (`assemble.assemble`): {'config', 'units', 'chance', 'cells':
+    [cell], 'comparisons', 'conditions', 'predicted_by', 'provenance':
+    this run's block (`provenance.provenance`: the config, the pose models'
+    workdirs and steps, the figures), 'provenance_earlier': the blocks of
+    the runs it resumed}.
 
   Raises:
     ValueError: for an unknown representation, or a workdir whose results
-      were made with another config (observer, data or simulator).
+      were made with another config (readers, data, simulator or grid).
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  chosen = [reps.get(name) for name in config.representations]
+  for name in config.representations:
+    reps.get(name)
   results = outputs.read_results(workdir)
   fingerprint = _fingerprint(config)
   predicted_by = [joint_workdir, triplet_workdir] if joint_workdir else None
@@ -131,7 +244,6 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     raise ValueError(f"{workdir / outputs.RESULTS_FILE} holds results of another config "
                      "or other pose models; use a new --workdir (or delete it)")
   results.update(config=fingerprint, predicted_by=predicted_by)
-  results.setdefault("cells", {})
   start, cpu_start = time.perf_counter(), time.process_time()
   logging.info("[readability] data: %d train / %d validation figures%s", config.num_train,
                config.num_validation, ", predicted poses" if joint_workdir else "")
@@ -140,35 +252,33 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
   results["chance"] = cells_lib.chance(data)
   _record_provenance(results, config, data, joint_workdir=joint_workdir,
                      triplet_workdir=triplet_workdir)
-  # Phosphene count by phosphene count (in the config's order): a partial
-  # run has every representation at the first counts.
-  todo = [(r, n) for n in config.num_phosphenes for r in chosen
-          if outputs.cell_key(r.name, n) not in results["cells"]]
-  cost = lambda r: _LEARNED_COST if r.kind == "learned" else 1.0
-  total, done, cells_start = sum(cost(r) for r, _ in todo), 0.0, time.perf_counter()
-  for i, (rep, n) in enumerate(todo):
-    elapsed = time.perf_counter() - cells_start
+  grid = protocols.Grid(config, data, workdir, results, outputs.read_runs(workdir))
+  todo = _plan(grid)
+  total, done = sum(cost for _, cost, _ in todo), 0.0
+  for i, (key, cost, run) in enumerate(todo):
+    elapsed = time.perf_counter() - start
     eta = elapsed / done * (total - done) if done else float("nan")
-    logging.info("[readability %d/%d] %s, %d phosphenes | elapsed %s | ETA %s", i + 1,
-                 len(todo), rep.name, n, metric_writer.format_duration(elapsed),
+    logging.info("[readability %s %d/%d] %s | elapsed %s | ETA %s", _bar(done / max(total, 1e-9)),
+                 i + 1, len(todo), key, metric_writer.format_duration(elapsed),
                  metric_writer.format_duration(eta))
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    inputs = cells_lib.cached_inputs(rep, data, config=config, workdir=workdir)
-    cell = cells_lib.run_cell(rep, n, data, config=config, inputs=inputs,
-                              log=lambda step, loss: logging.info(
-                                  "  observer step %d: loss %.4f", step, loss))
-    outputs.save_example(workdir, rep.name, n, image=cell.pop("example"),
-                         mask=cell.pop("example_mask"))
-    # CPU seconds (all threads) too: wall time on a shared machine says little.
-    cell["seconds"], cell["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - cpu0
-    logging.info("  PCKh %.1f%% from the true pose%s", 100 * cell["ground_truth"]["Mean"],
-                 f", {100 * cell['predicted']['Mean']:.1f}% from the predicted one"
-                 if cell["predicted"] else "")
-    results["cells"][outputs.cell_key(rep.name, n)] = {"representation": rep.name,
-                                                       "num_phosphenes": n, **cell}
-    outputs.write_results(workdir, results)
-    done += cost(rep)
-  _measure_spread(results, data, config, workdir)
+    t0 = time.perf_counter()
+    record = run()
+    # Wall seconds of the reader (and of what it made first: images, encoder).
+    record["seconds"] = time.perf_counter() - t0
+    logging.info("  PCKh %.1f%% from the true pose", 100 * float(np.mean(record["true"])))
+    grid.runs[key] = record
+    outputs.write_runs(workdir, grid.runs)
+    done += cost
+  for layout in config.layouts:  # summaries of every condition (cached images)
+    for n in config.num_phosphenes:
+      for name in config.representations:
+        if reps.get(name).kind != "learned" or layout == config.layouts[0]:
+          for seed in (config.seeds if reps.get(name).kind == "learned" else config.seeds[:1]):
+            protocols.images(grid, name, n, layout, seed)
+  for n in config.num_phosphenes:
+    results.setdefault("median_budget", {})[str(n)] = protocols.median_budget(
+        grid, n, config.layouts[0])
+  assemble_lib.assemble(results, grid.runs, config)
   results["seconds_this_run"] = time.perf_counter() - start
   results["cpu_seconds_this_run"] = time.process_time() - cpu_start
   outputs.write_results(workdir, results)
@@ -191,18 +301,4 @@ def _record_provenance(results: dict[str, Any], config: ml_collections.ConfigDic
   results[provenance.KEY] = provenance.provenance(config=config, models=models,
                                                   dataset=data_lib.dataset_info(config))
 
-
-def _measure_spread(results, data, config, workdir) -> None:
-  """Trains the `config.spread_cells` again with another observer seed."""
-  spread = results.setdefault("spread", {})
-  for key in config.spread_cells:
-    if key in spread or key not in results["cells"]:
-      continue
-    name, n = key.split("/")
-    logging.info("[readability] run-to-run spread: %s, observer seed %d", key, config.seed + 1)
-    cell = cells_lib.run_cell(reps.get(name), int(n), data, config=config, seed=config.seed + 1)
-    means = [results["cells"][key]["ground_truth"]["Mean"], cell["ground_truth"]["Mean"]]
-    spread[key] = {"seeds": [config.seed, config.seed + 1], "Mean": means,
-                   "difference": abs(means[0] - means[1])}
-    outputs.write_results(workdir, results)
 

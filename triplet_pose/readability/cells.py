@@ -1,17 +1,21 @@
-"""One cell of the readability benchmark: an observer for a (representation, N).
+"""The images a reader sees, and one reader's scores.
 
-A cell trains a fresh observer on the phosphene images of the training
-figures' true poses, drawn in one representation and rendered by the
-simulator of one phosphene count, and evaluates it on held-out validation
-figures: rendered from their true pose (what the representation can carry at
-best) and, when trained pose models are given, from the models' predicted
-pose (the real pipeline). The simulator of a phosphene count is the same for
-every representation (dynaphos' default parameters, magnification layout,
-random thresholds from `config.seed`).
+A condition is (representation, phosphene count, electrode layout). Its
+phosphene images are made once and kept in the workdir as uint8
+(`images/L<layout>/<name>_<N>.npz`): masks are drawn chunk by chunk into
+uint8 (`representations.draw_uint8`), simulated chunk by chunk, and never
+held whole in float. With them are each test figure's active electrodes and
+charge per frame (the implant budget) and the pictoriality of the images.
+The simulator of a phosphene count and layout seed is the same for every
+representation (dynaphos' default parameters, magnification layout, random
+thresholds from the layout seed).
 
-* `observer_inputs` / `cached_inputs`: what the cells of a representation
-  start from (masks, or keypoints for `learned`), shared by every N.
-* `run_cell`: trains and evaluates one observer.
+* `masks`: a drawn representation's uint8 masks per split (cached).
+* `condition_images`: a drawn condition's images, budgets, pictoriality.
+* `plain_images`: undegraded renderings (the figure's grey image and the
+  unrendered masks, pooled): part of the common reader's mix.
+* `silhouette_images`: what pictoriality compares against.
+* `train_reader` / `score`: an observer, and its per-figure PCKh.
 * `chance`: PCKh of always answering the mean pose.
 """
 
@@ -21,38 +25,32 @@ import json
 import pathlib
 from typing import Any, Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from triplet_pose import metrics
-from triplet_pose import phosphene_loss
 from triplet_pose import phosphenes
 from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import observer as observer_lib
+from triplet_pose.readability import pictoriality as pictoriality_lib
 from triplet_pose.readability import representations as reps
+from triplet_pose.readability import stats
 
 SOURCE_SIZE = data_lib.SOURCE_SIZE
-
-
-def _summary(report: Mapping[str, Any]) -> dict[str, float]:
-  return {**report["groups"], "Mean@0.1": report["Mean@0.1"], "AUC": report["AUC"]}
-
-
-def _evaluate(joints, split) -> dict[str, float]:
-  visible = np.ones(split["joints"].shape[:2], np.float32)
-  return _summary(metrics.pckh_report(joints, split["joints"], visible, split["head_size"]))
+SPLITS = ("train", "validation", "predicted")
 
 
 def chance(data) -> dict[str, float]:
-  """PCKh of always answering the training figures' mean pose."""
+  """PCKh of always answering the training figures' mean pose (fractions)."""
   mean = np.mean(data["train"]["joints"], axis=0)
   val = data["validation"]
-  return _evaluate(np.broadcast_to(mean, val["joints"].shape), val)
+  visible = np.ones(val["joints"].shape[:2], np.float32)
+  return metrics.pckh(np.broadcast_to(mean, val["joints"].shape), val["joints"], visible,
+                      val["head_size"])
 
 
-def _predicted_split(representation, data):
+def predicted_split(representation: reps.Representation, data) -> dict[str, np.ndarray] | None:
   """The validation split with the models' keypoints, if they predict what it shows."""
   predicted = data.get("predicted") or {}
   if representation.uses_pose and all(k in predicted for k in representation.keypoint_sets):
@@ -60,125 +58,148 @@ def _predicted_split(representation, data):
   return None
 
 
-def observer_inputs(representation: reps.Representation, data, *,
-                    config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """Per split, what the cells of a representation start from (shared by every N).
-
-  Drawn and image representations: activation masks at the simulator's
-  resolution; `learned`: the keypoints (N, 42, 2), joints then contour.
-  Splits: 'train', 'validation' and, when the models predict what the
-  representation shows, 'predicted' (validation figures, predicted pose).
-  """
-  splits = {"train": data["train"], "validation": data["validation"]}
-  predicted = _predicted_split(representation, data)
+def splits_of(representation: reps.Representation, data) -> dict[str, dict[str, np.ndarray]]:
+  """'train', 'validation' and, when the models predict what it shows, 'predicted'."""
+  out = {"train": data["train"], "validation": data["validation"]}
+  predicted = predicted_split(representation, data)
   if predicted is not None:
-    splits["predicted"] = predicted
-  if representation.kind == "learned":
-    return {k: np.concatenate([v["joints"], v["contour"]], axis=1) for k, v in splits.items()}
-  res = (config.simulator_resolution,) * 2
-  return {k: reps.draw(representation, v, image_size=(SOURCE_SIZE,) * 2, output_size=res,
-                       line_width=config.line_width) for k, v in splits.items()}
+    out["predicted"] = predicted
+  return out
 
 
-def cached_inputs(representation: reps.Representation, data, *,
-                  config: ml_collections.ConfigDict, workdir: pathlib.Path
-                  ) -> dict[str, np.ndarray]:
-  """`observer_inputs`, masks kept in `workdir/masks/<name>.npz` as uint8.
+def keypoints(split: Mapping[str, np.ndarray]) -> np.ndarray:
+  """(N, 42, 2) joints then contour points: what the learned encoder reads."""
+  return np.concatenate([split["joints"], split["contour"]], axis=1)
 
-  Drawing the masks of every figure costs about as much as training an
-  observer; kept on disk, the grid can run phosphene count by phosphene
-  count (a partial run has every representation) and resume cheaply. The
-  1/255 steps are far below what the electrodes resolve.
+
+def _resolution(config) -> tuple[int, int]:
+  return (config.simulator_resolution,) * 2
+
+
+def masks(representation: reps.Representation, data, *, config: ml_collections.ConfigDict,
+          workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """uint8 masks per split, kept in `workdir/masks/<name>.npz`.
+
+  Drawing costs about as much as reading; kept on disk, a re-run resumes
+  cheaply. The 1/255 steps are far below what the electrodes resolve.
   """
-  if representation.kind == "learned":
-    return observer_inputs(representation, data, config=config)
   meta = json.dumps([data.get("meta"), config.simulator_resolution, config.line_width])
   path = workdir / "masks" / f"{representation.name}.npz"
   path.parent.mkdir(parents=True, exist_ok=True)
-  masks = data_lib.cached_npz(path, lambda: {
-      k: np.round(v * 255).astype(np.uint8)
-      for k, v in observer_inputs(representation, data, config=config).items()}, meta)
-  return {k: v.astype(np.float32) / 255 for k, v in masks.items()}
+  return data_lib.cached_npz(path, lambda: {
+      k: reps.draw_uint8(representation, v, image_size=(SOURCE_SIZE,) * 2,
+                         output_size=_resolution(config), line_width=config.line_width)
+      for k, v in splits_of(representation, data).items()}, meta)
 
 
-def _front(representation, sim, config):
-  """The observer's front end and its initial parameters (`learned`: the encoder)."""
-  oc = config.observer
-  if representation.kind != "learned":
-    return observer_lib.identity_front, None
-  encoder = observer_lib.Encoder(oc.encoder_features, sim)
-  front = observer_lib.learned_front(encoder, config=oc, source_size=SOURCE_SIZE,
-                                     frames=config.frames)
-  maps = observer_lib.pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=SOURCE_SIZE,
-                                    size=oc.image_size, sigma=oc.encoder_sigma)
-  return front, encoder.init(jax.random.PRNGKey(config.seed + 1), maps)["params"]
+def simulator(num_phosphenes: int, *, config, layout: int,
+              surrogate: bool = False) -> phosphenes.Simulator:
+  """The simulator of a phosphene count and layout seed (the same for every representation)."""
+  options = phosphenes.Options(threshold_gradient="sigmoid" if surrogate else "none")
+  return reps.build_simulator(num_phosphenes, seed=layout, resolution=config.simulator_resolution,
+                              options=options)
 
 
-def run_cell(representation: reps.Representation, num_phosphenes: int, data, *,
-             config: ml_collections.ConfigDict, inputs: Mapping[str, np.ndarray] | None = None,
-             seed: int | None = None, log: Callable[[int, float], None] | None = None
-             ) -> dict[str, Any]:
-  """Trains and evaluates one observer (one cell of the table).
+def factor(config) -> int:
+  """Pooling from the simulator's resolution to the observer's images."""
+  return config.simulator_resolution // config.observer.image_size
+
+
+def pooled_uint8(images: np.ndarray, pool: int, batch_size: int = 256) -> np.ndarray:
+  """(B, H, W) uint8 -> (B, H/pool, W/pool) uint8, average-pooled, chunk by chunk."""
+  out = [reps.to_uint8(reps.pool(jnp.asarray(images[i:i + batch_size], jnp.float32) / 255,
+                                 pool)) for i in range(0, len(images), batch_size)]
+  return np.concatenate(out)
+
+
+def silhouette_images(data, *, config, workdir: pathlib.Path) -> np.ndarray:
+  """(V, S, S) uint8 silhouettes of the validation figures (true pose), pooled."""
+  return pooled_uint8(masks(reps.get("silhouette"), data, config=config,
+                            workdir=workdir)["validation"], factor(config))
+
+
+def plain_images(data, names, *, config, workdir: pathlib.Path, split: str = "train"
+                 ) -> list[np.ndarray]:
+  """Undegraded renderings of a split: the grey figure image, and each drawn mask, pooled."""
+  out = [pooled_uint8(data[split]["image"], factor(config))]
+  for name in names:
+    out.append(pooled_uint8(masks(reps.get(name), data, config=config,
+                                  workdir=workdir)[split], factor(config)))
+  return out
+
+
+def budget_summary(rendered: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """Mean active electrodes and charge per frame over the figures of one split."""
+  return {"active_electrodes": float(np.mean(rendered["active"])),
+          "charge_per_frame": float(np.mean(rendered["charge"]))}
+
+
+def condition_images(representation: reps.Representation, num_phosphenes: int, data, *,
+                     config, layout: int, workdir: pathlib.Path,
+                     budget: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """A drawn (or image) condition's phosphene images, cached as uint8.
 
   Args:
-    representation: what is shown.
-    num_phosphenes: phosphenes of the simulator; 0 shows the observer the
-      unrendered activation mask (no implant: the representation's ceiling).
+    representation: a drawn or image representation.
+    num_phosphenes: phosphenes of the simulator.
     data: `data.load_data`'s result.
     config: `benchmark.benchmark_config()`.
-    inputs: `observer_inputs(representation, data)`, if already made.
-    seed: the observer's seed (default `config.seed`); the simulator's is
-      always `config.seed`.
-    log: training progress, log(step, loss).
+    layout: the electrode-layout seed.
+    workdir: the cache's folder.
+    budget: {'charge', 'electrodes'} caps (`representations.apply_budget`):
+      the validation images within that budget (a separate cache).
 
   Returns:
-    {'ground_truth': PCKh summary, 'predicted': summary or None, 'ssim':
-    mean SSIM of predicted- vs true-pose images or None, 'train_loss',
-    'phosphenes', 'example': (S, S) image of validation person
-    `config.example_index`, 'example_mask': its mask (or pose heatmaps)}.
+    {'<split>': (B, S, S) uint8 images, 'budget': {'active_electrodes',
+    'charge_per_frame'} of the validation figures, 'pictoriality': {'iou',
+    'ssim'} against the silhouettes}.
   """
-  learned = representation.kind == "learned"
-  if learned and not num_phosphenes:
-    raise ValueError("the learned representation needs the simulator (num_phosphenes > 0)")
-  oc = config.observer
-  if inputs is None:
-    inputs = observer_inputs(representation, data, config=config)
-  sim = None
-  if num_phosphenes:
-    options = phosphenes.Options(threshold_gradient="sigmoid" if learned else "none")
-    sim = reps.build_simulator(num_phosphenes, seed=config.seed,
-                               resolution=config.simulator_resolution, options=options)
-  factor = config.simulator_resolution // oc.image_size
-  if learned:
-    x = dict(inputs)
-    example_mask = np.asarray(observer_lib.pose_heatmaps(
-        jnp.asarray(x["validation"][config.example_index][None]), source_size=SOURCE_SIZE,
-        size=oc.image_size, sigma=oc.encoder_sigma))[0].max(-1)
-  elif sim is None:  # the unrendered mask, pooled (the sanity check of the observer)
-    x = {k: np.asarray(reps.pool(jnp.asarray(v), factor)) for k, v in inputs.items()}
-    example_mask = inputs["validation"][config.example_index]
-  else:
-    x = {k: reps.phosphene_images(sim, v, frames=config.frames, factor=factor)
-         for k, v in inputs.items()}
-    example_mask = inputs["validation"][config.example_index]
-  front, front_params = _front(representation, sim, config)
-  trained = observer_lib.train(x["train"], data["train"]["joints"], config=oc,
-                               seed=config.seed if seed is None else seed,
-                               source_size=SOURCE_SIZE, front=front, front_params=front_params,
-                               log=log)
-  predict = lambda x: observer_lib.predict(trained, x, config=oc, source_size=SOURCE_SIZE,
-                                           front=front)
-  val = data["validation"]
-  joints, seen_true = predict(x["validation"])
-  result = {"ground_truth": _evaluate(joints, val), "predicted": None, "ssim": None,
-            "train_loss": trained["loss"], "phosphenes": sim.num_phosphenes if sim else 0,
-            "example": seen_true[config.example_index], "example_mask": example_mask}
-  if "predicted" in x:
-    joints, seen = predict(x["predicted"])
-    result["predicted"] = _evaluate(joints, val)
-    result["ssim"] = float(np.mean(phosphene_loss.ssim(jnp.asarray(seen),
-                                                       jnp.asarray(seen_true))))
-  elif not representation.uses_pose and data.get("predicted"):
-    result["predicted"], result["ssim"] = result["ground_truth"], 1.0  # same images
-  return result
+  tag = "" if budget is None else "_budget"
+  path = workdir / "images" / f"L{layout}" / f"{representation.name}_{num_phosphenes}{tag}.npz"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  meta = json.dumps([data.get("meta"), config.simulator_resolution, config.line_width,
+                     config.frames, config.observer.image_size, budget])
 
+  def make():
+    sim = simulator(num_phosphenes, config=config, layout=layout)
+    drawn = masks(representation, data, config=config, workdir=workdir)
+    wanted = ("validation",) if budget is not None else tuple(drawn)
+    out = {}
+    for split in wanted:
+      rendered = reps.render_masks(sim, drawn[split], frames=config.frames,
+                                   factor=factor(config), **(budget or {}))
+      out[split] = rendered["images"]
+      if split == "validation":
+        out["active"], out["charge"] = rendered["active"], rendered["charge"]
+    return out
+  arrays = data_lib.cached_npz(path, make, meta)
+  return with_summaries(arrays, silhouette_images(data, config=config, workdir=workdir))
+
+
+def with_summaries(arrays: Mapping[str, np.ndarray], silhouettes: np.ndarray) -> dict[str, Any]:
+  """The images, plus the budget and pictoriality of their validation split."""
+  out = {k: v for k, v in arrays.items() if k in SPLITS}
+  out["budget"] = budget_summary(arrays)
+  out["pictoriality"] = pictoriality_lib.pictoriality(arrays["validation"], silhouettes)
+  return out
+
+
+def train_reader(images: np.ndarray, joints: np.ndarray, *, config, seed: int,
+                 log: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+  """A fresh observer trained on uint8 phosphene images (the `ideal` protocol's)."""
+  return observer_lib.train(images, joints, config=config.observer, seed=seed,
+                            source_size=SOURCE_SIZE, log=log)
+
+
+def read(reader: dict[str, Any], images: np.ndarray, *, config) -> np.ndarray:
+  """The joints a reader finds on uint8 images: (B, 16, 2) source pixels."""
+  return observer_lib.predict(reader, images, config=config.observer,
+                              source_size=SOURCE_SIZE)[0]
+
+
+def score(reader: dict[str, Any], images: np.ndarray, split: Mapping[str, np.ndarray], *,
+          config) -> list[float]:
+  """Per-figure PCKh (fractions) of a reader on a split's images."""
+  joints = read(reader, images, config=config)
+  return [round(float(v), 5) for v in stats.per_figure_pckh(joints, split["joints"],
+                                                             split["head_size"])]

@@ -1,7 +1,8 @@
 """Figures of the readability benchmark (matplotlib; the simulator stays free of it).
 
-* `pckh_plot`: observer PCKh against the number of phosphenes, one line per
-  representation (solid: true pose; dashed: predicted pose), chance level.
+* `pckh_plot`: observer PCKh (95% CI) against the number of phosphenes, one
+  line per representation, one panel per protocol (solid: true pose;
+  dashed: predicted pose), chance level.
 * `example_grid`: one validation person, one row per representation: its
   mask (for `learned`, the pose heatmaps it encodes), then its phosphene
   image at every phosphene count.
@@ -16,48 +17,62 @@ from matplotlib.figure import Figure
 import numpy as np
 
 
-def pckh_plot(results: Mapping[str, Any], *, metric: str = "Mean") -> Figure:
-  """PCKh (%) against phosphenes (log axis) per representation."""
-  cells = results["cells"].values()
+def pckh_plot(results: Mapping[str, Any]) -> Figure:
+  """PCKh (%) against phosphenes (log axis) per representation, with 95% CIs.
+
+  Two panels: the ideal and the common protocol; solid from the true pose,
+  dashed from the predicted one.
+  """
+  cells = results["cells"]
   names = list(dict.fromkeys(c["representation"] for c in cells))
-  fig = Figure(figsize=(6.4, 4.2), dpi=110)
-  ax = fig.subplots()
-  colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
-  for name in names:
-    rows = sorted((c for c in cells if c["representation"] == name),
-                  key=lambda c: c["num_phosphenes"])
-    n = [c["num_phosphenes"] for c in rows]
-    ax.plot(n, [100 * c["ground_truth"][metric] for c in rows], "o-", color=colours[name],
-            label=name)
-    if all(c["predicted"] for c in rows):
-      ax.plot(n, [100 * c["predicted"][metric] for c in rows], "x--", color=colours[name],
-              alpha=0.7)
-  ax.axhline(100 * results["chance"][metric], color="grey", lw=1, ls=":",
-             label="chance (mean pose)")
-  ax.set_xscale("log")
   counts = sorted({c["num_phosphenes"] for c in cells})
-  ax.set_xticks(counts, [str(n) for n in counts])
-  ax.minorticks_off()
-  ax.set_ylim(0, 100)
-  ax.set_xlabel("phosphenes")
-  ax.set_ylabel(f"observer PCKh@0.5 {metric} (%)")
-  ax.set_title("Which representation can the observer read? "
-               "(solid: true pose, dashed: predicted)", fontsize=9)
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=7, loc="best")
+  colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+  fig = Figure(figsize=(10.0, 4.2), dpi=110)
+  axes = fig.subplots(1, 2, sharey=True)
+  for ax, protocol in zip(axes, ("ideal", "common")):
+    for name in names:
+      for pose, style in (("true", "o-"), ("predicted", "x--")):
+        rows = sorted((c for c in cells if c["representation"] == name
+                       and c["protocol"] == protocol and c["pose"] == pose),
+                      key=lambda c: c["num_phosphenes"])
+        if not rows:
+          continue
+        n = [c["num_phosphenes"] for c in rows]
+        mean = np.asarray([c["pckh"]["mean"] for c in rows])
+        lo, hi = (np.asarray([c["pckh"]["ci95"][i] for c in rows]) for i in (0, 1))
+        ax.errorbar(n, mean, yerr=[mean - lo, hi - mean], fmt=style, color=colours[name],
+                    capsize=2, alpha=1.0 if pose == "true" else 0.6,
+                    label=name if pose == "true" else None)
+    ax.axhline(100 * results["chance"]["Mean"], color="grey", lw=1, ls=":",
+               label="chance (mean pose)")
+    ax.set_xscale("log")
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.minorticks_off()
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("phosphenes")
+    ax.set_title(f"{protocol} reader (solid: true pose, dashed: predicted)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+  axes[0].set_ylabel("observer PCKh@0.5 Mean (%), 95% CI")
+  axes[1].legend(fontsize=7, loc="best")
   fig.tight_layout()
   return fig
 
 
 def example_grid(results: Mapping[str, Any], examples_dir: str | pathlib.Path, *,
                  panel: float = 1.2) -> Figure:
-  """Masks and phosphene images of the example person (representation x N)."""
+  """Masks and phosphene images of the example person (representation x N).
+
+  Under each phosphene image: its IoU with the silhouette image (the mean
+  over the test figures, `pictoriality`).
+  """
   examples_dir = pathlib.Path(examples_dir)
-  cells = results["cells"].values()
+  cells = results["cells"]
   names = list(dict.fromkeys(c["representation"] for c in cells))
   counts = sorted({c["num_phosphenes"] for c in cells})
   fig = Figure(figsize=(panel * (len(counts) + 1), panel * len(names) + 0.4), dpi=100)
   axes = fig.subplots(len(names), len(counts) + 1, squeeze=False)
+  iou = {(c["representation"], c["num_phosphenes"]): c["pictoriality"]["iou"] for c in cells
+         if c["protocol"] == "ideal" and c["pose"] == "true" and "pictoriality" in c}
   for r, name in enumerate(names):
     pictures = [("mask" if name != "learned" else "pose heatmaps",
                  examples_dir / f"{name}_mask.npy")]
@@ -71,6 +86,8 @@ def example_grid(results: Mapping[str, Any], examples_dir: str | pathlib.Path, *
                   interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
+      if c and (name, counts[c - 1]) in iou:  # how much it looks like the silhouette
+        ax.set_xlabel(f"IoU {iou[(name, counts[c - 1])]:.2f}", fontsize=6, labelpad=1)
       if r == 0:
         ax.set_title(title, fontsize=7)
       if c == 0:

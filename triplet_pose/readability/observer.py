@@ -1,25 +1,20 @@
-"""The computational observer, and the `learned` representation trained with it.
+"""The computational observer: a reader of phosphene images.
 
 The observer stands in for the implant user: a small stacked hourglass
 (`models.hourglass`) that sees phosphene images alone and must find the 16
 joints. How well it learns to (PCKh on held-out figures) measures how much of
-the pose a representation carries through the implant. Every cell of the
-benchmark trains a fresh observer with the same architecture, steps and
-schedule (`observer_config`).
-
-`learned`: instead of a drawing, a small encoder (`Encoder`: dilated
-convolutions over the pose heatmaps, read out at each electrode's pixel)
-sets the electrode amplitudes, in the same range as a drawn mask (0 to
-`stimulus_scale`). It is trained together with the observer through the
-frozen, differentiable simulator, so the stimulation itself is optimised for
-readability. The simulator's hard threshold passes a surrogate gradient
-(`Options(threshold_gradient='sigmoid')`); its forward pass is unchanged.
+the pose a representation carries through the implant. Every reader has the
+same architecture and schedule (`observer_config`); the benchmark trains
+one per cell (the `ideal` protocol) or one on a mix of every representation
+(the `common` reader, then frozen).
 
 Training and prediction share one "front end" abstraction: a function of
-(front parameters, per-example inputs) -> phosphene images. For drawn
-representations the inputs are the precomputed images and the front end is
-the identity; for `learned` the inputs are the keypoints and the front end
-is heatmaps -> encoder -> simulator.
+(front parameters, per-example inputs) -> phosphene images. Benchmark
+images are precomputed (uint8) and the front end is the identity.
+
+* `train`, `predict`: a reader's training and its joints.
+* `heatmap_loss`, `frozen_heatmaps`: what `learned.py` trains its encoder
+  against (a frozen reader).
 """
 
 from __future__ import annotations
@@ -28,7 +23,6 @@ import functools
 import json
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,7 +34,6 @@ from triplet_pose import heatmaps as hm
 from triplet_pose import keypoints as kp
 from triplet_pose import optim
 from triplet_pose.models.hourglass import StackedHourglass
-from triplet_pose.readability import representations as reps
 
 FrontFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -57,8 +50,6 @@ def observer_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 100
   c.sigma = 1.0  # target width in heatmap cells.
   c.foreground_weight = 50.0  # heatmap pixels weigh 1 + w * target (as the demo).
-  c.encoder_features = 16  # `learned` only.
-  c.encoder_sigma = 2.0  # pose heatmaps fed to the encoder, in pixels of image_size.
   c.optimizer = config_lib.optimizer_config()
   # Unrendered joint masks, 1500 figures, 600 steps: PCKh 0.84 at 2e-2
   # (0.66 at 1e-2 after 400 steps of batch 16).
@@ -77,52 +68,11 @@ def create_observer(config: ml_collections.ConfigDict) -> StackedHourglass:
                           stem_features=config.stem_features, output_key="joints")
 
 
-class Encoder(nn.Module):
-  """Pose heatmaps (B, S, S, K) -> electrode amplitudes (B, N) for `sim`.
-
-  Dilated 3x3 convolutions (dilation 1, 2, 4, 8, 1: a 31-pixel receptive
-  field) give one logit map; it is resized to the simulator's resolution
-  and read out at each electrode's centre pixel; a sigmoid times
-  `stimulus_scale` keeps the amplitudes in a drawn mask's range.
-  """
-  features: int
-  sim: Any  # phosphenes.Simulator; a pytree of arrays held as a constant.
-
-  @nn.compact
-  def __call__(self, maps: jax.Array) -> jax.Array:
-    x = maps
-    for i, dilation in enumerate((1, 2, 4, 8, 1)):
-      x = nn.Conv(self.features, (3, 3), kernel_dilation=dilation, name=f"conv{i}")(x)
-      x = nn.relu(x)
-    logits = nn.Conv(1, (1, 1), name="out")(x)[..., 0]
-    h, w = self.sim.resolution
-    logits = jax.image.resize(logits, logits.shape[:1] + (h, w), "bilinear")
-    values = logits[:, self.sim.centre_rows, self.sim.centre_cols]
-    return nn.sigmoid(values) * self.sim.config.stimulus_scale
-
-
-def pose_heatmaps(points: jax.Array, *, source_size: int, size: int, sigma: float) -> jax.Array:
-  """(B, K, 2) keypoints in source pixels -> (B, size, size, K) Gaussian maps."""
-  xy = hm.rescale_coordinates(points, source_size, size)
-  return hm.render(xy, height=size, sigma=sigma)
-
-
-def learned_front(encoder: Encoder, *, config, source_size: int, frames: int) -> FrontFn:
-  """The `learned` front end: keypoints (B, 42, 2) -> phosphene images (B, S, S)."""
-  sim = encoder.sim
-  factor = sim.resolution[0] // config.image_size
-
-  def front(params, points):
-    maps = pose_heatmaps(points, source_size=source_size, size=config.image_size,
-                         sigma=config.encoder_sigma)
-    amplitude = encoder.apply({"params": params}, maps)
-    return reps.pool(reps.stimulate(sim, amplitude, frames=frames), factor)
-  return front
-
-
 def identity_front(params, images):
-  """The front end of precomputed phosphene images."""
+  """The front end of precomputed phosphene images (uint8: 1/255 steps)."""
   del params
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
 
 
@@ -133,15 +83,28 @@ def _observe(observer, variables, images, train):
   return out["joints"][:, -1], updates
 
 
-def _loss(params, batch_stats, images_in, joints, *, observer, front, config, source_size):
-  images = front(params["front"], images_in)
-  maps, updates = _observe(observer, {"params": params["observer"],
-                                      "batch_stats": batch_stats}, images, True)
+def heatmap_loss(maps: jax.Array, joints: jax.Array, *, config, source_size: int) -> jax.Array:
+  """Weighted squared error of (B, h, w, 16) heatmaps against the joints' targets."""
   size = maps.shape[1]
   target = hm.render(hm.rescale_coordinates(joints, source_size, size), height=size,
                      sigma=config.sigma)
   squared = jnp.square(maps - target) * (1.0 + config.foreground_weight * target)
-  return jnp.mean(squared), updates["batch_stats"]
+  return jnp.mean(squared)
+
+
+def frozen_heatmaps(config: ml_collections.ConfigDict, observer_variables, images: jax.Array
+                    ) -> jax.Array:
+  """A trained observer's heatmaps of (B, S, S) images (inference mode, no update)."""
+  maps, _ = _observe(create_observer(config), observer_variables, images, False)
+  return maps
+
+
+def _loss(params, batch_stats, images_in, joints, *, observer, front, config, source_size):
+  images = front(params["front"], images_in)
+  maps, updates = _observe(observer, {"params": params["observer"],
+                                      "batch_stats": batch_stats}, images, True)
+  return heatmap_loss(maps, joints, config=config, source_size=source_size), \
+      updates["batch_stats"]
 
 
 def _frozen(config: ml_collections.ConfigDict) -> str:

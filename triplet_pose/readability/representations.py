@@ -99,7 +99,7 @@ def get(name: str) -> Representation:
 
 def draw(representation: Representation, batch: Mapping[str, np.ndarray], *,
          image_size: tuple[int, int], output_size: tuple[int, int],
-         line_width: float) -> np.ndarray:
+         line_width: float, batch_size: int = 32) -> np.ndarray:
   """Activation masks of a batch of examples.
 
   Args:
@@ -111,6 +111,9 @@ def draw(representation: Representation, batch: Mapping[str, np.ndarray], *,
     output_size: (H, W) of the masks (the simulator's resolution).
     line_width: width of lines in mask pixels; joint discs are twice as wide,
       so a joint stands out from the lines that meet there.
+    batch_size: examples drawn at once. Filled limbs and torso take about
+      10 MB per example at 128 px while drawn (the polygon tests of every
+      pixel): drawn whole, 1,500 silhouettes took 16 GB.
 
   Returns:
     (B, H, W) float32 masks in [0, 1].
@@ -124,9 +127,33 @@ def draw(representation: Representation, batch: Mapping[str, np.ndarray], *,
   if representation.kind != "drawn":
     raise ValueError(f"{representation.name} is not drawn as a mask")
   style = representation.style.replace(line_width=line_width, point_radius=line_width)
-  points = {name: jnp.asarray(batch[name]) for name in representation.keypoint_sets}
-  return np.asarray(phosphenes.render_pose(points, image_size=tuple(image_size),
-                                           output_size=tuple(output_size), style=style))
+  count = len(batch[representation.keypoint_sets[0]])
+  out = np.empty((count, *output_size), np.float32)
+  for start in range(0, count, batch_size):
+    points = {name: jnp.asarray(batch[name][start:start + batch_size])
+              for name in representation.keypoint_sets}
+    out[start:start + batch_size] = np.asarray(phosphenes.render_pose(
+        points, image_size=tuple(image_size), output_size=tuple(output_size), style=style))
+  return out
+
+
+def draw_uint8(representation: Representation, batch: Mapping[str, np.ndarray], *,
+               image_size: tuple[int, int], output_size: tuple[int, int],
+               line_width: float, batch_size: int = 32) -> np.ndarray:
+  """`draw` chunk by chunk into (B, H, W) uint8 masks (1/255 steps).
+
+  What the benchmark keeps: a float copy of a whole split is never made.
+  """
+  key = "image" if representation.kind == "image" else representation.keypoint_sets[0]
+  count = len(batch[key])
+  out = np.empty((count, *output_size), np.uint8)
+  for start in range(0, count, batch_size):
+    chunk = {k: v[start:start + batch_size] for k, v in batch.items()
+             if isinstance(v, np.ndarray) and len(v) == count}
+    masks = draw(representation, chunk, image_size=image_size, output_size=output_size,
+                 line_width=line_width, batch_size=batch_size)
+    out[start:start + batch_size] = np.round(np.clip(masks, 0, 1) * 255)
+  return out
 
 
 def build_simulator(num_phosphenes: int, *, seed: int, resolution: int,
@@ -178,6 +205,106 @@ def stimulate(sim: phosphenes.Simulator, amplitude: jax.Array, *, frames: int) -
   state, _ = jax.lax.scan(lambda s, _: (sim.update(s, amplitude)[0], None), state, None,
                           length=frames - 1)
   return sim.render(sim.update(state, amplitude)[1])
+
+
+# Below this amplitude an electrode counts as off (1% of a drawn mask's 1).
+ACTIVE_FRACTION = 0.01
+UNITS = {"active_electrodes": "electrodes stimulated at >= 1% of the mask scale (1 uA), "
+                              "per frame, mean over test figures",
+         "charge_per_frame": "uC per frame: amplitude x pulse width x pulses per frame, "
+                             "summed over electrodes, mean over test figures",
+         "pckh": "percent", "seconds": "wall seconds"}
+
+
+def charge_per_frame(sim: phosphenes.Simulator, amplitude: jax.Array) -> jax.Array:
+  """(..., N) amperes -> (...) microcoulombs delivered in one frame."""
+  c = sim.config
+  return jnp.sum(amplitude, axis=-1) * c.pw_default * c.freq_default / c.fps * 1e6
+
+
+def active_electrodes(sim: phosphenes.Simulator, amplitude: jax.Array) -> jax.Array:
+  """(..., N) amperes -> (...) electrodes at or above `ACTIVE_FRACTION` of the scale."""
+  on = amplitude >= ACTIVE_FRACTION * sim.config.stimulus_scale
+  return jnp.sum(on, axis=-1).astype(jnp.float32)
+
+
+def apply_budget(sim: phosphenes.Simulator, amplitude: jax.Array, *, charge: float | None,
+                 electrodes: int | None) -> jax.Array:
+  """Amplitudes within an implant budget (differentiable where not cut).
+
+  Args:
+    sim: the simulator (pulse width, frequency, frame rate).
+    amplitude: (..., N) amperes.
+    charge: microcoulombs per frame at most (an L1 cap: the amplitudes are
+      scaled down together); None: no cap.
+    electrodes: at most this many electrodes on (top-k: the rest are set to
+      zero); None: no limit.
+  """
+  if electrodes is not None and electrodes < amplitude.shape[-1]:
+    kth = jax.lax.top_k(amplitude, max(int(electrodes), 1))[0][..., -1:]
+    amplitude = jnp.where(amplitude >= jax.lax.stop_gradient(kth), amplitude, 0.0)
+  if charge is not None:
+    total = charge_per_frame(sim, amplitude)[..., None]
+    amplitude = amplitude * jnp.minimum(1.0, charge / jnp.maximum(total, 1e-12))
+  return amplitude
+
+
+@functools.partial(jax.jit, static_argnames=("frames", "factor"))
+def _amplitude_to_image(sim, amplitude, *, frames, factor):
+  return pool(stimulate(sim, amplitude, frames=frames), factor)
+
+
+@functools.partial(jax.jit, static_argnames=("charge", "electrodes"))
+def _mask_amplitude(sim, masks, *, charge, electrodes):
+  amplitude = sim.sample_stimulus(masks, rescale=True)
+  return apply_budget(sim, amplitude, charge=charge, electrodes=electrodes)
+
+
+def to_uint8(images) -> np.ndarray:
+  """[0, 1] images -> uint8 (how the benchmark keeps phosphene images)."""
+  return np.round(np.clip(np.asarray(images), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def render_amplitudes(sim: phosphenes.Simulator, amplitude_fn, count: int, *, frames: int,
+                      factor: int, batch_size: int = 64) -> dict[str, np.ndarray]:
+  """Phosphene images (uint8) and budgets of `count` stimuli, chunk by chunk.
+
+  Args:
+    sim: the simulator.
+    amplitude_fn: (start, stop) -> (stop - start, N) amperes of those stimuli.
+    count: stimuli.
+    frames, factor: as `phosphene_images`.
+    batch_size: stimuli simulated at once (padded: one compilation).
+
+  Returns:
+    {'images': (count, S, S) uint8, 'active': (count,), 'charge': (count,) uC}.
+  """
+  images, active, charge = [], [], []
+  for start in range(0, count, batch_size):
+    amplitude = jnp.asarray(amplitude_fn(start, min(start + batch_size, count)))
+    n = len(amplitude)
+    padded = jnp.concatenate([amplitude, jnp.zeros((batch_size - n, amplitude.shape[1]),
+                                                   amplitude.dtype)])
+    images.append(to_uint8(_amplitude_to_image(sim, padded, frames=frames, factor=factor))[:n])
+    active.append(np.asarray(active_electrodes(sim, amplitude)))
+    charge.append(np.asarray(charge_per_frame(sim, amplitude)))
+  return {"images": np.concatenate(images), "active": np.concatenate(active),
+          "charge": np.concatenate(charge)}
+
+
+def render_masks(sim: phosphenes.Simulator, masks: np.ndarray, *, frames: int, factor: int,
+                 charge: float | None = None, electrodes: int | None = None,
+                 batch_size: int = 64) -> dict[str, np.ndarray]:
+  """`render_amplitudes` of uint8 (or [0, 1]) masks, optionally within a budget."""
+  def amplitude_fn(start, stop):
+    chunk = np.asarray(masks[start:stop])
+    chunk = chunk.astype(np.float32) / 255 if chunk.dtype == np.uint8 else chunk
+    n = len(chunk)
+    padded = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], np.float32)])
+    return _mask_amplitude(sim, jnp.asarray(padded, jnp.float32), charge=charge,
+                           electrodes=electrodes)[:n]
+  return render_amplitudes(sim, amplitude_fn, len(masks), frames=frames, factor=factor,
+                           batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("frames", "factor"))
