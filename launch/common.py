@@ -11,8 +11,10 @@ and `run` does, in order:
    mistyped number, an unknown config argument) is one line on stderr and
    exit status 2;
 2. sets the process up: the absl log keeps only what a user needs (orbax's
-   INFO lines and its expected warnings go), and TensorFlow, which only reads
-   data here, is kept off the GPUs so that JAX gets all their memory;
+   INFO lines and its expected warnings go), TensorFlow, which only reads
+   data here, is kept off the GPUs so that JAX gets all their memory, and
+   JAX's persistent compilation cache is on (`enable_compilation_cache`), so
+   that a resumed or repeated run loads its compiled steps from disk;
 3. runs `main`; an expected error (a missing or unreadable file, a wrong
    workdir kind, an invalid value, a damaged dataset or checkpoint, a full
    disk, a non-finite loss) ends the process with one line on stderr,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import logging as py_logging
 import os
 import pathlib
@@ -39,9 +42,17 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from absl import app
 from absl import flags
+import jax
+
+from triplet_pose import user_cache
 
 EXIT_USER_ERROR = 2
 TRACEBACK_ENV = "TRIPLET_POSE_TRACEBACK"
+# TRIPLET_POSE_COMPILATION_CACHE=0 turns JAX's persistent compilation cache off.
+COMPILATION_CACHE_ENV = "TRIPLET_POSE_COMPILATION_CACHE"
+# The cache's size bound (least recently used entries go first), where the
+# `filelock` package that JAX's eviction needs is installed.
+_COMPILATION_CACHE_MAX_BYTES = 4 * 2**30
 # Errors a user can cause and fix: files and folders (OSError, including a
 # full disk), invalid values and damaged files (ValueError, including JSON,
 # checkpoint and config errors), a diverging run (FloatingPointError).
@@ -83,11 +94,40 @@ def run(main: Callable[[list[str]], Any], *, uses_tensorflow: bool = True) -> No
 
 
 def set_up_process(*, uses_tensorflow: bool = True) -> None:
-  """Log filters and TensorFlow off the GPUs (process-wide, once per process)."""
+  """Log filters, TensorFlow off the GPUs, the compilation cache (once per process)."""
   py_logging.getLogger("absl").addFilter(_QuietLibraries())
   if uses_tensorflow:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top  (start-up time)
     tf.config.set_visible_devices([], "GPU")
+  enable_compilation_cache()
+
+
+def enable_compilation_cache() -> pathlib.Path | None:
+  """Turns on JAX's persistent compilation cache for this process.
+
+  Every program JAX compiles from now on, however quickly it compiled (JAX
+  keeps only those over 1 s by default), is written to
+  `user_cache.cache_dir() / 'jax' / <CPU kind>` and loaded from there the
+  next time any process compiles it: a resumed run compiles nothing
+  (benchmarks/compile_time.py times it). JAX keys an entry by the program,
+  its compile options, XLA flags, jax and jaxlib versions and device kind;
+  XLA:CPU compiles for the host's vector extensions, hence a folder per
+  CPU kind. Must run before the process's first compilation (JAX reads the
+  setting once).
+
+  Returns:
+    The cache folder, or None when `$TRIPLET_POSE_COMPILATION_CACHE` is 0
+    (then nothing is changed).
+  """
+  if os.environ.get(COMPILATION_CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    return None
+  path = user_cache.cache_dir() / "jax" / user_cache.cpu_kind()
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  if importlib.util.find_spec("filelock") is not None:
+    jax.config.update("jax_compilation_cache_max_size", _COMPILATION_CACHE_MAX_BYTES)
+  return path
 
 
 def fail(error: BaseException | str) -> NoReturn:

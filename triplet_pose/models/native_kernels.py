@@ -40,8 +40,10 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from triplet_pose import user_cache
+
 DISABLE_ENV = "TRIPLET_POSE_NATIVE_KERNELS"
-CACHE_ENV = "TRIPLET_POSE_CACHE_DIR"
+CACHE_ENV = user_cache.CACHE_ENV
 MAX_ISA_ENV = "TRIPLET_POSE_NATIVE_MAX_ISA"
 # $TRIPLET_POSE_NATIVE_MAX_ISA -> the compiler flags that limit the build to it.
 _MAX_ISA_FLAGS = {"": (), "native": (), "avx2": ("-mno-avx512f",)}
@@ -211,10 +213,10 @@ def _build() -> pathlib.Path:
     raise _Unavailable(f"{compiler} --version failed: {e}") from e
   key = hashlib.sha256()
   for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(),
-               jaxlib.__version__.encode(), _cpu_vector_flags().encode()):
+               jaxlib.__version__.encode(), user_cache.cpu_vector_flags().encode()):
     key.update(part)
     key.update(b"\0")
-  cache = pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "triplet_pose")
+  cache = user_cache.cache_dir()
   target = cache / f"{_SOURCE.stem}-{key.hexdigest()[:16]}.so"
   if target.exists():
     return target
@@ -235,16 +237,3 @@ def _build() -> pathlib.Path:
     if os.path.exists(tmp):
       os.remove(tmp)
   return target
-
-
-def _cpu_vector_flags() -> str:
-  """The CPU's vector extensions, so that a library built for one CPU is not loaded on another."""
-  try:
-    text = pathlib.Path("/proc/cpuinfo").read_text()
-  except OSError:
-    return platform.processor()
-  for line in text.splitlines():
-    if line.startswith("flags"):
-      return " ".join(sorted(f for f in line.split(":", 1)[1].split()
-                             if f.startswith(("avx", "fma", "sse", "amx", "f16c"))))
-  return ""
