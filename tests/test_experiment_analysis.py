@@ -96,3 +96,28 @@ def test_fit_and_error_consistency_on_known_inputs():
   a = np.array([1, 1, 0, 0, 1, 0, 1, 0], bool)
   assert analysis.error_consistency(a, a) == pytest.approx(1.0)
   assert analysis.error_consistency(a, ~a) < 0
+
+
+def test_observer_answers_the_same_trials(tmp_path_factory):
+  """A tiny observer (2 steps: the plumbing, not its skill) answers every main item."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from triplet_pose.experiment import observer_answers  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.getbasetemp() / "experiment_quick"
+  config = design.experiment_config("quick")
+  if not (workdir / design.MANIFEST).exists():
+    stimuli.build(config, workdir, log=lambda m: None)
+  config.observer.update(steps=2, num_train=8)
+  config.observer.image_size, config.observer.hourglass_depth = 32, 1
+  config.observer.num_features, config.observer.batch_size = 16, 4
+  config.observer.eval_batch_size = 16
+  manifest = copy.deepcopy(design.load_manifest(workdir))
+  observer_answers.add_to_manifest(config, manifest, workdir, log=lambda m: None)
+  main = [i for i in manifest["items"].values() if i["phase"] == "main"]
+  assert main and all("observer" in i for i in main)
+  for item in main:
+    if item["task"] == "choice":
+      assert 0 <= item["observer"]["choice"] < 4
+    else:
+      assert np.all((np.asarray(item["observer"]["clicks"]) >= 0)
+                    & (np.asarray(item["observer"]["clicks"]) < item["size"]))
+  assert manifest["observer"]["steps"] == 2

@@ -96,7 +96,7 @@ def experiment_config(size: str = "full") -> ml_collections.ConfigDict:
       bootstrap=1000, seed=0, threshold_accuracy=0.625, max_lapse=0.06,
       pckh_threshold=0.5))
   # The computational observer answering the same trials (0 steps: off).
-  c.observer = ml_collections.ConfigDict(dict(steps=0, num_train=1500, size="full"))
+  c.observer = ml_collections.ConfigDict(dict(steps=0, num_train=1500))
   # Virtual participants (`simulate`): accuracy per condition follows a
   # psychometric function of log10 N with these thresholds (N at
   # `analysis.threshold_accuracy`), slope and lapse rate.
