@@ -103,3 +103,20 @@ def test_every_grouped_person_gets_26_contour_points_from_its_crop():
   for p in range(len(persons)):  # every point lies in that person's crop
     back = top_down.transforms.apply_affine(affines[p], contour[p, :, :2])
     assert back.min() >= -1 and back.max() <= 64
+
+
+def test_scene_stimulus_draws_only_the_pixels_read(two_people):
+  import jax  # pylint: disable=g-import-not-at-top
+  from triplet_pose import phosphenes  # pylint: disable=g-import-not-at-top
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 64]
+  x, y = phosphenes.phosphenes_by_magnification(params, 300, key=jax.random.PRNGKey(1))
+  sim = phosphenes.Simulator.create(params, x, y)
+  pixels = sim.sample_pixels()
+  kwargs = dict(image_size=(256, 256), style=CONTOUR, depth=jnp.array([1, 0]),
+                scene_style=scene.SceneStyle(gap=2.0, depth_brightness=0.7))
+  whole = sim.sample_stimulus(scene.render_scene(two_people, output_size=sim.resolution,
+                                                 **kwargs), rescale=True)
+  fast = scene.scene_stimulus(two_people, pixels, **kwargs)
+  assert float(whole.max()) > 0
+  np.testing.assert_allclose(fast, whole, atol=1e-6)

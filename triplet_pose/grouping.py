@@ -201,11 +201,12 @@ def predict_persons(heatmaps: np.ndarray, tags: np.ndarray, *, image_size: int,
                                  options=options)
     if options.refine and len(persons):
       persons = refine(persons, person_tags, heatmaps[i], tags[i])
-    result.append(_to_pixels(persons, size, image_size))
+    result.append(to_pixels(persons, size, image_size))
   return result
 
 
-def _to_pixels(persons: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+def to_pixels(persons: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+  """Persons (..., K, 3) from heatmap pixels to those of a `to_size` image."""
   xy = np.asarray(heatmaps_lib.rescale_coordinates(persons[..., :2], from_size, to_size))
   return np.concatenate([xy, persons[..., 2:]], axis=-1)
 

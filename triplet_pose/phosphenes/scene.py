@@ -9,14 +9,14 @@ its skeleton drawn `body_width` pixels wide.
 
 Two options keep people apart (`SceneStyle`):
 
-* `gap`: a nearer body also hides what lies within `gap` pixels of it: a
+* `gap`: a nearer body, grown by `gap` pixels, hides what lies behind: a
   dark outline that separates it from the person behind;
 * `depth_brightness`: the person of depth rank r (0 = nearest) is drawn at
   `depth_brightness ** r` of full brightness.
 
-Everything is jax and differentiable in the keypoints except the gap's
-max-pool (piecewise, as `jnp.max`); persons are a static leading axis with a
-`persons_valid` mask, as in scene batches.
+Everything is jax and differentiable in the keypoints; persons are a static
+leading axis with a `persons_valid` mask, as in scene batches.
+`scene_stimulus` draws only the pixels the simulator reads (video).
 """
 
 from __future__ import annotations
@@ -56,24 +56,28 @@ class SceneStyle:
       raise ValueError(f"depth_brightness must be in (0, 1], got {self.depth_brightness}")
 
 
+def _body_style(has_contour: bool, style: SceneStyle) -> pose_lib.DrawStyle:
+  """The silhouette that hides people behind, grown by `style.gap` on every side.
+
+  Filled limbs and torso (with the skeleton for head and neck) when contour
+  points are given, else a wide skeleton; lines and discs widen by 2 x gap,
+  which grows the drawn region by `gap` pixels, a dilation that also holds
+  where only some pixels are drawn (`scene_stimulus`).
+  """
+  grow = 2.0 * style.gap
+  if has_contour:
+    return pose_lib.DrawStyle(point_radius=style.body_width / 4 + style.gap,
+                              line_width=max(style.body_width / 2, 1.0) + grow,
+                              draw_contour=True, fill_limbs=True, fill_torso=True)
+  return pose_lib.DrawStyle(point_radius=style.body_width / 2 + style.gap,
+                            line_width=style.body_width + grow, draw_contour=False)
+
+
 def _bodies(points, visible, *, image_size, output_size, style: SceneStyle):
-  """(P, H, W) silhouettes: filled limbs and torso, or a wide skeleton."""
-  if points.get(kp.CONTOUR.name) is not None:
-    body = pose_lib.DrawStyle(draw_joints=False, draw_skeleton=True,
-                              line_width=max(style.body_width / 2, 1.0), draw_contour=True,
-                              fill_limbs=True, fill_torso=True)
-  else:
-    body = pose_lib.DrawStyle(draw_joints=False, draw_skeleton=True,
-                              line_width=style.body_width, draw_contour=False)
+  """(P, H, W) silhouettes (`_body_style`)."""
+  body = _body_style(points.get(kp.CONTOUR.name) is not None, style)
   return pose_lib.render_pose(points, image_size=image_size, output_size=output_size,
                               visible=visible, style=body)
-
-
-def _dilate(mask: jax.Array, radius: float) -> jax.Array:
-  size = 2 * int(round(radius)) + 1
-  if size <= 1:
-    return mask
-  return jax.lax.reduce_window(mask, -jnp.inf, jax.lax.max, (1, size, size), (1, 1, 1), "SAME")
 
 
 def render_scene(points: Mapping[str, jax.Array], *, image_size: tuple[int, int],
@@ -97,27 +101,51 @@ def render_scene(points: Mapping[str, jax.Array], *, image_size: tuple[int, int]
   Returns:
     (H, W) float32 mask.
   """
-  first = next(v for v in points.values() if v is not None)
-  p = first.shape[0]
-  valid = jnp.ones(p) if persons_valid is None else jnp.asarray(persons_valid, jnp.float32)
-  depth = jnp.arange(p) if depth is None else jnp.asarray(depth)
   drawn = pose_lib.render_pose(points, image_size=image_size, output_size=output_size,
                                visible=visible, style=style)  # (P, H, W)
   bodies = _bodies(points, visible, image_size=image_size, output_size=output_size,
                    style=scene_style)
-  return _compose(drawn, bodies, valid, depth, scene_style=scene_style)
+  return _compose(drawn, bodies, *_valid_and_depth(points, persons_valid, depth),
+                  scene_style=scene_style)
+
+
+def scene_stimulus(points: Mapping[str, jax.Array], pixels, *, image_size: tuple[int, int],
+                   visible: Mapping[str, jax.Array] | None = None,
+                   persons_valid: jax.Array | None = None, depth: jax.Array | None = None,
+                   style: pose_lib.DrawStyle = pose_lib.DrawStyle(),
+                   scene_style: SceneStyle = SceneStyle()) -> jax.Array:
+  """Amplitude per phosphene (N,) of a scene: `render_scene` drawn only at the
+  pixels the simulator reads (`pose.pose_stimulus`'s fast path, for video).
+
+  Args:
+    points, image_size, visible, persons_valid, depth, style, scene_style:
+      as in `render_scene`.
+    pixels: the simulator's `sample_pixels()`.
+  """
+  at = functools.partial(pose_lib.render_pose_at, points, pixels.rows, pixels.cols,
+                         image_size=image_size, output_size=pixels.resolution, visible=visible)
+  body = _body_style(points.get(kp.CONTOUR.name) is not None, scene_style)
+  values = _compose(at(style=style), at(style=body),
+                    *_valid_and_depth(points, persons_valid, depth), scene_style=scene_style)
+  return pixels.gather(values) * pixels.stimulus_scale
+
+
+def _valid_and_depth(points, persons_valid, depth):
+  p = next(v for v in points.values() if v is not None).shape[0]
+  valid = jnp.ones(p) if persons_valid is None else jnp.asarray(persons_valid, jnp.float32)
+  return valid, (jnp.arange(p) if depth is None else jnp.asarray(depth))
 
 
 @functools.partial(jax.jit, static_argnames=("scene_style",))
 def _compose(drawn, bodies, valid, depth, *, scene_style: SceneStyle):
+  """Near to far: each person's drawing (P, ...) where no nearer body is."""
   order = jnp.argsort(jnp.where(valid > 0, depth, jnp.iinfo(jnp.int32).max), stable=True)
-  hiding = _dilate(bodies, scene_style.gap) * valid[:, None, None]
   rank = jnp.argsort(order)  # position of each person in the near-to-far order
   brightness = scene_style.depth_brightness ** rank.astype(jnp.float32)
 
   def step(free, i):
     shown = drawn[i] * free * valid[i] * brightness[i]
-    return free * (1.0 - hiding[i]), shown
+    return free * (1.0 - bodies[i] * valid[i]), shown
 
   _, layers = jax.lax.scan(step, jnp.ones(drawn.shape[1:], drawn.dtype), order)
   return jnp.max(layers, axis=0)
