@@ -133,3 +133,7 @@ def test_tag_losses_by_hand():
   expected_pull = (0.0 + (15 * (3 - mean) ** 2 + (5 - mean) ** 2) / 16) / 2
   assert float(pull[0, 0]) == pytest.approx(expected_pull, rel=1e-5)
   assert float(push[0, 0]) == pytest.approx(np.exp(-0.5 * (mean - 1.0) ** 2), rel=1e-5)
+  _, push = ae.tag_losses(jnp.asarray(tags), batch, push_kernel="laplace")
+  assert float(push[0, 0]) == pytest.approx(np.exp(-(mean - 1.0)), rel=1e-5)
+  with pytest.raises(ValueError, match="push_kernel"):
+    ae.tag_losses(jnp.asarray(tags), batch, push_kernel="cauchy")

@@ -46,9 +46,11 @@ def test_scene_loss_prefers_the_true_maps():
   bad = {"joints": jnp.zeros_like(good["joints"]), "tags": jnp.zeros_like(good["tags"])}
   loss_good, parts = ae.losses(config, good, batch, squared_error=train.squared_error)
   loss_bad, _ = ae.losses(config, bad, batch, squared_error=train.squared_error)
-  # Perfect maps: no heatmap error, no pull, push exp(-8) only.
+  # Perfect maps: no heatmap error, no pull, push exp(-|4 - 0|) only (the
+  # config's Laplace kernel).
+  assert config.tags.push_kernel == "laplace"
   assert float(parts["pull"][0]) < 1e-6
-  np.testing.assert_allclose(parts["push"], [np.exp(-8.0)], rtol=1e-4)
+  np.testing.assert_allclose(parts["push"], [np.exp(-4.0)], rtol=1e-4)
   assert float(loss_good) < float(loss_bad)
 
 

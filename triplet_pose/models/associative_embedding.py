@@ -14,7 +14,11 @@ sums its heatmap losses):
 * grouping: for each person n with reference tag h_n (the mean tag at its
   annotated joints), pull = mean over persons of the mean squared distance
   of its joints' tags to h_n; push = mean over ordered pairs of distinct
-  persons of exp(-(h_n - h_m)^2 / 2). Both are averaged over the images.
+  persons of exp(-(h_n - h_m)^2 / 2) (the paper's), or with
+  `push_kernel='laplace'` exp(-|h_n - h_m|). Both are averaged over the
+  images. The Gaussian is flat where tags are equal, so a small model whose
+  tags start near zero can stay there (all persons one tag); the Laplace
+  kernel pushes equally hard from the start.
 
 Scene batches pad persons to a fixed maximum (`persons_valid`), so every
 shape is static and the loss is jitted with the step.
@@ -35,6 +39,7 @@ from triplet_pose.models.hourglass import StackedHourglass
 
 TAGS = "tags"
 TARGET = "multi_person"  # config.model.target of this model
+PUSH_KERNELS = ("gaussian", "laplace")
 
 
 class AssociativeEmbedding(nn.Module):
@@ -85,13 +90,15 @@ def joint_cells(joints: jax.Array, *, image_size: int, heatmap_size: int) -> jax
   return ij[..., 1] * heatmap_size + ij[..., 0]
 
 
-def tag_losses(tags: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+def tag_losses(tags: jax.Array, batch: dict[str, jax.Array], *, push_kernel: str = "gaussian"
+               ) -> tuple[jax.Array, jax.Array]:
   """Pull and push losses (S,) of every stack's tag maps.
 
   Args:
     tags: (B, S, h, w, K) tag maps.
     batch: joints (B, P, K, 2) in input pixels, joints_visible (B, P, K),
       persons_valid (B, P), image (B, H, W, C).
+    push_kernel: 'gaussian' (exp(-d^2 / 2)) or 'laplace' (exp(-|d|)).
 
   Returns:
     (pull, push), each (B, S): per image and stack.
@@ -113,14 +120,19 @@ def tag_losses(tags: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array,
   diff = reference[..., :, None] - reference[..., None, :]
   pair = is_person[..., :, None] * is_person[..., None, :] * (1.0 - jnp.eye(reference.shape[-1]))
   pairs = pair.sum((-2, -1))
-  push = (jnp.exp(-0.5 * jnp.square(diff)) * pair).sum((-2, -1)) / jnp.maximum(pairs, 1.0)
+  if push_kernel not in PUSH_KERNELS:
+    raise ValueError(f"tags.push_kernel must be one of {PUSH_KERNELS}, got {push_kernel!r}")
+  kernel = (jnp.exp(-0.5 * jnp.square(diff)) if push_kernel == "gaussian"
+            else jnp.exp(-jnp.abs(diff)))
+  push = (kernel * pair).sum((-2, -1)) / jnp.maximum(pairs, 1.0)
   return pull, push
 
 
 def tag_config() -> ml_collections.ConfigDict:
   """`config.tags`: the weights of the grouping losses (Newell et al.: 1e-3 each
   beside a heatmap MSE averaged over pixels)."""
-  return ml_collections.ConfigDict({"pull_weight": 1e-3, "push_weight": 1e-3})
+  return ml_collections.ConfigDict({"pull_weight": 1e-3, "push_weight": 1e-3,
+                                    "push_kernel": "gaussian"})
 
 
 def _per_example(config, outputs, batch, squared_error):
@@ -131,7 +143,9 @@ def _per_example(config, outputs, batch, squared_error):
   maps = outputs[kp.JOINTS.name]
   weight = jnp.ones(maps.shape[:1] + maps.shape[-1:], jnp.float32)
   squared = squared_error(maps, target, weight, foreground_weight=hc.foreground_weight)
-  pull, push = tag_losses(outputs[TAGS], batch)
+  pull, push = tag_losses(outputs[TAGS], batch,
+                          push_kernel=config.get("tags", tag_config()).get("push_kernel",
+                                                                           "gaussian"))
   return jnp.mean(squared, axis=(2, 3, 4)), pull, push
 
 
