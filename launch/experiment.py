@@ -51,6 +51,8 @@ _ANSWERS = flags.DEFINE_enum("answers", "programmed", ["programmed", "observer"]
                              "(config.simulate) or the computational observer's answers.")
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 50, "simulate: participants at once.")
 _SEED = flags.DEFINE_integer("seed", None, "simulate: seed (default config.simulate.seed).")
+_THINK = flags.DEFINE_float("think", 0.0, "simulate: fraction of each programmed reaction "
+                            "time waited before posting (1: a person's pace, 0: back to back).")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", None, "analyze: bootstrap resamples "
                                   "(default config.analysis.bootstrap).")
 flags.mark_flag_as_required("workdir")
@@ -96,7 +98,7 @@ def main(argv):
     from triplet_pose.experiment import participants  # pylint: disable=g-import-not-at-top
     summary = participants.simulate(workdir, url=_URL.value, count=_PARTICIPANTS.value,
                                     answers=_ANSWERS.value, concurrency=_CONCURRENCY.value,
-                                    seed=_SEED.value)
+                                    seed=_SEED.value, think=_THINK.value)
     print(participants.format_summary(summary))
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import pathlib
@@ -40,6 +41,7 @@ from triplet_pose.experiment import analysis
 from triplet_pose.experiment import design
 
 RETRY_MS = (50, 100, 200, 400, 800, 1600)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
 MAX_ATTEMPTS = 60  # about a minute and a half of trying
 
 
@@ -120,8 +122,13 @@ def _transport_error(e: BaseException) -> bool:
 
 
 async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
-                    careless: bool = False, panel: dict[str, str] | None = None) -> Outcome:
-  """One participant, from registration to the completion code."""
+                    careless: bool = False, panel: dict[str, str] | None = None,
+                    think: float = 0.0) -> Outcome:
+  """One participant, from registration to the completion code.
+
+  `think`: the fraction of each answer's reaction time the participant
+  waits before posting it (1: a person's pace; 0: back to back).
+  """
   out = Outcome(careless=careless)
   answerer = _Answerer(manifest, mode=mode, rng=rng, careless=careless)
   try:
@@ -140,6 +147,8 @@ async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
         out.done, out.completion_code = True, trial["completion_code"]
         return out
       answer = answerer.answer(trial)
+      if think:
+        await asyncio.sleep(think * answer["rt_ms"] / 1000)
       body = {"trial_index": trial["trial_index"], **answer,
               "px_per_deg": float(np.round(rng.uniform(25, 45), 3))}
       start = time.perf_counter()
@@ -155,7 +164,7 @@ async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
 
 
 async def _simulate(manifest, *, url: str, count: int, mode: str, concurrency: int,
-                    seed: int, app=None) -> list[Outcome]:
+                    seed: int, app=None, think: float = 0.0) -> list[Outcome]:
   import httpx  # pylint: disable=g-import-not-at-top
   sim = manifest["config"]["simulate"]
   rng = np.random.default_rng(seed)
@@ -170,12 +179,14 @@ async def _simulate(manifest, *, url: str, count: int, mode: str, concurrency: i
         return await take_part(client, manifest, mode=mode, careless=bool(careless[k]),
                                rng=np.random.default_rng([seed, k]),
                                panel={"prolific_pid": f"virtual{seed}x{k}",
-                                      "study_id": "simulation", "session_id": f"s{k}"})
+                                      "study_id": "simulation", "session_id": f"s{k}"},
+                               think=think)
     return list(await asyncio.gather(*(one(k) for k in range(count))))
 
 
 def simulate(workdir: str | pathlib.Path, *, url: str, count: int, answers: str = "programmed",
-             concurrency: int = 50, seed: int | None = None, app=None) -> dict[str, Any]:
+             concurrency: int = 50, seed: int | None = None, app=None,
+             think: float = 0.0) -> dict[str, Any]:
   """Runs `count` virtual participants against the server at `url`.
 
   With `app` (an ASGI application) the clients call it in this process
@@ -195,7 +206,8 @@ def simulate(workdir: str | pathlib.Path, *, url: str, count: int, answers: str 
   seed = manifest["config"]["simulate"]["seed"] if seed is None else seed
   start = time.perf_counter()
   outcomes = asyncio.run(_simulate(manifest, url=url.rstrip("/"), count=count, mode=answers,
-                                   concurrency=concurrency, seed=seed, app=app))
+                                   concurrency=concurrency, seed=seed, app=app,
+                                   think=think))
   latencies = np.concatenate([o.post_latency_ms for o in outcomes] or [[np.nan]])
   return {"outcomes": outcomes, "finished": sum(o.done for o in outcomes),
           "acknowledged": sum(len(o.acknowledged) for o in outcomes),
