@@ -145,3 +145,28 @@ def test_machine_names_the_cpu_and_write_json_round_trips(tmp_path):
   assert block["machine"]["cpu"] == found["cpu"] == common.cpu_model()
   assert block["models"] == {"joint": {"workdir": "/w", "step": 9}} and block["versions"]["jax"]
   assert json.loads((path.parent / "r.config.json").read_text()) == {"steps": 3}
+
+
+@pytest.mark.slow
+def test_compile_time_quick_measures_both_layouts_and_the_resumed_compile(tmp_path):
+  """benchmarks/compile_time.py --quick: every run measured, the same first loss in
+  both layouts, and the resumed process loads every program from the cache."""
+  out = tmp_path / "compile.json"
+  proc = subprocess.run(
+      [sys.executable, str(_REPO / "benchmarks" / "compile_time.py"), "--quick",
+       f"--json={out}"], capture_output=True, text=True, cwd=tmp_path,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  runs, summary = report["runs"], report["summary"]
+  assert {(r["layout"], r["stacks"]) for r in runs["compile"]} == {
+      (layout, stacks) for layout in ("unrolled", "scanned") for stacks in (2, 4)}
+  assert all(r["total_s"] > r["compile_s"] > 0 for r in runs["compile"])
+  assert [r["layout"] for r in runs["step"]] == ["unrolled", "scanned"]
+  assert summary["first_loss_rel_diff"] < 1e-4
+  filled, resumed = runs["resumed"]
+  assert filled["cache_misses"] > 0 and filled["cache_hits"] == 0
+  assert resumed["cache_hits"] == filled["cache_misses"] and resumed["cache_misses"] == 0
+  assert set(summary["goals_met"]) == {"compile_speedup", "stacks_growth", "step_change",
+                                       "resumed_compile_s"}
+  assert len(report["table"]["rows"]) == 5 and "compile, 4 stacks (s)" in proc.stdout
