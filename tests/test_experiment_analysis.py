@@ -111,7 +111,8 @@ def test_observer_answers_the_same_trials(tmp_path_factory):
   config.observer.num_features, config.observer.batch_size = 16, 4
   config.observer.eval_batch_size = 16
   manifest = copy.deepcopy(design.load_manifest(workdir))
-  observer_answers.add_to_manifest(config, manifest, workdir, log=lambda m: None)
+  observer_answers.add_to_manifest(config, manifest, workdir, pool=stimuli.pose_pool(config),
+                                   log=lambda m: None)
   main = [i for i in manifest["items"].values() if i["phase"] == "main"]
   assert main and all("observer" in i for i in main)
   for item in main:

@@ -63,11 +63,20 @@ def _candidate_poses(item, examples, pool) -> np.ndarray:
 
 
 def add_to_manifest(config: ml_collections.ConfigDict, manifest: dict[str, Any],
-                    workdir: pathlib.Path, *, log: Callable[[str], None] = print) -> None:
-  """Adds the observer's answers to the main items of `manifest` (in place)."""
+                    workdir: pathlib.Path, *, pool: np.ndarray,
+                    log: Callable[[str], None] = print) -> None:
+  """Adds the observer's answers to the main items of `manifest` (in place).
+
+  Args:
+    config: the experiment's config (`config.observer`: steps, num_train and
+      optional overrides of the benchmark's observer config).
+    manifest: what `stimuli.build` planned; its stimulus images must exist.
+    workdir: the experiment's folder.
+    pool: the distractor pool (`stimuli.pose_pool(config)`).
+    log: progress lines.
+  """
   if not config.observer.steps:
     return
-  from triplet_pose.experiment import stimuli  # pylint: disable=g-import-not-at-top
   oc = observer_settings(config)
   res = config.simulator_resolution
   if res % oc.image_size:
@@ -79,7 +88,6 @@ def add_to_manifest(config: ml_collections.ConfigDict, manifest: dict[str, Any],
       simulator_resolution=res))
   train = data_lib.make_split(split_config, "train", keep_images=True)
   train["image"] = train.pop("full_image")
-  pool = stimuli.pose_pool(config)
   examples = {}
   out = workdir / design.STIMULI
   for cond in manifest["design"]["conditions"]:

@@ -38,6 +38,7 @@ from triplet_pose import phosphenes
 from triplet_pose import storage
 from triplet_pose.data.synthetic_figures import figures
 from triplet_pose.experiment import design
+from triplet_pose.experiment import observer_answers
 from triplet_pose.readability import choice as choice_lib
 from triplet_pose.readability import representations as reps
 
@@ -285,8 +286,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     if not (out / name).exists():
       _save_png(out / name, Image.fromarray(examples[f]["image"]))
   _render_conditions(config, manifest, examples, out, log)
-  from triplet_pose.experiment import observer_answers  # pylint: disable=g-import-not-at-top
-  observer_answers.add_to_manifest(config, manifest, workdir, log=log)
+  observer_answers.add_to_manifest(config, manifest, workdir, pool=pool, log=log)
   storage.write_text(workdir / design.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
   log(f"manifest: {workdir / design.MANIFEST} ({len(manifest['items'])} items)")
   return manifest
