@@ -83,6 +83,10 @@ def test_budget_caps_charge_and_electrodes():
                              * 1e6, rtol=1e-5)
   few = reps.apply_budget(sim, amplitude, charge=None, electrodes=10)
   assert np.all(np.asarray(reps.active_electrodes(sim, few)) == 10)
+  # Ties (a saturated encoder): still exactly 10 on.
+  saturated = reps.apply_budget(sim, np.full_like(amplitude, 100e-6), charge=None,
+                                electrodes=10)
+  assert np.all(np.asarray(reps.active_electrodes(sim, saturated)) == 10)
   kept = np.sort(amplitude, axis=1)[:, -10:]  # the 10 largest, untouched
   np.testing.assert_allclose(np.sort(np.asarray(few), axis=1)[:, -10:], kept)
   capped = reps.apply_budget(sim, amplitude, charge=float(charge.min()) / 2, electrodes=None)

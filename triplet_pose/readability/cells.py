@@ -5,16 +5,15 @@ phosphene images are made once and kept in the workdir as uint8
 (`images/L<layout>/<name>_<N>.npz`): masks are drawn chunk by chunk into
 uint8 (`representations.draw_uint8`), simulated chunk by chunk, and never
 held whole in float. With them are each test figure's active electrodes and
-charge per frame (the implant budget) and the pictoriality of the images.
+charge per frame (the implant budget).
 The simulator of a phosphene count and layout seed is the same for every
 representation (dynaphos' default parameters, magnification layout, random
 thresholds from the layout seed).
 
 * `masks`: a drawn representation's uint8 masks per split (cached).
-* `condition_images`: a drawn condition's images, budgets, pictoriality.
+* `condition_images`: a drawn condition's images and budget.
 * `plain_images`: undegraded renderings (the figure's grey image and the
   unrendered masks, pooled): part of the common reader's mix.
-* `silhouette_images`: what pictoriality compares against.
 * `train_reader` / `score`: an observer, and its per-figure PCKh.
 * `chance`: PCKh of always answering the mean pose.
 """
@@ -33,7 +32,6 @@ from triplet_pose import metrics
 from triplet_pose import phosphenes
 from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import observer as observer_lib
-from triplet_pose.readability import pictoriality as pictoriality_lib
 from triplet_pose.readability import representations as reps
 from triplet_pose.readability import stats
 
@@ -112,12 +110,6 @@ def pooled_uint8(images: np.ndarray, pool: int, batch_size: int = 256) -> np.nda
   return np.concatenate(out)
 
 
-def silhouette_images(data, *, config, workdir: pathlib.Path) -> np.ndarray:
-  """(V, S, S) uint8 silhouettes of the validation figures (true pose), pooled."""
-  return pooled_uint8(masks(reps.get("silhouette"), data, config=config,
-                            workdir=workdir)["validation"], factor(config))
-
-
 def plain_images(data, names, *, config, workdir: pathlib.Path, split: str = "train"
                  ) -> list[np.ndarray]:
   """Undegraded renderings of a split: the grey figure image, and each drawn mask, pooled."""
@@ -151,8 +143,7 @@ def condition_images(representation: reps.Representation, num_phosphenes: int, d
 
   Returns:
     {'<split>': (B, S, S) uint8 images, 'budget': {'active_electrodes',
-    'charge_per_frame'} of the validation figures, 'pictoriality': {'iou',
-    'ssim'} against the silhouettes}.
+    'charge_per_frame'} of the validation figures}.
   """
   tag = "" if budget is None else "_budget"
   path = workdir / "images" / f"L{layout}" / f"{representation.name}_{num_phosphenes}{tag}.npz"
@@ -172,15 +163,13 @@ def condition_images(representation: reps.Representation, num_phosphenes: int, d
       if split == "validation":
         out["active"], out["charge"] = rendered["active"], rendered["charge"]
     return out
-  arrays = data_lib.cached_npz(path, make, meta)
-  return with_summaries(arrays, silhouette_images(data, config=config, workdir=workdir))
+  return with_budget(data_lib.cached_npz(path, make, meta))
 
 
-def with_summaries(arrays: Mapping[str, np.ndarray], silhouettes: np.ndarray) -> dict[str, Any]:
-  """The images, plus the budget and pictoriality of their validation split."""
+def with_budget(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """The images of each split, and the budget of the validation split."""
   out = {k: v for k, v in arrays.items() if k in SPLITS}
   out["budget"] = budget_summary(arrays)
-  out["pictoriality"] = pictoriality_lib.pictoriality(arrays["validation"], silhouettes)
   return out
 
 

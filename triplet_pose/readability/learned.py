@@ -23,6 +23,8 @@ its images, are the plain simulator's.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -90,13 +92,37 @@ def budget_limits(config: ml_collections.ConfigDict, *, charge: float, electrode
           "electrodes": int(round(electrodes)) if config.budget in ("both", "topk") else None}
 
 
-def _amplitude_fn(encoder: Encoder, *, size: int, sigma: float, source_size: int,
-                  limits: dict[str, Any]) -> Callable[[Any, jax.Array], jax.Array]:
-  def amplitude(params, points):
-    maps = pose_heatmaps(points, source_size=source_size, size=size, sigma=sigma)
-    raw = encoder.apply({"params": params}, maps)
-    return reps.apply_budget(encoder.sim, raw, **limits)
-  return amplitude
+def _amplitude(params, sim, points, charge, *, features: int, size: int, sigma: float,
+               source_size: int, electrodes: int | None) -> jax.Array:
+  """The encoder's amplitudes within the budget (the simulator is an argument:
+  one compilation serves every seed of a phosphene count)."""
+  maps = pose_heatmaps(points, source_size=source_size, size=size, sigma=sigma)
+  raw = Encoder(features, sim).apply({"params": params}, maps)
+  return reps.apply_budget(sim, raw, charge=charge, electrodes=electrodes)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(key: tuple, optimizer_lr: float):
+  """The jitted encoder step of one static setting (cached: compiled once per shape)."""
+  features, size, sigma, source_size, electrodes, frames, oc_json = key
+  oc = ml_collections.ConfigDict(json.loads(oc_json))
+  optimizer = optax.adam(optimizer_lr)
+  amplitude = functools.partial(_amplitude, features=features, size=size, sigma=sigma,
+                                source_size=source_size, electrodes=electrodes)
+
+  def loss_fn(p, sim, frozen, points, target, charge):
+    factor = sim.resolution[0] // size
+    images = reps.pool(reps.stimulate(sim, amplitude(p, sim, points, charge), frames=frames),
+                       factor)
+    maps = observer_lib.frozen_heatmaps(oc, frozen, images)
+    return observer_lib.heatmap_loss(maps, target, config=oc, source_size=source_size)
+
+  @jax.jit
+  def step(p, opt_state, sim, frozen, points, target, charge):
+    loss, grads = jax.value_and_grad(loss_fn)(p, sim, frozen, points, target, charge)
+    updates, opt_state = optimizer.update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), opt_state, loss
+  return optimizer, step
 
 
 def train_encoder(sim: phosphenes.Simulator, reader: dict[str, Any], keypoints: np.ndarray,
@@ -124,52 +150,46 @@ def train_encoder(sim: phosphenes.Simulator, reader: dict[str, Any], keypoints: 
     {'params': the encoder's, 'loss': final loss}.
   """
   oc = observer_config
-  encoder = Encoder(config.features, sim)
-  amplitude = _amplitude_fn(encoder, size=oc.image_size, sigma=config.sigma,
-                            source_size=source_size, limits=limits)
-  factor = sim.resolution[0] // oc.image_size
   maps0 = pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=source_size, size=oc.image_size,
                         sigma=config.sigma)
-  params = encoder.init(jax.random.PRNGKey(seed), maps0)["params"]
-  optimizer = optax.adam(config.learning_rate)
+  params = Encoder(config.features, sim).init(jax.random.PRNGKey(seed), maps0)["params"]
+  key = (config.features, oc.image_size, config.sigma, source_size, limits["electrodes"],
+         frames, oc.to_json(sort_keys=True))
+  optimizer, step = _train_step(key, config.learning_rate)
   opt_state = optimizer.init(params)
   frozen = reader["observer"]
-
-  def loss_fn(p, points, target):
-    images = reps.pool(reps.stimulate(sim, amplitude(p, points), frames=frames), factor)
-    maps = observer_lib.frozen_heatmaps(oc, frozen, images)
-    return observer_lib.heatmap_loss(maps, target, config=oc, source_size=source_size)
-
-  @jax.jit
-  def step(p, s, points, target):
-    loss, grads = jax.value_and_grad(loss_fn)(p, points, target)
-    updates, s = optimizer.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
+  charge = None if limits["charge"] is None else jnp.float32(limits["charge"])
   rng = np.random.default_rng(seed)
   loss = float("nan")
   for i in range(config.steps):
     index = rng.choice(len(keypoints), config.batch_size,
                        replace=len(keypoints) < config.batch_size)
-    params, opt_state, loss = step(params, opt_state, jnp.asarray(keypoints[index]),
-                                   jnp.asarray(joints[index]))
+    params, opt_state, loss = step(params, opt_state, sim, frozen,
+                                   jnp.asarray(keypoints[index]), jnp.asarray(joints[index]),
+                                   charge)
     if log and ((i + 1) % 50 == 0 or i + 1 == config.steps):
       log(i + 1, float(loss))
   return {"params": params, "loss": float(loss)}
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_amplitude(features, size, sigma, source_size, electrodes):
+  return jax.jit(functools.partial(_amplitude, features=features, size=size, sigma=sigma,
+                                   source_size=source_size, electrodes=electrodes))
 
 
 def encode(sim: phosphenes.Simulator, params: Any, keypoints: np.ndarray, *,
            config: ml_collections.ConfigDict, image_size: int, limits: dict[str, Any],
            frames: int, source_size: int, batch_size: int = 64) -> dict[str, np.ndarray]:
   """`representations.render_amplitudes` of the trained encoder's stimulation."""
-  encoder = Encoder(config.features, sim)
-  amplitude = jax.jit(_amplitude_fn(encoder, size=image_size, sigma=config.sigma,
-                                    source_size=source_size, limits=limits))
+  amplitude = _jitted_amplitude(config.features, image_size, config.sigma, source_size,
+                                limits["electrodes"])
+  charge = None if limits["charge"] is None else jnp.float32(limits["charge"])
 
   def amplitude_fn(start, stop):
     chunk = np.asarray(keypoints[start:stop], np.float32)
     n = len(chunk)
     padded = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], np.float32)])
-    return amplitude(params, jnp.asarray(padded))[:n]
+    return amplitude(params, sim, jnp.asarray(padded), charge)[:n]
   return reps.render_amplitudes(sim, amplitude_fn, len(keypoints), frames=frames,
                                 factor=sim.resolution[0] // image_size, batch_size=batch_size)

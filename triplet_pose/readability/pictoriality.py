@@ -1,15 +1,18 @@
 """Pictoriality: does a representation's phosphene image look like the figure?
 
 Beside PCKh (what a reader decodes), the overlap of each phosphene image
-with the figure's silhouette image (filled limbs and torso, drawn from the
-true pose at the simulator's resolution and pooled to the observer's): a
-private code that a trained reader decodes can score high PCKh and low
-overlap; a picture scores both.
+with the figure's silhouette image (filled limbs and torso, from the true
+pose) as the same implant shows it: the silhouette's phosphene image at the
+same phosphene count and layout, the best picture of the body this implant
+can give (the silhouette itself scores 1). Compared with the raw silhouette
+instead, every phosphene image scores alike (a few dots against a filled
+body); through the implant, a line drawing overlaps part of the body, and a
+private code that a trained reader decodes overlaps little.
 
-* `IOU_THRESHOLD`: a phosphene pixel counts as lit at this fraction of the
-  image's own maximum (images with few phosphenes are dim: each is
-  stretched first, as the example figure shows them).
-* `pictoriality(images, silhouettes)`: mean IoU and SSIM over the figures.
+* `IOU_THRESHOLD`: a pixel counts as lit at this fraction of its image's
+  own maximum (images with few phosphenes are dim: each is stretched
+  first, as the example figure shows them).
+* `pictoriality(images, references)`: mean IoU and SSIM over the figures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import numpy as np
 from triplet_pose import phosphene_loss
 
 IOU_THRESHOLD = 0.25
-SILHOUETTE_THRESHOLD = 0.5
 
 
 def _unit(images) -> np.ndarray:
@@ -31,11 +33,12 @@ def _unit(images) -> np.ndarray:
 
 
 def pictoriality(images, silhouettes, *, batch_size: int = 100) -> dict[str, float]:
-  """IoU and SSIM of phosphene images against silhouette images.
+  """IoU and SSIM of phosphene images against reference images.
 
   Args:
     images: (B, S, S) phosphene images (uint8 or [0, 1]).
-    silhouettes: (B, S, S) silhouette images of the same figures.
+    silhouettes: (B, S, S) the silhouette images of the same figures (the
+      benchmark passes their phosphene images at the same N and layout).
     batch_size: images compared at once (SSIM's memory).
 
   Returns:
@@ -45,7 +48,7 @@ def pictoriality(images, silhouettes, *, batch_size: int = 100) -> dict[str, flo
   if images.shape != silhouettes.shape:
     raise ValueError(f"images {images.shape} and silhouettes {silhouettes.shape} differ")
   lit = images >= IOU_THRESHOLD
-  body = silhouettes >= SILHOUETTE_THRESHOLD
+  body = silhouettes >= IOU_THRESHOLD
   union = np.sum(lit | body, axis=(1, 2))
   iou = np.where(union > 0, np.sum(lit & body, axis=(1, 2)) / np.maximum(union, 1), 1.0)
   ssim = np.concatenate([

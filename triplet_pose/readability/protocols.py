@@ -40,9 +40,12 @@ from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import learned as learned_lib
 from triplet_pose.readability import observer as observer_lib
 from triplet_pose.readability import outputs
+from triplet_pose.readability import pictoriality as pictoriality_lib
 from triplet_pose.readability import representations as reps
 
 PROTOCOLS = ("ideal", "common")
+# Conditions' images held in memory at once (the rest are re-read from disk).
+_HELD_CONDITIONS = 8
 
 
 def mix(images: Sequence[np.ndarray], joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,17 +130,21 @@ def images(grid: Grid, name: str, n: int, layout: int, seed: int = 0) -> dict[st
   rep = reps.get(name)
   key = _condition_key(name, n, layout, seed if rep.kind == "learned" else None)
   if key not in grid.images:
-    if len(grid.images) > 4 * len(grid.config.representations):
+    if len(grid.images) >= _HELD_CONDITIONS:
       grid.images.clear()  # a bound on what is held: images are cached on disk.
     if rep.kind == "learned":
       out = _learned_images(grid, n, layout, seed)
     else:
       out = cells_lib.condition_images(rep, n, grid.data, config=grid.config, layout=layout,
                                        workdir=grid.workdir)
-    record = {"budget": out["budget"], "pictoriality": out["pictoriality"]}
+    # Pictoriality: against the figure's silhouette image as this implant
+    # shows it (the silhouette's phosphene image at the same N and layout).
+    silhouette = (out if name == "silhouette" else images(grid, "silhouette", n, layout))
+    record = {"budget": out["budget"], "pictoriality": pictoriality_lib.pictoriality(
+        out["validation"], silhouette["validation"])}
     if "predicted" in out:  # how much a wrong pose changes the image
-      record["ssim_predicted"] = float(np.mean(cells_lib.pictoriality_lib.pictoriality(
-          out["predicted"], out["validation"])["ssim"]))
+      record["ssim_predicted"] = pictoriality_lib.pictoriality(
+          out["predicted"], out["validation"])["ssim"]
     grid.results.setdefault("conditions", {})[key] = record
     if layout == grid.config.layouts[0] and seed == grid.config.seeds[0]:
       _save_example(grid, rep, n, out["validation"])
@@ -220,5 +227,4 @@ def _learned_images(grid: Grid, n: int, layout: int, seed: int) -> dict[str, Any
   path = grid.workdir / "images" / f"L{layout}" / f"learned_{n}_s{seed}.npz"
   path.parent.mkdir(parents=True, exist_ok=True)
   arrays = data_lib.cached_npz(path, make, json.dumps([grid.data.get("meta"), limits]))
-  return cells_lib.with_summaries(arrays, cells_lib.silhouette_images(
-      grid.data, config=c, workdir=grid.workdir))
+  return cells_lib.with_budget(arrays)

@@ -241,8 +241,12 @@ def apply_budget(sim: phosphenes.Simulator, amplitude: jax.Array, *, charge: flo
       zero); None: no limit.
   """
   if electrodes is not None and electrodes < amplitude.shape[-1]:
-    kth = jax.lax.top_k(amplitude, max(int(electrodes), 1))[0][..., -1:]
-    amplitude = jnp.where(amplitude >= jax.lax.stop_gradient(kth), amplitude, 0.0)
+    # Exactly k on: a threshold at the k-th value would keep every tie (an
+    # encoder that saturates ties many electrodes at the full amplitude).
+    flat = amplitude.reshape(-1, amplitude.shape[-1])
+    _, index = jax.lax.top_k(jax.lax.stop_gradient(flat), max(int(electrodes), 1))
+    keep = jax.vmap(lambda row: jnp.zeros(flat.shape[-1], bool).at[row].set(True))(index)
+    amplitude = jnp.where(keep.reshape(amplitude.shape), amplitude, 0.0)
   if charge is not None:
     total = charge_per_frame(sim, amplitude)[..., None]
     amplitude = amplitude * jnp.minimum(1.0, charge / jnp.maximum(total, 1e-12))

@@ -107,7 +107,7 @@ def format_tables(results: Mapping[str, Any]) -> str:
               f"units: {results.get('units', {}).get('charge_per_frame', '')}",
               *_grid(true_ideal, lambda c: f"{c.get('active_electrodes', 0):.0f} / "
                      f"{c.get('charge_per_frame', 0):.2f}")]
-    lines += ["", "Pictoriality against the silhouette image: IoU / SSIM",
+    lines += ["", "Pictoriality: IoU / SSIM against the silhouette image as the implant shows it",
               *_grid(true_ideal, lambda c: f"{c['pictoriality']['iou']:.2f} / "
                      f"{c['pictoriality']['ssim']:.2f}" if "pictoriality" in c else "-")]
   capped = [c for c in _select(results, protocol="common", pose="true")
