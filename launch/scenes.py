@@ -1,7 +1,7 @@
 r"""Several people: the multi-person AP report of a trained workdir and scene panels.
 
   python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
-      [--triplet_workdir=/tmp/demo/triplet] [--joint_workdir=/tmp/demo/joint]
+      [--tune_grouping] [--triplet_workdir=/tmp/demo/triplet] [--joint_workdir=/tmp/demo/joint]
 
 Writes OUTPUT/multiperson_report.json (mAP, AP per joint and group, per
 occlusion and crowd-index bin, the grouping ceiling, the person-count
@@ -31,6 +31,9 @@ _JOINT = flags.DEFINE_string("joint_workdir", None,
 _SPLIT = flags.DEFINE_string("split", None, "Split (default: the config's evaluation split).")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches of 16 images (0: all).")
 _PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
+_TUNE = flags.DEFINE_bool("tune_grouping", False,
+                          "Pick the detection threshold and fewest joints of a person on "
+                          "training images first (the report lists what was tried).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -46,8 +49,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   out = pathlib.Path(_OUTPUT.value)
   out.mkdir(parents=True, exist_ok=True)
+  options, tried = None, None
+  if _TUNE.value:
+    options, tried = scenes.tune_grouping(_WORKDIR.value)
+    print(f"grouping on training images: detection_threshold {options.detection_threshold}, "
+          f"min_joints {options.min_joints}")
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
-                                   num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value)
+                                   num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
+                                   options=options)
+  if tried:
+    report["grouping_tuned_on_train"] = tried
   storage.write_text(out / "multiperson_report.json", json.dumps(report, indent=1))
   print(f"{report['images']} images, {report['persons']} persons, step {report['step']}")
   print(_line("associative embedding", report))
@@ -57,7 +68,8 @@ def main(argv):
     print(_line("single person on boxes", report["baseline"]))
   if _PANELS.value:
     rows = scenes.scene_rows(_WORKDIR.value, num_images=_PANELS.value,
-                             triplet_workdir=_TRIPLET.value, split=_SPLIT.value)
+                             triplet_workdir=_TRIPLET.value, split=_SPLIT.value,
+                             options=options)
     path = viz.save_figure(scene_viz.scene_panel(rows), out / "scene_panel.png")
     print(f"wrote {path}")
 

@@ -65,7 +65,12 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path):
     assert np.isfinite(evals[-1][key])
   assert workdir_lib.load_model(workdir, expect=ae.TARGET).step == 6
   # The report and the scene panel of launch.scenes, from the same workdir.
-  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4)
+  options, tried = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4)
+  assert len(tried) == len(scenes.DETECTION_THRESHOLDS) * len(scenes.MIN_JOINTS)
+  assert max(t["map"] for t in tried) == next(
+      t["map"] for t in tried if (t["detection_threshold"], t["min_joints"]) == (
+          options.detection_threshold, options.min_joints))
+  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
   assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
   rows = scenes.scene_rows(str(workdir), num_images=2)
   picture = viz.figure_to_array(scene_viz.scene_panel(rows))

@@ -7,7 +7,8 @@ count), and optionally the single-person baseline (a joint model on the
 crops of the ground-truth boxes). `scene_rows` gathers the first images'
 grouped persons, their contours (a triplet model run top-down on each) and
 each representation's phosphenes of the whole scene, for
-`viz.scenes.scene_panel`.
+`viz.scenes.scene_panel`. `tune_grouping` picks the detection threshold and
+the fewest joints of a person on training images.
 
 Predicted persons have no depth: the larger a person's joint box, the
 nearer it is taken to be (people of one height, seen in perspective).
@@ -15,7 +16,9 @@ nearer it is taken to be (people of one height, seen in perspective).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from triplet_pose import data
+from triplet_pose import grouping
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
 from triplet_pose import top_down
@@ -38,23 +42,67 @@ def _batches(config, *, split: str, batch_size: int):
                               seed=config.seed, shuffle=False, repeat=False)
 
 
-def _predict_fn(loaded: workdir_lib.LoadedModel):
+def _maps_fn(loaded: workdir_lib.LoadedModel):
   apply = jax.jit(functools.partial(loaded.model.apply, train=False))
-  options = multi_person.grouping_options(loaded.config)
-  size = loaded.config.input.image_size
 
-  def predict(batch):
+  def maps(batch):
     out = apply(loaded.variables, jnp.asarray(batch["image"], jnp.float32) / 255.0)
-    maps = {"heatmaps": np.asarray(out[kp.JOINTS.name][:, -1]),
+    return {"heatmaps": np.asarray(out[kp.JOINTS.name][:, -1]),
             "tags": np.asarray(out[associative_embedding.TAGS][:, -1])}
-    return multi_person.predict_scene(maps, batch, image_size=size, options=options)
 
-  return predict
+  return maps
+
+
+def _predict_fn(loaded: workdir_lib.LoadedModel,
+                options: grouping.GroupingOptions | None = None):
+  maps = _maps_fn(loaded)
+  options = options or multi_person.grouping_options(loaded.config)
+  size = loaded.config.input.image_size
+  return lambda batch: multi_person.predict_scene(maps(batch), batch, image_size=size,
+                                                  options=options)
+
+
+# What `tune_grouping` tries.
+DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_JOINTS = (4, 6, 8)
+
+
+def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
+                  batch_size: int = 16) -> tuple[grouping.GroupingOptions, list[dict]]:
+  """The detection threshold and minimum joints of the best mAP on `split`
+  (training images, so that the evaluation split stays unseen).
+
+  Returns:
+    (the best options, [{'detection_threshold', 'min_joints', 'map',
+    'count_accuracy'} of every setting tried]).
+  """
+  loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
+  maps = _maps_fn(loaded)
+  batches = []
+  for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
+    if i >= num_batches:
+      break
+    batches.append((batch, maps(batch)))
+  base = multi_person.grouping_options(loaded.config)
+  tried = []
+  for threshold, min_joints in itertools.product(DETECTION_THRESHOLDS, MIN_JOINTS):
+    options = dataclasses.replace(base, detection_threshold=threshold, min_joints=min_joints)
+    metric = multi_person.MultiPersonAp()
+    for batch, found in batches:
+      metric.update(batch, {"persons": grouping.predict_persons(
+          found["heatmaps"], found["tags"], image_size=loaded.config.input.image_size,
+          options=options)})
+    report = metric.report()
+    tried.append({"detection_threshold": threshold, "min_joints": min_joints,
+                  "map": report["map"], "count_accuracy": report["count_accuracy"]})
+  best = max(tried, key=lambda t: t["map"])
+  return dataclasses.replace(base, detection_threshold=best["detection_threshold"],
+                             min_joints=best["min_joints"]), tried
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
-                     num_batches: int = 0, joint_workdir: str | None = None
-                     ) -> dict[str, Any]:
+                     num_batches: int = 0, joint_workdir: str | None = None,
+                     options: grouping.GroupingOptions | None = None) -> dict[str, Any]:
   """The multi-person report of a workdir's model over a split.
 
   Args:
@@ -63,6 +111,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     batch_size: images per batch.
     num_batches: stop after this many (0: the whole split).
     joint_workdir: a single-person joint model for the baseline.
+    options: grouping settings (default the config's).
 
   Returns:
     `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
@@ -70,7 +119,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   split = split or loaded.config.input.eval_split
-  predict = _predict_fn(loaded)
+  predict = _predict_fn(loaded, options)
   metric = multi_person.MultiPersonAp()
   batches = []
   for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
@@ -105,12 +154,13 @@ def _still(sim, mask: jax.Array, frames: int) -> np.ndarray:
 
 
 def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
-               split: str | None = None) -> list[dict[str, Any]]:
+               split: str | None = None, options: grouping.GroupingOptions | None = None
+               ) -> list[dict[str, Any]]:
   """Rows of `viz.scenes.scene_panel` for the first images of a split."""
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
   batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
-  persons = _predict_fn(loaded)(batch)["persons"]
+  persons = _predict_fn(loaded, options)(batch)["persons"]
   triplet = None
   if triplet_workdir:
     model = workdir_lib.load_model(triplet_workdir, expect=kp.CONTOUR.name)
