@@ -111,10 +111,14 @@ def test_observer_answers_the_same_trials(tmp_path_factory):
   config.observer.num_features, config.observer.batch_size = 16, 4
   config.observer.eval_batch_size = 16
   manifest = copy.deepcopy(design.load_manifest(workdir))
+  condition = manifest["design"]["conditions"][0]  # one observer: the plumbing is the same
+  manifest["design"]["conditions"] = [condition]
   observer_answers.add_to_manifest(config, manifest, workdir, pool=stimuli.pose_pool(config),
                                    log=lambda m: None)
   main = [i for i in manifest["items"].values() if i["phase"] == "main"]
-  assert main and all("observer" in i for i in main)
+  assert all(("observer" in i) == (i["condition"] == condition) for i in main)
+  main = [i for i in main if i["condition"] == condition]
+  assert {i["task"] for i in main} == {"choice", "click"}
   for item in main:
     if item["task"] == "choice":
       assert 0 <= item["observer"]["choice"] < 4

@@ -4,8 +4,10 @@ Debian's chromium and chromedriver (`.ci/run` installs them); under CI=true
 a missing browser, driver or selenium fails instead of skipping. The test
 takes one participant through consent, instructions, the virtual-chinrest
 calibration, practice with feedback, both blocks, breaks and the end page,
-reloads the page in the middle (it must come back at the same trial), and
-checks that the database then holds exactly what was clicked.
+reloads the page in the middle (it must come back at the same trial), kills
+the server while an answer is being posted (the page must say it is
+retrying, and get through once the server is back), and checks that the
+database then holds exactly what was clicked.
 
 With TRIPLET_POSE_EXPERIMENT_SCREENSHOT=path it also saves a screenshot of
 the first main choice trial (docs/experiment_trial.png is one).
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 import time
 
 import pytest
@@ -24,13 +24,18 @@ import pytest
 import peers
 from triplet_pose.experiment import design
 from triplet_pose.experiment import participants
+from triplet_pose.experiment import server as server_lib
 from triplet_pose.experiment import stimuli
 from triplet_pose.experiment import store as store_lib
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 webdriver = peers.require("selenium.webdriver", why="the browser test of the experiment page")
+reason = None
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
   reason = f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+elif server_lib.missing_packages():
+  reason = f"needs the page's jsPsych packages: {server_lib.missing_packages()}"
+if reason:
   if peers.in_ci():
     pytest.fail(f"CI=true but the browser test {reason}", pytrace=False)
   pytest.skip(reason, allow_module_level=True)
@@ -110,7 +115,7 @@ def test_participant_path_with_reload(workdir, browser, tmp_path):
   server = participants.ServerProcess(workdir, database_url=f"sqlite:///{db}",
                                       log_path=tmp_path / "server.log").start()
   expected: dict[int, dict] = {}  # trial index -> what was clicked
-  screens, reloaded_at = [], None
+  screens, reloaded_at, banners = [], None, []
   try:
     browser.get(server.url + "/?PROLIFIC_PID=pp123&STUDY_ID=st1&SESSION_ID=se1")
     screen = _wait_screen(browser)
@@ -155,8 +160,17 @@ def test_participant_path_with_reload(workdir, browser, tmp_path):
             browser.save_screenshot(os.environ["TRIPLET_POSE_EXPERIMENT_SCREENSHOT"])
           choice = index % 4
           element = browser.find_elements(By.CSS_SELECTOR, "button.candidate")[choice]
+          outage = reloaded_at is not None and not banners and index > reloaded_at
+          if outage:
+            server.kill()  # the answer's post meets a dead server
           element.click()
           expected[index] = {"choice": choice}
+          if outage:
+            status = browser.find_element(By.ID, "status")
+            WebDriverWait(browser, TIMEOUT).until(lambda d: "Retrying" in status.text)
+            banners.append(status.text)
+            server.start()  # the page's next retry gets through
+            WebDriverWait(browser, TIMEOUT).until(lambda d: not status.is_displayed())
         else:
           image = browser.find_element(By.ID, "click-image")
           width = image.size["width"]
@@ -172,10 +186,13 @@ def test_participant_path_with_reload(workdir, browser, tmp_path):
     assert screen == "end", screens[-10:]
     code = browser.find_element(By.ID, "completion-code").text
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert not severe, severe
+    refused = [e for e in severe if "ERR_CONNECTION_REFUSED" in e["message"]]
+    assert refused  # the outage's failed posts, and nothing else
+    assert len(refused) == len(severe), severe
   finally:
     server.stop()
   assert reloaded_at is not None
+  assert banners and "attempt" in banners[0], banners  # the outage was shown on screen
   for step in ("buttons", "resize", "blindspot", "choice", "click", "end"):
     assert step in screens
 

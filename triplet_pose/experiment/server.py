@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import re
+import sys
 from typing import Any
 
 from starlette.applications import Starlette
@@ -301,12 +302,8 @@ def create_app(workdir: str | pathlib.Path, database_url: str) -> Starlette:
   """The application serving `workdir`'s experiment, storing into `database_url`.
 
   Raises:
-    FileNotFoundError: no manifest, or the page's npm packages are missing.
+    FileNotFoundError: no manifest.
   """
-  missing = [n for n, path in VENDOR.items() if not (WEB / "node_modules" / path).exists()]
-  if missing:
-    raise FileNotFoundError(f"the page's packages are missing ({missing[0]}): run "
-                            f"`npm ci --prefix {WEB}`")
   exp = Experiment(pathlib.Path(workdir), database_url)
   stimuli = pathlib.Path(workdir) / design.STIMULI
 
@@ -318,6 +315,8 @@ def create_app(workdir: str | pathlib.Path, database_url: str) -> Starlette:
     name = request.path_params["name"]
     if name not in VENDOR:
       raise ApiError(404, "not found")
+    if not (WEB / "node_modules" / VENDOR[name]).exists():
+      raise ApiError(404, f"{name} is not installed: {missing_packages()}")
     return FileResponse(WEB / "node_modules" / VENDOR[name])
 
   async def favicon(request: Request) -> Response:
@@ -352,6 +351,13 @@ def create_app(workdir: str | pathlib.Path, database_url: str) -> Starlette:
   return app
 
 
+def missing_packages() -> str | None:
+  """What to run when the page's npm packages are missing (None: installed)."""
+  if all((WEB / "node_modules" / path).exists() for path in VENDOR.values()):
+    return None
+  return f"the page's packages are missing: run `npm ci --prefix {WEB}`"
+
+
 def app_from_environment() -> Starlette:
   """`create_app` from TRIPLET_POSE_EXPERIMENT_{WORKDIR,DATABASE_URL} (uvicorn workers)."""
   return create_app(os.environ["TRIPLET_POSE_EXPERIMENT_WORKDIR"],
@@ -366,6 +372,8 @@ def serve(workdir: pathlib.Path, *, host: str, port: int, database_url: str,
     raise ValueError("several workers need a PostgreSQL --database_url (SQLite allows "
                      "one writing process at a time)")
   app = create_app(workdir, database_url)  # checks everything before listening
+  if missing_packages():  # the API still works (virtual participants); the page does not
+    print(f"warning: {missing_packages()}", file=sys.stderr, flush=True)
   token = app.state.experiment.store.ensure_admin_token()
   if token:
     print(f"admin token (shown once, stored hashed; GET /api/export with "
