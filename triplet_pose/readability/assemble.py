@@ -71,6 +71,10 @@ def _cell(results, runs, config, protocol, pose, name, n) -> dict[str, Any] | No
           "figures": int(scores.shape[1]),
           **_condition(results, name, n, first, seeds),
           "seconds": float(sum(runs[k].get("seconds", 0.0) for k in keys if k in runs))}
+  if reps.get(name).kind == "learned" and protocol == "common" and pose == "true":
+    # The encoders were trained against the common readers: their time is here.
+    cell["seconds"] += float(sum(runs.get(f"encoder/L{first}/{n}/s{s}", {}).get("seconds", 0.0)
+                                 for s in seeds))
   have = [runs[k] for k in keys if k in runs]
   if pose == "true" and protocol == "ideal" and all("transfer" in r for r in have):
     cell["transfer"] = {str(o): stats.summary([r["transfer"][str(o)] for r in have],

@@ -24,6 +24,7 @@ its images, are the plain simulator's.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 from typing import Any, Callable
 
@@ -193,3 +194,10 @@ def encode(sim: phosphenes.Simulator, params: Any, keypoints: np.ndarray, *,
     return amplitude(params, sim, jnp.asarray(padded), charge)[:n]
   return reps.render_amplitudes(sim, amplitude_fn, len(keypoints), frames=frames,
                                 factor=sim.resolution[0] // image_size, batch_size=batch_size)
+
+
+def release_compiled() -> None:
+  """Lets go of the compiled encoder steps (hundreds of MB each on a CPU)."""
+  _train_step.cache_clear()
+  _jitted_amplitude.cache_clear()
+  gc.collect()
