@@ -343,3 +343,25 @@ def test_click_scoring_uses_pckh_with_free_sides(workdir):
   assert scoring.click_pckh(item, swapped.tolist()) == 1.0
   far = points + item["head_size"]  # 1.41 head sizes away
   assert scoring.click_pckh(item, far.tolist()) == 0.0
+
+
+def test_build_from_predicted_poses(tmp_path_factory, tmp_path):
+  """With pose models, the images show their predictions; answers stay true."""
+  import tiny_workdirs  # pylint: disable=g-import-not-at-top
+  models = tiny_workdirs.trained(tmp_path_factory)
+  config = design.experiment_config("quick")
+  config.representations, config.num_phosphenes = ("joints",), (1000,)
+  config.choice_figures, config.click_block = 2, False
+  config.catch_trials, config.practice_trials = 0, 1
+  true_set = stimuli.build(config, tmp_path / "true", log=lambda m: None)
+  config.joint_workdir = str(models["joint"])
+  predicted_set = stimuli.build(config, tmp_path / "predicted", log=lambda m: None)
+  assert predicted_set["design"]["pose_source"] == "predicted"
+  item = "choice/0/joints/1000"
+  assert predicted_set["items"][item]["answer"] == true_set["items"][item]["answer"]
+  stimulus = predicted_set["items"][item]["stimulus"]
+  shown = [(tmp_path / w / design.STIMULI / stimulus).read_bytes() for w in ("true", "predicted")]
+  assert shown[0] != shown[1]  # an untrained model's pose is not the true one
+  config.representations = ("triplet",)
+  with pytest.raises(ValueError, match="triplet_workdir"):
+    stimuli.build(config, tmp_path / "no_contour", log=lambda m: None)

@@ -81,6 +81,11 @@ def experiment_config(size: str = "full") -> ml_collections.ConfigDict:
   c.frames = 10
   c.candidate_size = 160  # px of a candidate stick figure
   c.blindspot_reps = 3  # blind-spot measurements of the calibration (viewing distance)
+  # Predicted poses (optional): the pose models' workdirs (`launch.demo`'s
+  # joint and triplet folders). The phosphene images then show what the
+  # models found on each figure; answers stay the figure's true pose.
+  c.joint_workdir = ""
+  c.triplet_workdir = ""
   c.practice_representation = ""  # '' -> the first representation
   c.practice_num_phosphenes = 0  # 0 -> the largest count
   # Completion: a study-wide code (online panels give one per study) or,
@@ -140,6 +145,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if value <= 0 or value % count:
       raise ValueError(f"config.{field}={value} must be a positive multiple of the "
                        f"{count} conditions (every participant meets each equally often)")
+  if config.triplet_workdir and not config.joint_workdir:
+    raise ValueError("config.triplet_workdir needs config.joint_workdir")
   lo, hi = config.distractor_distance
   if not 0 < lo < hi:
     raise ValueError(f"config.distractor_distance={tuple(config.distractor_distance)} "

@@ -19,6 +19,10 @@ seeds and answer) and `workdir/stimuli/`.
 * Practice items: choice items in one easy condition, and click items on
   the undegraded figure.
 
+With `config.joint_workdir` (and `triplet_workdir`) the phosphene images
+are drawn from the pose models' predictions on each figure (the real
+pipeline); the answers stay the figure's true pose.
+
 Deterministic given the config; resumable: files already written are kept
 (a build with another config refuses the workdir).
 """
@@ -201,12 +205,38 @@ def _plan(config, examples, pool, log) -> tuple[dict[str, Any], dict[str, Any]]:
       "break_every": int(config.break_every), "stimulus_size": int(res),
       "source_size": SOURCE_SIZE, "candidate_size": int(config.candidate_size),
       "view_angle_deg": float(phosphenes.default_params()["run"]["view_angle"]),
-      "click_targets": list(design.CLICK_TARGETS), "num_choices": NUM_CHOICES}
+      "click_targets": list(design.CLICK_TARGETS), "num_choices": NUM_CHOICES,
+      "pose_source": "predicted" if config.joint_workdir else "true"}
   return {"design": design_info, "items": items}, candidates
 
 
+def shown_poses(config, examples) -> list[dict[str, np.ndarray]]:
+  """The pose each figure's phosphene images are drawn from: true, or predicted.
+
+  Raises:
+    ValueError: a representation needs contour points and no triplet model
+      was given.
+  """
+  if not config.joint_workdir:
+    return examples
+  from triplet_pose.readability import data as data_lib  # pylint: disable=g-import-not-at-top
+  predicted = data_lib.predict_poses(np.stack([e["image"] for e in examples]),
+                                     joint_workdir=config.joint_workdir,
+                                     triplet_workdir=config.triplet_workdir or None)
+  for name in config.representations:
+    missing = set(reps.get(name).keypoint_sets) - set(predicted)
+    if missing:
+      raise ValueError(f"representation {name!r} shows {sorted(missing)}, which the given "
+                       "models do not predict: give config.triplet_workdir too")
+  return [{**e, **{k: predicted[k][i] for k in ("joints", "contour") if k in predicted}}
+          for i, e in enumerate(examples)]
+
+
 def _render_conditions(config, manifest, examples, out: pathlib.Path, log) -> None:
-  """Phosphene images of every item that still lacks one, condition by condition."""
+  """Phosphene images of every item that still lacks one, condition by condition.
+
+  `examples`: per figure, the pose to draw (`shown_poses`) and the image.
+  """
   res = config.simulator_resolution
   by_cond: dict[str, list[dict[str, Any]]] = {}
   for item in manifest["items"].values():
@@ -285,7 +315,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   for name, f in shown.items():
     if not (out / name).exists():
       _save_png(out / name, Image.fromarray(examples[f]["image"]))
-  _render_conditions(config, manifest, examples, out, log)
+  todo = [i for i in manifest["items"].values()
+          if i["num_phosphenes"] and not (out / i["stimulus"]).exists()]
+  if todo:
+    _render_conditions(config, manifest, shown_poses(config, examples), out, log)
   observer_answers.add_to_manifest(config, manifest, workdir, pool=pool, log=log)
   storage.write_text(workdir / design.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
   log(f"manifest: {workdir / design.MANIFEST} ({len(manifest['items'])} items)")
