@@ -34,6 +34,7 @@ before each run). Prints a table and the goals; --json writes every run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -98,40 +99,63 @@ def _state(config, layout: str):
                        opt_state=state.tx.init(variables["params"]))
 
 
-def worker(args) -> dict:
-  """Compiles (and times) one layout's train step in this process."""
-  import jax  # pylint: disable=g-import-not-at-top
+_EVENTS: dict[str, int] = {}  # JAX's monitoring events so far, by name
+
+
+@functools.cache
+def _count_events() -> None:
+  """Counts JAX's events into `_EVENTS` from now on (once per process)."""
   from jax import monitoring  # pylint: disable=g-import-not-at-top
-  from launch import common as launch_common  # pylint: disable=g-import-not-at-top
-  from triplet_pose import train  # pylint: disable=g-import-not-at-top
-  events = {}
   monitoring.register_event_listener(
-      lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
-  if args._cache:  # pylint: disable=protected-access
-    launch_common.enable_compilation_cache()
-  model = common.JointModel(**{**vars(args.model), "stacks": args._nstacks})  # pylint: disable=protected-access
-  config = common.joint_config(model, args.batch)
-  state = _state(config, args._layout)  # pylint: disable=protected-access
-  batch = jax.device_put(common.fake_batch(args.batch, model.image_size))
+      lambda name, **kw: _EVENTS.__setitem__(name, _EVENTS.get(name, 0) + 1))
+
+
+def measure_compile(model: common.JointModel, batch: int, *, layout: str = "scanned",
+                    steps: int = 0) -> dict:
+  """Compiles (and with `steps`, times) one layout's train step in this process.
+
+  Returns:
+    {'layout', 'stacks', 'batch', 'dtype', 'lower_s', 'lower_cpu_s', 'compile_s',
+    'compile_cpu_s', 'total_s', 'cache_hits', 'cache_misses'} (the cache events
+    of the whole call) and, with `steps`, 'step_s', 'step_cpu_s' and 'losses'
+    (one untimed step first).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from triplet_pose import train  # pylint: disable=g-import-not-at-top
+  _count_events()
+  hits, misses = (_EVENTS.get(f"/jax/compilation_cache/cache_{k}", 0) for k in ("hits", "misses"))
+  config = common.joint_config(model, batch)
+  state = _state(config, layout)
+  device_batch = jax.device_put(common.fake_batch(batch, model.image_size))
   rng = jax.random.key(1)
   fn = jax.jit(functools.partial(train.train_step, config=config), donate_argnums=(0,))
   start, cpu = time.perf_counter(), time.process_time()
-  lowered = fn.lower(state, batch, rng)
+  lowered = fn.lower(state, device_batch, rng)
   lower_s, lower_cpu_s = time.perf_counter() - start, time.process_time() - cpu
   start, cpu = time.perf_counter(), time.process_time()
   compiled = lowered.compile()
   compile_s, compile_cpu_s = time.perf_counter() - start, time.process_time() - cpu
-  out = {"layout": args._layout, "stacks": args._nstacks, "batch": args.batch,  # pylint: disable=protected-access
+  out = {"layout": layout, "stacks": model.stacks, "batch": batch, "dtype": model.dtype,
          "lower_s": lower_s, "lower_cpu_s": lower_cpu_s, "compile_s": compile_s,
          "compile_cpu_s": compile_cpu_s, "total_s": lower_s + compile_s,
-         "cache_hits": events.get("/jax/compilation_cache/cache_hits", 0),
-         "cache_misses": events.get("/jax/compilation_cache/cache_misses", 0)}
-  if args.steps:
-    step = common.JaxTrainStep(fn=compiled, state=state, batch=batch, rng=rng)
+         "cache_hits": _EVENTS.get("/jax/compilation_cache/cache_hits", 0) - hits,
+         "cache_misses": _EVENTS.get("/jax/compilation_cache/cache_misses", 0) - misses}
+  if steps:
+    step = common.JaxTrainStep(fn=compiled, state=state, batch=device_batch, rng=rng)
     losses = []
-    times = common.time_steps(lambda i: losses.append(step(i)), 1, args.steps)
+    times = common.time_steps(lambda i: losses.append(step(i)), 1, steps)
     out.update(step_s=times.step_s, step_cpu_s=times.cpu_s, losses=losses)
   return out
+
+
+def worker(args) -> dict:
+  """`measure_compile` of the run the driver asked for, in this fresh process."""
+  from launch import common as launch_common  # pylint: disable=g-import-not-at-top
+  _count_events()  # before the first compilation, so that every event counts
+  if args._cache:  # pylint: disable=protected-access
+    launch_common.enable_compilation_cache()
+  model = dataclasses.replace(args.model, stacks=args._nstacks)  # pylint: disable=protected-access
+  return measure_compile(model, args.batch, layout=args._layout, steps=args.steps)  # pylint: disable=protected-access
 
 
 # ----------------------------------------------------------------------------- driver

@@ -1,34 +1,37 @@
-r"""Accelerator benchmark: train step, simulator and video path against their peers.
+r"""Accelerator benchmark: train step, compile time, simulator and video path against their peers.
 
-  python benchmarks/gpu.py                       # on a GPU: < 8 minutes
-  python benchmarks/gpu.py --quick               # tiny sizes: about a minute on a CPU
-  python benchmarks/gpu.py --json=/tmp/gpu.json --joint_workdir=W1 --triplet_workdir=W2
+  python benchmarks/gpu.py --json=gpu.json        # on a GPU: within one 10-minute call
+  python benchmarks/gpu.py --platform=cpu --quick # tiny sizes on the CPU: checks the script
 
-Measures, on whatever device JAX sees (PyTorch on the same device: CUDA when
-available), in one process:
+Measures, on whatever device JAX sees (or --platform; PyTorch on the same
+device: CUDA when available), in one process:
 
-1. train step: the thesis joint model (8 stacks, 256 features, 256 px) in
-   float32 and bfloat16 at batch 4, 16 and 64: ours
-   (`triplet_pose.train.train_step`, jitted) against PyTorch eager and
-   `torch.compile` on the reference graph (benchmarks/train_step.py's
-   workers: `train_step.STEP_CONTENTS` says what each step includes);
-2. simulator: 1,000 and 10,000 phosphenes at 256 and 512 px, batch 1 and 64:
-   ours (`Simulator.run`, jit + lax.scan) against dynaphos'
-   `GaussianSimulator` (benchmarks/phosphenes.py's measurements); dynaphos
-   configurations whose (phosphenes x H x W) tensors would not fit are
-   skipped and marked;
-3. video: frames/s of `triplet_pose.prediction.stream.PhospheneStream`
+1. compile: the time to trace, lower and compile our train step of the
+   thesis joint model (8 stacks, 256 features, 256 px; stacks scanned) at
+   batch 16 in float32 (benchmarks/compile_time.py's `measure_compile`);
+   --compile_unrolled adds the same step with the stacks unrolled;
+2. train step: that model in float32 and with bfloat16 activations
+   (`config.model.dtype`; parameters stay float32) at batch 16 and 32: ours
+   (`triplet_pose.train.train_step`, jitted) against PyTorch eager (with
+   `torch.autocast` for bfloat16) on the reference graph, and with
+   --frameworks=...,torch_compile against `torch.compile`
+   (benchmarks/train_step_workers.py: `STEP_CONTENTS` says what each step
+   includes); the first step's time includes our compilation;
+3. simulator: 10,000 phosphenes at 256 px, batch 64 and 1: ours
+   (`Simulator.run`, jit + lax.scan) against dynaphos' `GaussianSimulator`
+   (benchmarks/phosphenes.py's measurements); dynaphos configurations whose
+   (phosphenes x H x W) tensors would not fit are skipped and marked;
+4. video: frames/s of `triplet_pose.prediction.stream.PhospheneStream`
    (crop, joint 8-stack + triplet 5-stack models, pose masks, simulator with
    its state carried over, side-by-side picture, keypoints back to frame
    pixels; no flip test) on in-memory 256x256 frames (decode and encode
-   excluded); with untrained thesis models unless --joint_workdir /
-   --triplet_workdir are given (the cost does not depend on the weights).
+   excluded); untrained thesis models, or --joint_workdir / --triplet_workdir.
 
 Goals on a GPU: train step >= 1.0x PyTorch in float32, >= 2x with
 bfloat16; >= 1,000 frames/s at 10,000 phosphenes / 256 px, batch 64; >= 30
 frames/s end-to-end video with the 8 + 5 stack models. Each part has a time
-budget (--budget_s is shared out in order); what does not fit is printed as
-skipped with the reason. Prints one table and writes all results as JSON.
+budget (--budget_s, shared out in order); what does not fit is printed as
+skipped with the reason. Prints the results and a table; writes JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import compile_time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import phosphenes as phosphene_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -57,35 +61,44 @@ def _parse(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true",
                  help="tiny model, simulator and video: checks the script on a CPU")
+  p.add_argument("--platform", default="", choices=("", "cpu", "gpu", "tpu"),
+                 help="JAX's platform (default: JAX's choice); 'cpu' hides GPUs from "
+                      "PyTorch too")
   p.add_argument("--json", default="gpu_benchmark.json", help="results file")
   p.add_argument("--budget_s", type=float, default=None,
-                 help="seconds for all parts (shares: train 65%%, simulator 15%%, video "
-                      "20%%); default 420, no limit with --quick")
-  p.add_argument("--dtypes", default=None, help="train-step dtypes (default float32,bfloat16)")
+                 help="seconds for all parts (shares: compile 10%%, train 55%%, simulator "
+                      "10%%, video 25%%); default 420, no limit with --quick")
+  p.add_argument("--dtypes", default="float32,bfloat16", help="train-step compute dtypes")
   p.add_argument("--batches", default=None,
-                 help="train-step batch sizes (default 16,64,4; --quick: 2)")
-  p.add_argument("--parts", default="train,simulator,video")
-  p.add_argument("--frameworks", default="jax,torch,torch_compile")
+                 help="train-step batch sizes (default 16,32; --quick: 2)")
+  p.add_argument("--parts", default="compile,train,simulator,video")
+  p.add_argument("--frameworks", default="jax,torch",
+                 help="any of jax, torch (eager), torch_compile")
+  p.add_argument("--compile_unrolled", action="store_true",
+                 help="also compile the train step with the stacks unrolled")
   p.add_argument("--joint_workdir", default="", help="trained joint model for the video")
   p.add_argument("--triplet_workdir", default="", help="trained triplet model for the video")
   args = p.parse_args(argv)
-  dtypes, batches = args.dtypes, args.batches
+  if args.platform:
+    # Before JAX's first device query. CUDA_VISIBLE_DEVICES keeps PyTorch off the GPUs.
+    jax.config.update("jax_platforms", args.platform)
+    if args.platform == "cpu":
+      os.environ["CUDA_VISIBLE_DEVICES"] = ""
+  args.dtypes = tuple(d for d in args.dtypes.split(",") if d)
   if args.quick:
-    args.stacks, args.features, args.image_size = 1, 32, 64
-    args.dtypes, args.batches, args.steps = ("float32", "bfloat16"), (2,), 2
+    args.model = common.JointModel(stacks=2, features=32, stem_features=32, depth=2,
+                                   image_size=64)
+    args.batches, args.steps = args.batches or "2", 2
     args.sim_grid = [(100, 64, 1), (100, 64, 4)]
-    args.video_stacks, args.video_frames, args.video_batch = (1, 1), 8, 4
+    args.video_stacks, args.video_frames, args.video_batch = (2, 1), 8, 4
     # torch.compile's C++ build of even a tiny model takes minutes on a CPU.
     args.frameworks = ",".join(f for f in args.frameworks.split(",") if f != "torch_compile")
   else:
-    args.stacks, args.features, args.image_size = 8, 256, 256
-    args.dtypes, args.batches, args.steps = ("float32", "bfloat16"), (16, 64, 4), 5
-    args.sim_grid = [(n, r, b) for n in (10000, 1000) for r in (256, 512) for b in (64, 1)]
+    args.model = common.JointModel()  # the thesis joint model
+    args.batches, args.steps = args.batches or "16,32", 5
+    args.sim_grid = [(10000, 256, 64), (10000, 256, 1)]
     args.video_stacks, args.video_frames, args.video_batch = (8, 5), 256, 16
-  if dtypes:
-    args.dtypes = tuple(dtypes.split(","))
-  if batches:
-    args.batches = tuple(int(b) for b in batches.split(","))
+  args.batches = tuple(int(b) for b in args.batches.split(","))
   if args.budget_s is None:
     args.budget_s = float("inf") if args.quick else 420.0
   return args
@@ -110,7 +123,31 @@ def _device() -> str:
             else "; torch cpu")
   except ImportError:
     out += "; torch not installed"
-  return out + f"; CPU {train_step.cpu_model()}"
+  return out + f"; CPU {common.cpu_model()}"
+
+
+# ----------------------------------------------------------------------------- compile
+
+
+def compile_part(args, budget: _Budget) -> list[dict]:
+  """Our train step's trace + lower and XLA compile times (first batch, float32)."""
+  rows = []
+  for layout in ("scanned", "unrolled") if args.compile_unrolled else ("scanned",):
+    row = {"part": "compile", "layout": layout, "stacks": args.model.stacks,
+           "batch": args.batches[0], "dtype": "float32"}
+    rows.append(row)
+    if budget.left() <= 0:
+      row["skipped"] = "compile time budget spent"
+      continue
+    try:
+      row.update(compile_time.measure_compile(args.model, args.batches[0], layout=layout))
+    except Exception as e:  # pylint: disable=broad-except
+      row["skipped"] = _why(e)
+  return rows
+
+
+def _why(e: Exception) -> str:
+  return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
 # ----------------------------------------------------------------------------- train step
@@ -118,7 +155,8 @@ def _device() -> str:
 
 def _train_args(args, batch: int, dtype: str, framework: str) -> argparse.Namespace:
   ns = train_step.parse_args([])
-  ns.stacks, ns.features, ns.image_size = args.stacks, args.features, args.image_size
+  for field in ("stacks", "features", "depth", "stem_features", "image_size"):
+    setattr(ns, field, getattr(args.model, field))
   ns.steps, ns.warmup, ns.dtype, ns._batch = args.steps, 1, dtype, batch
   ns._worker = framework
   ns.report_isa = False  # oneDNN's verbose ISA line would go to this process's stdout
@@ -128,9 +166,8 @@ def _train_args(args, batch: int, dtype: str, framework: str) -> argparse.Namesp
 def train_part(args, budget: _Budget) -> list[dict]:
   """Images/s of every (dtype, batch, framework) that fits in the budget."""
   rows = []
-  # The peers first: the first step of ours (XLA's compilation) took 2 minutes
-  # at 8 stacks on an H200, so a budget spent on it still leaves PyTorch's
-  # figure for that configuration.
+  # The peers first: our first step includes XLA's compilation, so a budget
+  # spent on it still leaves PyTorch's figure for that configuration.
   frameworks = sorted((f for f in args.frameworks.split(",") if f), key=lambda f: f == "jax")
   # Batch-major, so that a budget that runs out leaves both dtypes measured.
   for batch in args.batches:
@@ -147,7 +184,7 @@ def train_part(args, budget: _Budget) -> list[dict]:
           res = worker(ns)
         except Exception as e:  # pylint: disable=broad-except
           # Out of memory, torch.compile unavailable: reported, not fatal.
-          row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+          row["skipped"] = _why(e)
           continue
         step = float(np.median(res["step_s"]))
         row.update(img_s=batch / step, step_s=step, first_step_s=res["first_step_s"],
@@ -203,7 +240,7 @@ def simulator_part(args, budget: _Budget) -> list[dict]:
         else:
           res_ = phosphene_bench._measure_dynaphos(n, res, batch, 2, 0, threads)  # pylint: disable=protected-access
       except Exception as e:  # pylint: disable=broad-except
-        row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        row["skipped"] = _why(e)
         continue
       row.update(fps=res_["fps"], phosphenes=res_["n"])
       _release_torch_memory()
@@ -218,57 +255,6 @@ def simulator_part(args, budget: _Budget) -> list[dict]:
 # ----------------------------------------------------------------------------- video
 
 
-def _untrained_predictor(args, batch_size: int):
-  """A `Predictor` with freshly initialised joint + triplet models (no workdirs).
-
-  Built attribute by attribute as `Predictor.__init__` does from workdirs:
-  timing needs the thesis architectures, not trained weights.
-  """
-  # Benchmarks compose experiment configs like launch/ does.
-  from configs import joint as joint_config  # pylint: disable=g-import-not-at-top
-  from configs import triplet as triplet_config  # pylint: disable=g-import-not-at-top
-  from triplet_pose import inference  # pylint: disable=g-import-not-at-top
-  from triplet_pose import inputs  # pylint: disable=g-import-not-at-top
-  from triplet_pose import keypoints as kp  # pylint: disable=g-import-not-at-top
-  from triplet_pose import workdir  # pylint: disable=g-import-not-at-top
-  from triplet_pose.prediction import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
-  loaded = []
-  for get_config, stacks in ((joint_config.get_config, args.video_stacks[0]),
-                             (triplet_config.get_config, args.video_stacks[1])):
-    config = get_config()
-    config.model.num_stacks = stacks
-    if args.quick:
-      config.model.num_features, config.model.stem_features = 32, 32
-      config.input.image_size, config.input.heatmap_size = 64, 16
-    model = workdir.create_model(config)
-    size = config.input.image_size
-    dummy = jax.numpy.zeros((1, size, size, inputs.num_input_channels(config)))
-    variables = _untrained_variables(jax.eval_shape(model.init, jax.random.key(0), dummy))
-    loaded.append(workdir.LoadedModel(config, model, variables, "untrained", 0))
-  p = object.__new__(predictor_lib.Predictor)
-  p.models = inference.PoseModels(joint=loaded[0], triplet=loaded[1])
-  p.image_size, p.batch_size, p.flip_test = p.models.image_size, batch_size, False
-  p.variables = p.models.variables()
-  p.infer = inference.make_inference_fn(p.models, flip_test=False)
-  p.fill = predictor_lib.padding_fill(loaded[0].config.input)
-  p.keypoint_names = (kp.JOINTS.name, kp.CONTOUR.name)
-  return p
-
-
-def _untrained_variables(shapes, seed: int = 0):
-  """Random weights of the given shapes, made on the host.
-
-  Timing needs the architecture, not Xavier's scales: `jax.jit(model.init)`
-  of an 8-stack model compiled for minutes on a GPU (H200, jax 0.11.2).
-  """
-  rng = np.random.default_rng(seed)
-  def leaf(path, x):
-    if jax.tree_util.keystr(path).endswith("['var']"):
-      return jax.numpy.ones(x.shape, x.dtype)  # batch-norm variances
-    return jax.numpy.asarray(0.05 * rng.standard_normal(x.shape), x.dtype)
-  return jax.tree_util.tree_map_with_path(leaf, shapes)
-
-
 def video_part(args, budget: _Budget) -> list[dict]:
   """End-to-end frames/s of the streaming video path, per stage."""
   row = {"part": "video", "batch": args.video_batch, "frames": args.video_frames,
@@ -278,6 +264,7 @@ def video_part(args, budget: _Budget) -> list[dict]:
     from triplet_pose.prediction import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
     from triplet_pose.prediction import renderer as renderer_lib  # pylint: disable=g-import-not-at-top
     from triplet_pose.prediction import stream as stream_lib  # pylint: disable=g-import-not-at-top
+    import untrained  # pylint: disable=g-import-not-at-top  (imports the prediction code)
   except ImportError as e:
     row["skipped"] = f"no streaming video API yet ({e})"
     return [row]
@@ -287,7 +274,8 @@ def video_part(args, budget: _Budget) -> list[dict]:
   try:
     predictor = (predictor_lib.Predictor(args.joint_workdir, args.triplet_workdir or None,
                                          batch_size=args.video_batch, flip_test=False)
-                 if args.joint_workdir else _untrained_predictor(args, args.video_batch))
+                 if args.joint_workdir else untrained.predictor(
+                     args.video_stacks, batch_size=args.video_batch, tiny=args.quick))
     if args.joint_workdir:  # the trained models measured, for the provenance block
       row["trained_models"] = {role: {"workdir": m.workdir, "step": m.step} for role, m in (
           ("joint", predictor.models.joint), ("triplet", predictor.models.triplet),
@@ -303,7 +291,7 @@ def video_part(args, budget: _Budget) -> list[dict]:
     count = sum(1 for _ in live.run(iter(frames)))
     seconds = time.perf_counter() - start
   except Exception as e:  # pylint: disable=broad-except
-    row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    row["skipped"] = _why(e)
     row["traceback"] = traceback.format_exc()[-2000:]
     return [row]
   row.update(fps=count / seconds, stages_ms=live.times.per_frame_ms(),
@@ -315,7 +303,12 @@ def video_part(args, budget: _Budget) -> list[dict]:
 
 
 def _describe(row: dict) -> str:
-  if row["part"] == "train":
+  if row["part"] == "compile":
+    what = (f"compile train step, {row['stacks']} stacks {row['layout']}, batch "
+            f"{row['batch']:>3d} f32")
+    value = (f"{row['total_s']:9.1f} s (trace + lower {row['lower_s']:.1f} s, XLA "
+             f"{row['compile_s']:.1f} s)" if "total_s" in row else "")
+  elif row["part"] == "train":
     what = f"train {args_dtype(row)} batch {row['batch']:>3d} {train_step.NAMES[row['framework']]}"
     value = (f"{row['img_s']:9.2f} img/s (first step {row['first_step_s']:.0f} s)"
              if "img_s" in row else "")
@@ -337,39 +330,68 @@ def args_dtype(row: dict) -> str:
   return {"float32": "f32 ", "bfloat16": "bf16"}[row["dtype"]]
 
 
+def headline(compiled: list[dict], rows: list[dict]) -> dict:
+  """The results' table (benchmarks/report.py): ours, the peer and the ratio per line."""
+  lines = [[f"compile train step ({r['layout']} stacks), batch {r['batch']}",
+            f"{r['total_s']:.1f} s", "", ""] for r in compiled if "total_s" in r]
+  peers = {"torch": "pytorch", "torch_compile": "torch.compile", "dynaphos": "dynaphos"}
+  for r in rows:
+    if r.get("framework", "jax") == "jax" or "skipped" in r:
+      continue  # ours, video (no peer) or not measured
+    ours = next((o for o in rows if o.get("framework") == "jax" and "skipped" not in o and all(
+        o.get(k) == r.get(k) for k in ("part", "dtype", "batch", "phosphenes", "resolution"))),
+                None)
+    unit, key = ("img/s", "img_s") if r["part"] == "train" else ("frames/s", "fps")
+    what = (f"train step {r['dtype']}, batch {r['batch']}" if r["part"] == "train" else
+            f"simulator {r['phosphenes']} phosphenes, {r['resolution']} px, batch {r['batch']}")
+    lines.append([what, f"{ours[key]:.2f} {unit}" if ours else "-",
+                  f"{peers[r['framework']]} {r[key]:.2f} {unit}",
+                  f"{r['ours_over_this']:.2f}x" if "ours_over_this" in r else "-"])
+  lines += [[f"video ({r['models']}), batch {r['batch']}", f"{r['fps']:.1f} frames/s", "", ""]
+            for r in rows if r["part"] == "video" and "fps" in r]
+  return common.table(["what", "ours", "peer", "ours / peer"], lines,
+                      title="thesis joint model's train step, simulator and video on one device",
+                      note="ours / peer: images or frames per second; compile: trace, lower "
+                           "and XLA, no persistent cache")
+
+
 def main(argv=None) -> None:
   args = _parse(argv)
   start = time.perf_counter()
   print(f"device: {_device()}; {platform.platform()}; load average {os.getloadavg()}")
-  print("versions: " + ", ".join(f"{k} {v}" for k, v in
-                                 train_step.versions(["torch"]).items()))
-  print(f"train step: {args.stacks} stack(s), {args.features} features, {args.image_size} px; "
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in common.versions(["torch"]).items()))
+  m = args.model
+  print(f"train step: {m.stacks} stack(s), {m.features} features, {m.image_size} px; "
         + "; ".join(train_step.STEP_CONTENTS[f] for f in args.frameworks.split(",") if f))
   if args.quick:
     print("--quick: tiny sizes; torch.compile left out (its C++ build takes minutes on a CPU)")
-  # Shares from the H200 run: the simulator grid took 68 s, the video 235 s
-  # (mostly compiling the two thesis models), the train step the rest.
-  parts = {"train": (train_part, 0.65), "simulator": (simulator_part, 0.15),
-           "video": (video_part, 0.2)}
-  rows = []
+  parts = {"compile": (compile_part, 0.1), "train": (train_part, 0.55),
+           "simulator": (simulator_part, 0.1), "video": (video_part, 0.25)}
+  found = {}
   spare = 0.0
   for name in [p for p in args.parts.split(",") if p]:
     fn, share = parts[name]
     t = time.perf_counter()
     budget = _Budget(share * args.budget_s + spare)
-    new = fn(args, budget)
+    found[name] = fn(args, budget)
     spare = max(budget.left(), 0.0)  # time a part did not use goes to the next
-    rows.extend(new)
-    for row in new:
+    for row in found[name]:
       print("  " + _describe(row), flush=True)
     print(f"  ({name}: {time.perf_counter() - t:.0f} s)", flush=True)
   total = time.perf_counter() - start
   print(f"total {total:.0f} s; load average {os.getloadavg()}")
+  compiled = found.pop("compile", [])
+  rows = [row for part in found.values() for row in part]
   models = next((row.pop("trained_models") for row in rows if "trained_models" in row), None)
+  table = headline(compiled, rows)
+  print()
+  for line in [table["columns"], *table["rows"]]:
+    print(" | ".join(str(cell) for cell in line))
+  config = {k: (vars(v) if k == "model" else v) for k, v in vars(args).items()}
   common.write_json(args.json, {
       "device": _device(), "date": common.utc_now(), "quick": args.quick, "seconds": total,
-      "step_contents": train_step.STEP_CONTENTS, "rows": rows}, config=vars(args),
-                    models=models)
+      "step_contents": train_step.STEP_CONTENTS, "compile": compiled, "rows": rows,
+      "table": table}, config=config, models=models)
   print(f"wrote {args.json}")
 
 

@@ -170,3 +170,23 @@ def test_compile_time_quick_measures_both_layouts_and_the_resumed_compile(tmp_pa
   assert set(summary["goals_met"]) == {"compile_speedup", "stacks_growth", "step_change",
                                        "resumed_compile_s"}
   assert len(report["table"]["rows"]) == 5 and "compile, 4 stacks (s)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_on_the_cpu_with_compile_time_and_table(tmp_path):
+  """benchmarks/gpu.py --platform=cpu --quick: every part, both dtypes, the compile time."""
+  out = tmp_path / "gpu.json"
+  proc = subprocess.run(
+      [sys.executable, str(_REPO / "benchmarks" / "gpu.py"), "--platform=cpu", "--quick",
+       f"--json={out}"], capture_output=True, text=True, cwd=tmp_path, timeout=1200,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["device"].startswith("JAX cpu")
+  (compiled,) = report["compile"]
+  assert compiled["layout"] == "scanned" and compiled["total_s"] > compiled["compile_s"] > 0
+  ours = [r for r in report["rows"] if r["part"] == "train" and r["framework"] == "jax"]
+  assert sorted(r["dtype"] for r in ours) == ["bfloat16", "float32"]
+  assert all(r["img_s"] > 0 for r in ours)
+  whats = [row[0] for row in report["table"]["rows"]]
+  assert whats[0].startswith("compile train step") and any("video" in w for w in whats)
