@@ -1,7 +1,7 @@
 r"""The readability benchmark: which pose representation can an observer read?
 
-  python -m launch.readability --workdir=/tmp/readability            # 8 x 4 cells
-  python -m launch.readability --workdir=/tmp/readability_quick --quick   # ~7 min, 2 cores
+  python -m launch.readability --workdir=/tmp/readability            # 8 x 4 x 3 seeds, 2 protocols
+  python -m launch.readability --workdir=/tmp/readability_quick --quick   # 4 x 2 x 3 seeds
   python -m launch.readability --workdir=/tmp/readability \
       --joint_workdir=/tmp/triplet_pose_demo/joint \
       --triplet_workdir=/tmp/triplet_pose_demo/triplet    # + predicted-pose rows
@@ -9,7 +9,7 @@ r"""The readability benchmark: which pose representation can an observer read?
 or with this file (every field can be overridden):
 
   python -m launch.readability --config=configs/readability.py:size=quick \
-      --workdir=/tmp/r --config.observer.steps=200
+      --workdir=/tmp/r --config.observer.steps=200 --config.learned.budget=topk
 
 Argument: size=full (default), quick or smoke (seconds: tests).
 """

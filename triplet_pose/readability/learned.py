@@ -103,6 +103,12 @@ def _amplitude(params, sim, points, charge, *, features: int, size: int, sigma: 
 
 
 @functools.lru_cache(maxsize=8)
+def _init_fn(features: int):
+  """The encoder's jitted initialisation (eager, every init kept memory)."""
+  return jax.jit(lambda key, maps, sim: Encoder(features, sim).init(key, maps))
+
+
+@functools.lru_cache(maxsize=8)
 def _train_step(key: tuple, optimizer_lr: float):
   """The jitted encoder step of one static setting (cached: compiled once per shape)."""
   features, size, sigma, source_size, electrodes, frames, oc_json = key
@@ -153,7 +159,7 @@ def train_encoder(sim: phosphenes.Simulator, reader: dict[str, Any], keypoints: 
   oc = observer_config
   maps0 = pose_heatmaps(jnp.zeros((1, 42, 2)), source_size=source_size, size=oc.image_size,
                         sigma=config.sigma)
-  params = Encoder(config.features, sim).init(jax.random.PRNGKey(seed), maps0)["params"]
+  params = _init_fn(config.features)(jax.random.PRNGKey(seed), maps0, sim)["params"]
   key = (config.features, oc.image_size, config.sigma, source_size, limits["electrodes"],
          frames, oc.to_json(sort_keys=True))
   optimizer, step = _train_step(key, config.learning_rate)
@@ -200,4 +206,5 @@ def release_compiled() -> None:
   """Lets go of the compiled encoder steps (hundreds of MB each on a CPU)."""
   _train_step.cache_clear()
   _jitted_amplitude.cache_clear()
+  _init_fn.cache_clear()
   gc.collect()
