@@ -16,12 +16,11 @@ after (timings on a shared CPU are disturbed by other jobs).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,23 +35,27 @@ from triplet_pose.models import associative_embedding
 from triplet_pose.phosphenes import scene as scene_lib
 from triplet_pose.prediction import renderer as renderer_lib
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of configs/scenes.py training.")
-_FRAMES = flags.DEFINE_integer("frames", 50, "Frames timed (after one that compiles).")
-_PHOSPHENES = flags.DEFINE_integer("num_phosphenes", 1000, "Phosphenes simulated.")
-flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-  del argv
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--workdir", required=True, help="workdir of configs/scenes.py training")
+  p.add_argument("--frames", type=int, default=50, help="frames timed (after one that compiles)")
+  p.add_argument("--num_phosphenes", type=int, default=1000, help="phosphenes simulated")
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
   print(common.describe_machine(), "| load", os.getloadavg())
-  loaded = workdir_lib.load_model(_WORKDIR.value, expect=associative_embedding.TARGET)
+  loaded = workdir_lib.load_model(args.workdir, expect=associative_embedding.TARGET)
   config, options = loaded.config, multi_person.grouping_options(loaded.config)
   size = config.input.image_size
   it = data.create_iterator(config.input, split=config.input.eval_split, batch_size=1,
                             seed=0, shuffle=False, repeat=False)
-  frames = [next(it)["image"] for _ in range(_FRAMES.value + 1)]
+  frames = [next(it)["image"] for _ in range(args.frames + 1)]
   apply = jax.jit(functools.partial(loaded.model.apply, train=False))
-  renderer = renderer_lib.PhospheneRenderer(num_phosphenes=_PHOSPHENES.value)
+  renderer = renderer_lib.PhospheneRenderer(num_phosphenes=args.num_phosphenes)
   style = renderer.styles[kp.JOINTS.name]
 
   @jax.jit
@@ -91,11 +94,11 @@ def main(argv):
         times[key].append(b - a)
   medians = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
   total = sum(medians.values())
-  print(f"{_FRAMES.value} frames of {size}x{size}, up to 4 people (median ms per frame):")
+  print(f"{args.frames} frames of {size}x{size}, up to 4 people (median ms per frame):")
   for key, value in {**medians, "total": total}.items():
     print(f"  {key:<11} {value:7.1f}")
   print(f"{1e3 / total:.1f} frames/s | load", os.getloadavg())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
