@@ -160,9 +160,9 @@ def test_compile_time_quick_measures_both_layouts_and_the_resumed_compile(tmp_pa
   report = json.loads(out.read_text())
   runs, summary = report["runs"], report["summary"]
   assert {(r["layout"], r["stacks"]) for r in runs["compile"]} == {
-      (layout, stacks) for layout in ("unrolled", "scanned") for stacks in (2, 4)}
+      (layout, stacks) for layout in ("unrolled", "scanned", "scan_unroll") for stacks in (2, 4)}
   assert all(r["total_s"] > r["compile_s"] > 0 for r in runs["compile"])
-  assert [r["layout"] for r in runs["step"]] == ["unrolled", "scanned"]
+  assert [r["layout"] for r in runs["step"]] == ["unrolled", "scanned", "scan_unroll"]
   assert summary["first_loss_rel_diff"] < 1e-4
   filled, resumed = runs["resumed"]
   assert filled["cache_misses"] > 0 and filled["cache_hits"] == 0

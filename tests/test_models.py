@@ -149,11 +149,13 @@ def test_scanned_layout_stacks_each_stacks_parameters():
   assert "merge_pred" not in one and one["stacks"]["out"]["kernel"].shape[0] == 1
 
 
-@pytest.mark.parametrize("stacks,remat", [(1, False), (3, False), (3, True)])
-def test_scanned_stacks_compute_what_the_unrolled_stacks_compute(stacks, remat):
-  """The same weights in both layouts: the same heatmaps, statistics and gradients."""
+@pytest.mark.parametrize("stacks,remat,unroll", [(1, False, 1), (3, False, 1), (3, True, 1),
+                                                 (3, False, 3)])
+def test_scanned_stacks_compute_what_the_unrolled_stacks_compute(stacks, remat, unroll):
+  """The same weights in both layouts: the same heatmaps, statistics and gradients
+  (also with the scan's loop unrolled)."""
   unrolled = _tiny(stacks, scan_stacks=False, remat=remat)
-  scanned = _tiny(stacks, remat=remat)
+  scanned = _tiny(stacks, remat=remat, scan_unroll=unroll)
   x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
   variables = unrolled.init(jax.random.key(0), x)
   # Batch statistics away from their initial 0 / 1, so that eval mode uses them.

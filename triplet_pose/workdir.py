@@ -57,7 +57,7 @@ def create_model(config: ml_collections.ConfigDict
   m = config.model
   common = dict(num_features=m.num_features, hourglass_depth=m.hourglass_depth,
                 stem_features=m.stem_features, dtype=jnp.dtype(m.dtype),
-                remat=m.remat)
+                remat=m.remat, scan_unroll=m.scan_unroll)
   if m.target == "combined":
     return CombinedHourglass(joint_stacks=m.num_stacks,
                              triplet_stacks=m.triplet_stacks, **common)

@@ -55,6 +55,7 @@ class AssociativeEmbedding(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   stem_features: int = 128
+  scan_unroll: int = 1  # StackedHourglass.scan_unroll
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -62,7 +63,8 @@ class AssociativeEmbedding(nn.Module):
     out = StackedHourglass(
         self.num_stacks, num_features=self.num_features, num_keypoints=2 * k,
         hourglass_depth=self.hourglass_depth, dtype=self.dtype, remat=self.remat,
-        stem_features=self.stem_features, output_key="maps", name="hourglass")(images, train)
+        stem_features=self.stem_features, scan_unroll=self.scan_unroll, output_key="maps",
+        name="hourglass")(images, train)
     maps = out["maps"]
     return {kp.JOINTS.name: maps[..., :k], TAGS: maps[..., k:]}
 

@@ -34,13 +34,14 @@ class CombinedHourglass(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   stem_features: int = 128
+  scan_unroll: int = 1  # StackedHourglass.scan_unroll
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False
                ) -> dict[str, jax.Array]:
     common = dict(num_features=self.num_features, hourglass_depth=self.hourglass_depth,
                   dtype=self.dtype, remat=self.remat,
-                  stem_features=self.stem_features)
+                  stem_features=self.stem_features, scan_unroll=self.scan_unroll)
     joint_maps = StackedHourglass(self.joint_stacks, num_keypoints=kp.JOINTS.size,
                                   output_key=kp.JOINTS.name, name="joint",
                                   **common)(images, train)[kp.JOINTS.name]

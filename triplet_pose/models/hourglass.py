@@ -26,7 +26,15 @@ merges are two stacked convolutions outside the scan (`merge_pred`,
 `merge_features`, with S-1 kernels), fed to the scan with a zero kernel
 appended for the last stack, whose merged output is dropped. (That one
 extra 1x1 convolution costs ~1% of the step; a second copy of the stack
-outside the scan would double the compile time instead.) `scan_stacks=False`
+outside the scan would double the compile time instead.)
+
+On the CPU the scan costs step time: the backward pass needs every stack's
+activations, which the scan copies into stacked buffers and back (about
+2 GB a step for the thesis model at batch 4: +19% step time at 8 stacks,
+benchmarks/compile_time.py). `scan_unroll=S` unrolls the scan's loop
+(still one traced stack, the same parameters): XLA then keeps the
+activations where they are (the unrolled step time) and compiles in about
+half the unrolled time. `scan_stacks=False`
 unrolls the stacks into a Python loop with one module per stack
 (`hourglass_{s}`, ..., `merge_pred_{s}`): the same outputs, the layout of
 the reference's per-stack modules; `scan_layout` and `unrolled_layout`
@@ -186,6 +194,9 @@ class StackedHourglass(nn.Module):
       the CPU backend only; 'xla' or 'cpu_vjp' for A/B comparisons).
     scan_stacks: run the stacks as one `nn.scan` (compiled once; stacked
       parameters) rather than unrolled (see the module docstring).
+    scan_unroll: stacks per iteration of the scan's loop (`lax.scan`'s
+      unroll); num_stacks or more unrolls it: faster steps on the CPU,
+      longer compilation. The parameters do not depend on it.
 
   Called as `model.apply(variables, images, train=False)` with images
   (batch, H, W, C) float in [0, 1], any C; H and W divisible by
@@ -203,6 +214,7 @@ class StackedHourglass(nn.Module):
   output_key: str = "joints"
   conv_impl: str = "auto"
   scan_stacks: bool = True
+  scan_unroll: int = 1
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -272,8 +284,12 @@ def _scanned_stacks(m: StackedHourglass, x: jax.Array, train: bool) -> jax.Array
     # The last stack's merge, with zero weights, gives an output that is
     # dropped; the scan needs one merge per stack.
     merges = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros_like(a[:1])]), merges)
+  # No variable is broadcast into the body, so flax's check that broadcast
+  # values are loop invariant (one more trace of the whole stack) has
+  # nothing to check.
   scan = nn.scan(_Stack, variable_axes=_SCAN_AXES, split_rngs={"params": True},
-                 in_axes=0, out_axes=0, length=n)
+                 in_axes=0, out_axes=0, length=n, unroll=max(1, min(m.scan_unroll, n)),
+                 check_constancy_invariants=False)
   _, predictions = scan(num_features=f, num_keypoints=m.num_keypoints,
                         hourglass_depth=m.hourglass_depth, train=train, dtype=m.dtype,
                         remat=m.remat, conv_impl=m.conv_impl, name="stacks")(x, merges)

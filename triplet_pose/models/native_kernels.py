@@ -20,6 +20,13 @@ vector, 16 registers), as on a CPU that lacks it (`benchmarks/train_step.py
 compiler, or the build fails, or `TRIPLET_POSE_NATIVE_KERNELS=0` is set,
 `available()` is False, `unavailable_reason()` says why, and callers
 (`cpu_conv.conv2d`) fall back to XLA-only code.
+
+Derivatives: each kernel carries a `custom_jvp` written with XLA's
+convolutions, so gradients of gradients work, except inside a `lax.scan`
+(the scanned hourglass stacks): when JAX partially evaluates a scan's body
+it inlines the custom_jvp, and a second derivative then reaches the FFI
+call, which has none. Set `TRIPLET_POSE_NATIVE_KERNELS=0` (or
+`conv_impl='cpu_vjp'`) to differentiate a train step itself.
 """
 
 from __future__ import annotations
