@@ -45,28 +45,34 @@ _STAGES = (("data", "Building the synthetic dataset", 12.0),
            ("report", "Writing the report", 1.0))
 
 
-class _StageProgress:
-  """Logs 'stage i/n' with the elapsed time and the overall ETA.
+class StageProgress:
+  """Logs '[label i/n] stage | elapsed | ETA' as a job moves through its stages.
 
   The ETA is `metric_writer.Progress`'s, counting the stages' weights (their
   measured seconds) as steps: the remaining weight at the pace of the last
   stage against its weight.
+
+  Args:
+    stages: (key, description, seconds) of every stage, in order.
+    label: the job's name in the log lines.
   """
 
-  def __init__(self):
+  def __init__(self, stages: tuple[tuple[str, str, float], ...], *, label: str = "demo"):
+    self._stages = stages
+    self._label = label
     self._start = time.perf_counter()
     self._done = 0.0
-    self._progress = metric_writer.Progress(0, sum(w for *_, w in _STAGES))
+    self._progress = metric_writer.Progress(0, sum(w for *_, w in stages))
 
   def begin(self, key: str) -> None:
-    index = [k for k, *_ in _STAGES].index(key)
+    index = [k for k, *_ in self._stages].index(key)
     eta = self._progress.update(self._done)["eta_sec"] if self._done else float("nan")
-    logging.info("[demo %d/%d] %s | elapsed %s | ETA %s", index + 1, len(_STAGES),
-                 _STAGES[index][1], metric_writer.format_duration(
+    logging.info("[%s %d/%d] %s | elapsed %s | ETA %s", self._label, index + 1,
+                 len(self._stages), self._stages[index][1], metric_writer.format_duration(
                      time.perf_counter() - self._start), metric_writer.format_duration(eta))
 
   def end(self, key: str) -> None:
-    self._done += dict((k, w) for k, _, w in _STAGES)[key]
+    self._done += dict((k, w) for k, _, w in self._stages)[key]
 
 
 def run_demo(workdir: str | pathlib.Path, joint_config: ml_collections.ConfigDict,
@@ -91,7 +97,7 @@ def run_demo(workdir: str | pathlib.Path, joint_config: ml_collections.ConfigDic
   for config in (joint_config, triplet_config):
     config.input.data_dir = str(workdir / "tensorflow_datasets")
   triplet_config.joint_workdir = str(workdir / "joint")
-  progress = _StageProgress()
+  progress = StageProgress(_STAGES)
 
   progress.begin("data")
   for split in ("train", "validation"):  # builds the dataset once, if needed

@@ -299,7 +299,9 @@ def dataset_info(input_config: Any, split: str, *,
     # The data layer only here: building a block for a TFDS-backed result
     # means TensorFlow datasets are in use already.
     from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
-    tfds = pipeline.tfds_source(input_config, split).dataset_info
+    from triplet_pose.data import scene_pipeline  # pylint: disable=g-import-not-at-top
+    module = scene_pipeline if scene_pipeline.is_scene_dataset(name) else pipeline
+    tfds = module.tfds_source(input_config, split).dataset_info
     info = {"tfds_name": tfds.name, "config": tfds.config_name,
             "version": str(tfds.version), "split": split,
             "examples": int(tfds.splits[split].num_examples)}

@@ -119,6 +119,20 @@ class SceneBatchIterator(pipeline.BatchIterator):
     return batch
 
 
+def tfds_source(input_config: ml_collections.ConfigDict, split: str):
+  """The random-access source of a split's scenes, images still encoded
+  (as `pipeline.tfds_source`).
+
+  Raises:
+    ValueError: an unknown split.
+  """
+  builder = _builder(input_config)
+  if split not in builder.info.splits:
+    raise ValueError(f"{input_config.name} has no split {split!r} "
+                     f"(has {list(builder.info.splits)})")
+  return builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
 def create_scene_iterator(input_config: ml_collections.ConfigDict, *, split: str,
                           batch_size: int, seed: int, shuffle: bool, repeat: bool,
                           process_index: int = 0, process_count: int = 1) -> SceneBatchIterator:
@@ -128,11 +142,7 @@ def create_scene_iterator(input_config: ml_collections.ConfigDict, *, split: str
   Raises:
     ValueError: an unknown split.
   """
-  builder = _builder(input_config)
-  if split not in builder.info.splits:
-    raise ValueError(f"{input_config.name} has no split {split!r} "
-                     f"(has {list(builder.info.splits)})")
-  source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+  source = tfds_source(input_config, split)
   return SceneBatchIterator(
       source, max_persons=input_config.get("max_persons", 4), batch_size=batch_size, seed=seed,
       shuffle=shuffle, repeat=repeat, process_index=process_index,

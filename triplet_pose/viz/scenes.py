@@ -27,7 +27,8 @@ def scene_panel(rows: Sequence[Mapping[str, object]], *, title: str | None = Non
   Returns:
     The figure.
   """
-  names = list(rows[0].get("phosphenes", {})) if rows else []
+  # Every representation any row has: a scene where nobody was found has none.
+  names = list(dict.fromkeys(n for row in rows for n in row.get("phosphenes", {})))
   cols = 1 + len(names)
   fig = Figure(figsize=(2.2 * cols, 2.2 * len(rows) + (0.3 if title else 0)), dpi=100)
   axes = fig.subplots(len(rows), cols, squeeze=False)
@@ -46,7 +47,10 @@ def scene_panel(rows: Sequence[Mapping[str, object]], *, title: str | None = Non
         poses.draw_triplet(ax, c, linewidth=0.8, markersize=1.5)
     ax.set_title(f"{len(persons)} persons" if r == 0 else "", fontsize=8)
     for c, name in enumerate(names):
-      axes[r, c + 1].imshow(poses.phosphene_picture(row["phosphenes"][name]))
+      if name in row.get("phosphenes", {}):
+        axes[r, c + 1].imshow(poses.phosphene_picture(row["phosphenes"][name]))
+      else:  # nothing to stimulate: a dark field
+        axes[r, c + 1].set_facecolor("black")
       if r == 0:
         axes[r, c + 1].set_title(name, fontsize=8)
     for ax in axes[r]:
