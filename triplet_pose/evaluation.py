@@ -27,6 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+import tqdm
 
 from triplet_pose import config as config_lib
 from triplet_pose import data
@@ -177,7 +178,6 @@ def _batches(input_config, options: EvalOptions, split: str):
       input_config, split=split, batch_size=options.batch_size or input_config.eval_batch_size,
       seed=options.seed, shuffle=False, repeat=False)
   if options.progress:
-    import tqdm  # pylint: disable=g-import-not-at-top  # start-up time of the library
     iterator = tqdm.tqdm(iterator, desc=f"evaluating {split}", unit="batch",
                          total=options.num_batches)
   return iterator

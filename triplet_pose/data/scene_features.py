@@ -17,6 +17,7 @@ integer = pixel centre; `crop_to_original` maps them to the original photo.
 from __future__ import annotations
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from triplet_pose import keypoints as kp
 
@@ -40,7 +41,6 @@ def feature_dict(*, masks: bool):
       person i) and `amodal_map` (bit i set where person i's body is, seen
       or hidden); synthetic scenes have them, MPII does not.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (keeps workers light)
   k, c = kp.NUM_JOINTS, kp.NUM_CONTOUR
   tensor = tfds.features.Tensor
   spec = {

@@ -35,6 +35,7 @@ import sys
 import time
 from typing import Any
 
+import httpx
 import numpy as np
 
 from triplet_pose.experiment import analysis
@@ -117,7 +118,6 @@ async def _request(client, method: str, url: str, outcome: Outcome, **kwargs):
 
 
 def _transport_error(e: BaseException) -> bool:
-  import httpx  # pylint: disable=g-import-not-at-top
   return isinstance(e, (httpx.TransportError, OSError, asyncio.TimeoutError))
 
 
@@ -165,7 +165,6 @@ async def take_part(client, manifest, *, mode: str, rng: np.random.Generator,
 
 async def _simulate(manifest, *, url: str, count: int, mode: str, concurrency: int,
                     seed: int, app=None, think: float = 0.0) -> list[Outcome]:
-  import httpx  # pylint: disable=g-import-not-at-top
   sim = manifest["config"]["simulate"]
   rng = np.random.default_rng(seed)
   careless = rng.random(count) < (sim["careless_fraction"] if mode == "programmed" else 0)
@@ -248,7 +247,6 @@ class ServerProcess:
     self.first_output = ""
 
   def start(self, timeout: float = 60.0) -> "ServerProcess":
-    import httpx  # pylint: disable=g-import-not-at-top
     cmd = [sys.executable, "-m", "launch.experiment", "serve", f"--workdir={self.workdir}",
            f"--port={self.port}"]
     if self.database_url:

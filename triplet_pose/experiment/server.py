@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+import uvicorn
 
 from triplet_pose.experiment import design
 from triplet_pose.experiment import store as store_lib
@@ -367,7 +368,6 @@ def app_from_environment() -> Starlette:
 def serve(workdir: pathlib.Path, *, host: str, port: int, database_url: str,
           workers: int = 1) -> None:
   """Runs the server until interrupted; prints the admin token on first start."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
   if workers > 1 and database_url.startswith("sqlite"):
     raise ValueError("several workers need a PostgreSQL --database_url (SQLite allows "
                      "one writing process at a time)")

@@ -44,6 +44,7 @@ from triplet_pose.data.synthetic_figures import figures
 from triplet_pose.experiment import design
 from triplet_pose.experiment import observer_answers
 from triplet_pose.readability import choice as choice_lib
+from triplet_pose.readability import data as data_lib
 from triplet_pose.readability import representations as reps
 
 SOURCE_SIZE = figures.SIZE
@@ -219,7 +220,6 @@ def shown_poses(config, examples) -> list[dict[str, np.ndarray]]:
   """
   if not config.joint_workdir:
     return examples
-  from triplet_pose.readability import data as data_lib  # pylint: disable=g-import-not-at-top
   predicted = data_lib.predict_poses(np.stack([e["image"] for e in examples]),
                                      joint_workdir=config.joint_workdir,
                                      triplet_workdir=config.triplet_workdir or None)

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from triplet_pose import storage
 from triplet_pose.experiment import design
 
 DATABASE_FILE = "responses.sqlite"
@@ -340,6 +341,7 @@ EXPORT_COLUMNS = (
 
 def export_rows(store: Store, manifest: dict[str, Any]) -> list[dict[str, Any]]:
   """One row per stored trial, with the item's conditions and the score."""
+  # Deferred: scoring imports JAX (+0.9 s measured), which the server never needs.
   from triplet_pose.experiment import scoring  # pylint: disable=g-import-not-at-top
   items = manifest["items"]
   rows = []
@@ -373,7 +375,6 @@ def to_csv(rows: Iterable[dict[str, Any]]) -> str:
 
 def export_files(workdir: pathlib.Path, url: str, *, out: pathlib.Path) -> list[pathlib.Path]:
   """Writes out/responses.csv and out/responses.json; returns their paths."""
-  from triplet_pose import storage  # pylint: disable=g-import-not-at-top
   store = Store(url)
   try:
     rows = export_rows(store, design.load_manifest(workdir))

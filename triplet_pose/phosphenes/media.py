@@ -15,11 +15,14 @@ import os
 import pathlib
 from typing import Any, Iterator, Mapping
 
+import imageio.v2 as imageio
+import imageio.v3 as iio
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
 
 from triplet_pose.phosphenes import layout as layout_lib
 from triplet_pose.phosphenes import params as params_lib
@@ -133,7 +136,6 @@ def _read_image(path: pathlib.Path) -> np.ndarray:
 
 
 def _video_reader(path: pathlib.Path):
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top  # start-up time: video only
   try:
     meta = iio.immeta(path, exclude_applied=False)
   except Exception as e:
@@ -201,8 +203,6 @@ def render_file(sim: simulator_lib.Simulator, input_path, output_path, *,
     Image.fromarray(image).save(dst)
     return {"input": str(src), "output": str(dst), "frames": 1,
             "resolution": list(sim.resolution)}
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top  # start-up time: video only
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top  # start-up time: video only
   frames, fps, count = _video_reader(src)
   if max_frames is not None:
     count = min(count, max_frames) if count else max_frames

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 from typing import Iterator
 
+import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
@@ -67,8 +68,6 @@ def iter_video_frames(path: str | pathlib.Path) -> Iterator[np.ndarray]:
   Raises:
     UnreadableInputError: when the video cannot be opened or decoded.
   """
-  # imageio is only needed for video: imported here, off the start-up path.
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
   try:
     for frame in iio.imiter(path, plugin="pyav" if _has_pyav() else None):
       frame = np.asarray(frame)
@@ -89,7 +88,6 @@ def _has_pyav() -> bool:
 
 def video_fps(path: str | pathlib.Path, default: float = 25.0) -> float:
   """Frames per second from the video's metadata (default when absent)."""
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top  # start-up time
   try:
     fps = iio.immeta(path).get("fps")
   except Exception:  # pylint: disable=broad-except

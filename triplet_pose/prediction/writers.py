@@ -16,6 +16,7 @@ import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
+import imageio.v2 as imageio
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -128,8 +129,6 @@ class VideoWriter:
 
   def append(self, frame: np.ndarray) -> None:
     if self._writer is None:
-      # imageio is only needed for video: imported here, off the start-up path.
-      import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
       self._shape = tuple(-(-s // 16) * 16 for s in frame.shape[:2])
       self._writer = imageio.get_writer(self._partial, fps=self.fps, codec="libx264",
                                         macro_block_size=1, quality=self.quality)

@@ -6,10 +6,13 @@ import json
 import pathlib
 from typing import Mapping, Sequence
 
-import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
 
 def pckh_curve_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                       *, title: str = "PCKh vs threshold") -> Figure:
@@ -52,8 +55,6 @@ def read_loss_per_stack(workdir: str | pathlib.Path) -> dict[str, tuple[np.ndarr
         if "loss_stack_" in name:
           series.setdefault(name, []).append((int(record["step"]), float(value)))
   elif (workdir / "tensorboard").exists():
-    # Optional dependency, only for logs without metrics.jsonl.
-    from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
     acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"),
                                              size_guidance={"tensors": 0})
     acc.Reload()
@@ -68,7 +69,6 @@ def read_loss_per_stack(workdir: str | pathlib.Path) -> dict[str, tuple[np.ndarr
 
 
 def _tensor_value(proto):
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top  # as above
   return tensor_util.make_ndarray(proto)
 
 

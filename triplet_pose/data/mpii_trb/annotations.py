@@ -37,7 +37,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
+import h5py
 import numpy as np
+import scipy.io
 
 from triplet_pose import keypoints as kp
 
@@ -97,7 +99,6 @@ def _shaped(value: Any, shape: tuple[int, ...], *, what: str) -> np.ndarray:
 
 def read_hdf5(path: Path, *, split: str) -> list[Person]:
   """Reads a stacked-hourglass annotation file (`train.h5` / `valid.h5`)."""
-  import h5py  # pylint: disable=g-import-not-at-top  # start-up time: only these files need it
   path = Path(path)
   with h5py.File(path, "r") as f:
     missing = [k for k in ("imgname", "part", "center", "scale") if k not in f]
@@ -187,7 +188,6 @@ def read_mat(path: Path) -> list[Person]:
   The release defines no validation split; images whose name has
   `crc32 % 10 == 0` are held out as `validation` (about 10%, whole images).
   """
-  import scipy.io  # pylint: disable=g-import-not-at-top  # start-up time: only the .mat file needs it
   path = Path(path)
   try:
     mat = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)

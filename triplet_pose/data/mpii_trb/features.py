@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 from PIL import Image
+import tensorflow_datasets as tfds
 
 from triplet_pose import keypoints
 
@@ -19,7 +20,6 @@ JPEG_QUALITY = 95
 
 def feature_dict():
   """Features of one example (one person, one 256x256 crop): a tfds FeaturesDict."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (keeps workers light)
   k, c = keypoints.NUM_JOINTS, keypoints.NUM_CONTOUR
   return tfds.features.FeaturesDict({
       "image": tfds.features.Image(shape=(CROP_SIZE, CROP_SIZE, 3), encoding_format="jpeg"),
