@@ -106,7 +106,8 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   progress.begin("evaluate")
   ap = scenes.evaluate_workdir(str(model_dir), batch_size=config.input.eval_batch_size,
                                options=options)
-  logging.info("\n%s", "\n".join(" | ".join(str(v) for v in row) for row in _bin_rows(ap)))
+  logging.info("multi-person AP@0.5 (%%):\n%s", "\n".join(
+      f"  {name:<48} {value:5.1f}" for name, value in _bin_rows(ap)))
   progress.end("evaluate")
 
   progress.begin("panels")
