@@ -143,6 +143,15 @@ def test_format_lines_name_everything():
   assert provenance.format_lines(None) == ["Provenance: not recorded."]
 
 
+def test_format_lines_name_data_drawn_in_process():
+  block = _block()
+  block["dataset"] = {"tfds_name": None, "config": None, "version": None,
+                      "source": "figures drawn in process", "split": "validation",
+                      "examples": 100}
+  text = "\n".join(provenance.format_lines(block))
+  assert "Data: figures drawn in process, split validation, 100 examples" in text
+
+
 def test_cpu_model_reads_cpuinfo():
   if not os.path.exists("/proc/cpuinfo"):
     pytest.skip("no /proc/cpuinfo")

@@ -331,7 +331,7 @@ def format_lines(block: Mapping[str, Any] | None) -> list[str]:
     d = block["dataset"]
     used = f" ({d['examples_used']} used)" if "examples_used" in d else ""
     tag = "/".join(str(v) for v in (d.get("tfds_name"), d.get("config"), d.get("version"))
-                   if v)
+                   if v) or d.get("source", "?")
     lines.append(f"Data: {tag}, split {d.get('split')}, {d.get('examples')} examples{used}")
   m = block.get("machine", {})
   device = (f"{m['device']} x{m.get('device_count', 1)}, "
