@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
   c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
                      warmup_steps=25 if args.quick else 50, end_learning_rate_factor=0.3)
   # 'quick' keeps `launch.demo --scenes --quick` within minutes on 2 CPU cores;
-  # 150 steps on the 400 small scenes left its mAP at 0.8 (docs/multiperson.md).
+  # 150 steps on the 400 small scenes left its held-out mAP at 0.8.
   c.num_train_steps = 500 if args.quick else 2000
   c.log_every_steps = 25 if args.quick else 50
   c.eval_every_steps = c.num_train_steps if args.quick else 500

@@ -77,8 +77,8 @@ def model_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # computation dtype; 'bfloat16' on accelerators.
   c.remat = False
   # Stacks per iteration of the loop over the stacks (StackedHourglass.
-  # scan_unroll): 1 compiles fastest; num_stacks makes the CPU step ~15%
-  # faster at 8 stacks (benchmarks/compile_time.py) for ~2x the compile time.
+  # scan_unroll): 1 compiles fastest; num_stacks gives the unrolled stacks'
+  # CPU step time for a longer compile (benchmarks/compile_time.py).
   c.scan_unroll = 1
   return c
 

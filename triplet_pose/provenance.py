@@ -291,16 +291,13 @@ def dataset_info(input_config: Any, split: str, *,
     split: the split read.
     examples: the examples read, when not the whole split.
   """
-  name = input_config.name
-  if name == "fake":
+  if input_config.name == "fake":
     info = {"tfds_name": "fake", "config": None, "version": None, "split": split,
             "examples": int(input_config.get("fake_num_examples", 0))}
   else:
     # Deferred: the data layer (TFDS, JAX) adds 1.2 s (measured) to every importer of this module.
-    from triplet_pose.data import pipeline  # pylint: disable=g-import-not-at-top
-    from triplet_pose.data import scene_pipeline  # pylint: disable=g-import-not-at-top
-    module = scene_pipeline if scene_pipeline.is_scene_dataset(name) else pipeline
-    tfds = module.tfds_source(input_config, split).dataset_info
+    from triplet_pose import data  # pylint: disable=g-import-not-at-top
+    tfds = data.tfds_source(input_config, split).dataset_info
     info = {"tfds_name": tfds.name, "config": tfds.config_name,
             "version": str(tfds.version), "split": split,
             "examples": int(tfds.splits[split].num_examples)}

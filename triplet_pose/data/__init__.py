@@ -65,3 +65,15 @@ def create_iterator(input_config: ml_collections.ConfigDict, *, split: str,
       input_config, split=split, batch_size=local_batch, seed=seed,
       shuffle=shuffle, repeat=repeat, process_index=jax.process_index(),
       process_count=process_count)
+
+
+def tfds_source(input_config: ml_collections.ConfigDict, split: str):
+  """The random-access TFDS source of a split of the dataset `input_config.name`
+  names (single person or scenes, as `create_iterator` picks), images still encoded.
+
+  Raises:
+    ValueError: an unknown split.
+  """
+  if scene_pipeline.is_scene_dataset(input_config.name):
+    return scene_pipeline.tfds_source(input_config, split)
+  return pipeline.tfds_source(input_config, split)

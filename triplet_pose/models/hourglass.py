@@ -30,11 +30,11 @@ outside the scan would double the compile time instead.)
 
 On the CPU the scan costs step time: the backward pass needs every stack's
 activations, which the scan copies into stacked buffers and back (about
-2 GB a step for the thesis model at batch 4: +19% step time at 8 stacks,
-benchmarks/compile_time.py). `scan_unroll=S` unrolls the scan's loop
-(still one traced stack, the same parameters): XLA then keeps the
-activations where they are (the unrolled step time) and compiles in about
-half the unrolled time. `scan_stacks=False`
+2 GB a step for the thesis model at batch 4; benchmarks/compile_time.py
+measures the step times, docs/performance.md holds them). `scan_unroll=S`
+unrolls the scan's loop (still one traced stack, the same parameters): XLA
+then keeps the activations where they are (the unrolled step time) and
+compiles faster than the unrolled stacks, slower than the rolled scan. `scan_stacks=False`
 unrolls the stacks into a Python loop with one module per stack
 (`hourglass_{s}`, ..., `merge_pred_{s}`): the same outputs, the layout of
 the reference's per-stack modules; `scan_layout` and `unrolled_layout`
