@@ -27,6 +27,7 @@ from triplet_pose import checkpointing
 from triplet_pose import config_files
 from triplet_pose import data
 from triplet_pose.data import augment
+from triplet_pose.data import scene_augment
 from triplet_pose import evaluators
 from triplet_pose import heatmaps
 from triplet_pose import inputs
@@ -154,7 +155,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
   """
   augment_rng, input_rng = jax.random.split(rng)
   if config.augment.enabled:
-    batch = augment.augment_batch(batch, augment_rng, config.augment)
+    # A scene batch (several persons per image) moves all its persons together.
+    module = scene_augment if "persons_valid" in batch else augment
+    batch = module.augment_batch(batch, augment_rng, config.augment)
   images = inputs.model_inputs(config, batch, input_rng,
                                joint_predictor=joint_predictor,
                                joint_variables=joint_variables)

@@ -16,6 +16,7 @@ float32 in [0, 1], the model's input format.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +49,21 @@ def sample_affine(rng: jax.Array, config: ml_collections.ConfigDict, *, height: 
   return jnp.where(flip, flipped, affine), flip, scale
 
 
+def flip_labels(values: jax.Array, flip: jax.Array, keypoint_set: kp.KeypointSet, *,
+                axis: int = -1) -> jax.Array:
+  """`values` with the keypoint axis permuted left <-> right where `flip`.
+
+  The keypoint axis is `axis` (-1 for (..., K) masks, -2 for (..., K, 2)
+  points), so leading axes (the persons of a scene) keep their order.
+  """
+  perm = np.asarray(keypoint_set.flip_permutation)
+  return jnp.where(flip, jnp.take(values, perm, axis=axis), values)
+
+
 def _move_keypoints(points, visible, affine, flip, *, keypoint_set, height, width):
   moved = transforms.apply_affine(affine, points.astype(jnp.float32))
-  perm = np.asarray(keypoint_set.flip_permutation)
-  moved = jnp.where(flip, moved[perm], moved)
-  visible = jnp.where(flip, visible[perm], visible)
+  moved = flip_labels(moved, flip, keypoint_set, axis=-2)
+  visible = flip_labels(visible, flip, keypoint_set)
   inside = transforms.in_frame(moved, height=height, width=width)
   return moved, visible * inside.astype(visible.dtype)
 
@@ -76,18 +87,32 @@ def is_flip_only(config: ml_collections.ConfigDict) -> bool:
           and float(config.translation_fraction) == 0.0)
 
 
-def augment_example(example: dict[str, jax.Array], rng: jax.Array,
-                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Augments one example (no batch axis); see the module docstring."""
+class Move(NamedTuple):
+  """One geometric augmentation: the (2, 3) affine, whether it mirrors (the
+  left/right labels swap), and its scale (normalisers follow)."""
+  affine: jax.Array
+  flip: jax.Array
+  scale: jax.Array
+
+
+def transform_example(example: dict[str, jax.Array], move: Move, *, color_rng: jax.Array,
+                      config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Applies a given `move` and random colour jitter to one example.
+
+  Keypoints may carry leading axes ((P, K, 2) for the persons of a scene):
+  every point goes through the same affine, and a flip permutes the
+  keypoint axis only. With `is_flip_only(config)` the image is mirrored
+  rather than warped, so `move` must then be the identity or the mirror
+  (as `sample_affine` draws it).
+  """
   image = transforms.to_float_image(example["image"])
   height, width = image.shape[:2]
-  k_affine, k_color = jax.random.split(rng)
-  affine, flip, scale = sample_affine(k_affine, config, height=height, width=width)
+  affine, flip, scale = move
   out = dict(example)
   # Colour first, then the warp: the other order lets XLA fuse the warp's
   # gathers into every use by the jitter and recompute them (5x slower on
   # CPU); the fill outside the frame stays exactly `fill_value`.
-  image = color_jitter(image, k_color, config.color_jitter)
+  image = color_jitter(image, color_rng, config.color_jitter)
   if is_flip_only(config):
     # The affine is the identity or the mirror: the warp's result, exactly,
     # without its gathers (a large part of the demo's step on the CPU).
@@ -106,6 +131,15 @@ def augment_example(example: dict[str, jax.Array], rng: jax.Array,
     out["crop_to_original"] = transforms.compose_affines(
         example["crop_to_original"].astype(jnp.float32), transforms.invert_affine(affine))
   return out
+
+
+def augment_example(example: dict[str, jax.Array], rng: jax.Array,
+                    config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Augments one example (no batch axis); see the module docstring."""
+  height, width = example["image"].shape[:2]
+  k_affine, k_color = jax.random.split(rng)
+  affine, flip, scale = sample_affine(k_affine, config, height=height, width=width)
+  return transform_example(example, Move(affine, flip, scale), color_rng=k_color, config=config)
 
 
 def augment_batch(batch: dict[str, jax.Array], rng: jax.Array,
@@ -129,15 +163,16 @@ def augment_batch(batch: dict[str, jax.Array], rng: jax.Array,
   moving = {k: v for k, v in batch.items() if k in GEOMETRIC_KEYS}
   # Jitted here too (inlined inside a caller's jit) so that eager calls are
   # one compiled program, not hundreds of dispatched ops.
-  moved = _augment_jit(moving, rng, _Params.from_config(config))
+  moved = _augment_jit(moving, rng, Params.from_config(config))
   return {**batch, **moved}
 
 
-class _Params(tuple):
-  """The augmentation settings as a hashable (static) jit argument."""
+class Params(tuple):
+  """The augmentation settings as a hashable (static) jit argument
+  (`scene_augment` jits with it too)."""
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "_Params":
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Params":
     return cls((("rotation_degrees", float(config.rotation_degrees)),
                 ("scale_range", tuple(float(v) for v in config.scale_range)),
                 ("translation_fraction", float(config.translation_fraction)),
@@ -151,7 +186,7 @@ class _Params(tuple):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _augment_jit(moving: dict[str, jax.Array], rng: jax.Array,
-                 params: _Params) -> dict[str, jax.Array]:
+                 params: Params) -> dict[str, jax.Array]:
   keys = jax.random.split(rng, moving["image"].shape[0])
   config = params.to_config()
   return jax.vmap(functools.partial(augment_example, config=config))(moving, keys)
