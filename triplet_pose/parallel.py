@@ -134,18 +134,41 @@ def local_part(x: jax.Array, mesh: Mesh) -> np.ndarray:
 
 
 def gather_json(value: Any) -> list[Any]:
-  """Every process's JSON-serialisable `value`, in process order, on every process.
+  """Every process's `value`, in process order, on every process.
 
-  A collective: every process must call it.
+  `value` is anything JSON can hold, plus numpy arrays and scalars at any
+  depth: arrays come back with their dtype, shape and values exactly, so
+  ragged per-process lists (a variable number of persons per image) gather
+  as they are. A collective: every process must call it.
   """
   if jax.process_count() == 1:
     return [value]
-  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  data = np.frombuffer(json.dumps(value, default=_encode_numpy).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
   padded = np.zeros(int(sizes.max()), np.uint8)
   padded[:data.size] = data
   gathered = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(row[:n])) for row, n in zip(gathered, sizes.ravel())]
+  return [json.loads(bytes(row[:n]), object_hook=_decode_numpy)
+          for row, n in zip(gathered, sizes.ravel())]
+
+
+_NUMPY_TAG = "__numpy__"
+
+
+def _encode_numpy(value: Any) -> Any:
+  # Python floats print in full (repr), so float32/64 values round-trip exactly.
+  if isinstance(value, np.ndarray):
+    return {_NUMPY_TAG: value.dtype.str, "shape": list(value.shape),
+            "data": value.ravel().tolist()}
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"gather_json: cannot send a {type(value).__name__}")
+
+
+def _decode_numpy(value: dict[str, Any]) -> Any:
+  if _NUMPY_TAG in value:
+    return np.asarray(value["data"], np.dtype(value[_NUMPY_TAG])).reshape(value["shape"])
+  return value
 
 
 def gather_process_states(state: dict[str, Any]) -> dict[str, Any]:

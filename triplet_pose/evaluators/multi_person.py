@@ -16,8 +16,10 @@ the ground truth of a scene batch, both mapped to original pixels through
 images: the joint model on the crop of every ground-truth box.
 
 `create_evaluator` builds the evaluator training runs for a model of
-several people (`associative_embedding.TARGET`). Single process only: the
-per-image person lists are not gathered across hosts.
+several people (`associative_embedding.TARGET`). With several processes each
+one accumulates its share of the images; the report gathers every
+process's images first (a collective), so it covers the whole split, once,
+and equals the report of one process.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class MultiPersonAp:
   def __init__(self, *, prefix: str = "", threshold: float = 0.5):
     self.prefix = prefix
     self.threshold = threshold
-    self.images: list[dict[str, Any]] = []
+    self.images: list[dict[str, Any]] = []  # this process's images
+    self._gathered: list[dict[str, Any]] | None = None  # `all_images()`, once
 
   def update(self, batch: common.Batch, predictions: dict[str, Any]) -> None:
     for i in np.flatnonzero(np.asarray(batch["valid"], bool)):
@@ -73,9 +76,19 @@ class MultiPersonAp:
         if key in predictions:
           image[key] = _to_original(predictions[key][i], affine)
       self.images.append(image)
+    self._gathered = None
 
-  def _ap(self, key: str, *, images=None, person_mask=None) -> dict:
-    images = self.images if images is None else images
+  def all_images(self) -> list[dict[str, Any]]:
+    """Every process's images, in the order one process would have read them.
+
+    A collective on several processes: every process must call it (as
+    `report` and `result` do).
+    """
+    if self._gathered is None:
+      self._gathered = _interleave(parallel.gather_json(self.images))
+    return self._gathered
+
+  def _ap(self, key: str, *, images, person_mask=None) -> dict:
     truth = [(im["joints"], im["visible"], im["head"]) for im in images]
     return metrics.multi_person_ap([im[key] for im in images], truth, self.threshold,
                                    person_mask=person_mask)
@@ -86,31 +99,33 @@ class MultiPersonAp:
     Raises:
       ValueError: when no valid image was seen.
     """
-    if not self.images:
+    images = self.all_images()  # before any check: the others wait for this one
+    if not images:
       raise ValueError("no valid image was evaluated (an empty split?)")
-    overall = self._ap("persons")
+    overall = self._ap("persons", images=images)
     ap = overall["ap"]
     report = {
-        "threshold": self.threshold, "images": len(self.images),
-        "persons": int(sum(len(im["joints"]) for im in self.images)),
+        "threshold": self.threshold, "images": len(images),
+        "persons": int(sum(len(im["joints"]) for im in images)),
         "map": overall["map"],
         "per_joint": {n: float(v) for n, v in zip(kp.JOINT_NAMES, ap)},
         "groups": {g: float(np.nanmean(ap[list(m)])) if np.isfinite(ap[list(m)]).any()
                    else float("nan") for g, m in kp.PCKH_GROUPS.items()},
         "count_accuracy": metrics.person_count_accuracy(
-            [len(im["persons"]) for im in self.images], [im["count"] for im in self.images]),
+            [len(im["persons"]) for im in images], [im["count"] for im in images]),
         "by_occlusion": {}, "by_crowd": {},
     }
     for b, name in enumerate(sf.OCCLUSION_BINS):
-      masks = [im["occlusion_bin"] == b for im in self.images]
+      masks = [im["occlusion_bin"] == b for im in images]
       if any(m.any() for m in masks):
-        report["by_occlusion"][name] = self._ap("persons", person_mask=masks)["map"]
+        report["by_occlusion"][name] = self._ap("persons", images=images,
+                                                person_mask=masks)["map"]
     for b, name in enumerate(sf.CROWD_BINS):
-      chosen = [im for im in self.images if im["crowd_bin"] == b]
+      chosen = [im for im in images if im["crowd_bin"] == b]
       if chosen:
         report["by_crowd"][name] = self._ap("persons", images=chosen)["map"]
-    if all("ceiling" in im for im in self.images):
-      report["ceiling_map"] = self._ap("ceiling")["map"]
+    if all("ceiling" in im for im in images):
+      report["ceiling_map"] = self._ap("ceiling", images=images)["map"]
     return report
 
   def result(self) -> dict[str, float]:
@@ -121,6 +136,14 @@ class MultiPersonAp:
     if "ceiling_map" in r:
       scalars["ceiling_map"] = r["ceiling_map"]
     return {self.prefix + k: float(v) for k, v in scalars.items() if np.isfinite(v)}
+
+
+def _interleave(shares: list[list[Any]]) -> list[Any]:
+  """One list from every process's share: process i of n reads examples i,
+  i + n, i + 2n... of a split (`data.pipeline`), so this is one process's
+  order, which the AP's tie-breaking follows."""
+  longest = max((len(share) for share in shares), default=0)
+  return [share[j] for j in range(longest) for share in shares if j < len(share)]
 
 
 def _to_original(persons: np.ndarray, affine: np.ndarray) -> np.ndarray:
