@@ -24,7 +24,8 @@ from triplet_pose.prediction import stream as stream_lib
 from triplet_pose.prediction import writers
 
 
-def _output_stem(path: pathlib.Path, all_paths: Sequence[pathlib.Path]) -> str:
+def output_stem(path: pathlib.Path, all_paths: Sequence[pathlib.Path]) -> str:
+  """The name of `path`'s outputs: its stem, with its suffix when another input shares it."""
   same = [p for p in all_paths if p.stem == path.stem]
   return path.stem if len(same) == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
 
@@ -86,7 +87,7 @@ def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.
   for chunk in _batched(readable(images), predictor.batch_size):
     preds = predictor.predict([im for _, im in chunk], [box] * len(chunk))
     for (path, image), pred in zip(chunk, preds):
-      stem = _output_stem(path, paths)
+      stem = output_stem(path, paths)
       record = writers.prediction_record(pred, source=str(path), image_shape=image.shape,
                                          box=box)
       png_path = output_dir / f"{stem}_panel.png"
@@ -104,7 +105,7 @@ def predict_paths(predictor: predictor_lib.Predictor, input_path: str | pathlib.
       live = stream_lib.PhospheneStream(predictor, renderer, box=box,
                                         batch_size=video_batch_size)
       summary["outputs"] += predict_video(live, path, output_dir,
-                                          stem=_output_stem(path, paths),
+                                          stem=output_stem(path, paths),
                                           progress=progress, panels=video_panels)
       summary["processed"].append(str(path))
       summary["timings"][str(path)] = live.times.summary()

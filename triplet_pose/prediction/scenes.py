@@ -7,11 +7,13 @@ count), and optionally the single-person baseline (a joint model on the
 crops of the ground-truth boxes). `scene_rows` gathers the first images'
 grouped persons, their contours (a triplet model run top-down on each) and
 each representation's phosphenes of the whole scene, for
-`viz.scenes.scene_panel`. `tune_grouping` picks the detection threshold and
+`viz.scenes.scene_panel` (`scene_row` makes one row of any image and its
+persons: `launch.predict` draws its panels with it). `tune_grouping` picks the detection threshold and
 the fewest joints of a person on training images.
 
 Predicted persons have no depth: the larger a person's joint box, the
-nearer it is taken to be (people of one height, seen in perspective).
+nearer it is taken to be (people of one height, seen in perspective;
+`depth_by_size`).
 """
 
 from __future__ import annotations
@@ -137,8 +139,12 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
   return report
 
 
-def _depth_by_size(persons: np.ndarray) -> np.ndarray:
-  """Depth rank (0 = nearest) of persons by the diagonal of their joint box."""
+def depth_by_size(persons: np.ndarray) -> np.ndarray:
+  """Depth rank (0 = nearest) of persons (P, K, 2 or 3) by the diagonal of
+  their joint box (NaN joints left out)."""
+  persons = np.asarray(persons, np.float64)
+  if not persons.size:
+    return np.zeros(0, int)
   xy = np.where(np.isfinite(persons[..., :2]), persons[..., :2], np.nan)
   extent = np.nan_to_num(np.nanmax(xy, 1) - np.nanmin(xy, 1))
   return np.argsort(np.argsort(-np.hypot(*extent.T)))
@@ -151,6 +157,48 @@ def _still(sim, mask: jax.Array, frames: int) -> np.ndarray:
   for _ in range(frames):
     state, image = sim.step(state, amplitude)
   return np.asarray(image)
+
+
+def scene_row(image: np.ndarray, persons: np.ndarray, *,
+              renderer: renderer_lib.PhospheneRenderer | None,
+              contours: np.ndarray | None = None) -> dict[str, Any]:
+  """One row of `viz.scenes.scene_panel`: an image, its persons and each
+  representation's phosphenes of the whole scene.
+
+  The phosphenes are those of a still scene after `renderer.frames_per_image`
+  frames: the skeletons plain, with a gap around nearer bodies, dimmed by
+  depth, and with `contours` the contour points; people are ranked in depth
+  by `depth_by_size`.
+
+  Args:
+    image: (H, W, 3) uint8.
+    persons: (P, 16, 3) x, y, score in pixels of `image` (NaN: missing).
+    renderer: the simulator and drawing styles (None: no phosphenes).
+    contours: (P, 26, 2 or 3) each person's contour points, or None.
+  """
+  row = {"image": image, "persons": persons, "phosphenes": {}}
+  if contours is not None:
+    row["contours"] = contours
+  if not len(persons) or renderer is None:
+    return row
+  found = np.asarray(persons, np.float64)
+  visible = np.isfinite(found).all(-1).astype(np.float32)
+  points = {kp.JOINTS.name: jnp.asarray(np.nan_to_num(found[..., :2]), jnp.float32)}
+  vis = {kp.JOINTS.name: jnp.asarray(visible)}
+  depth = jnp.asarray(depth_by_size(found))
+  skeleton = renderer.styles[kp.JOINTS.name]
+  variants = {"skeleton": (skeleton, scene_lib.SceneStyle()),
+              "skeleton, gap": (skeleton, scene_lib.SceneStyle(gap=3.0)),
+              "skeleton, by depth": (skeleton, scene_lib.SceneStyle(depth_brightness=0.55))}
+  if contours is not None:
+    points = {**points, kp.CONTOUR.name: jnp.asarray(np.asarray(contours)[..., :2], jnp.float32)}
+    variants["contour"] = (renderer.styles[kp.CONTOUR.name], scene_lib.SceneStyle())
+  for name, (style, scene_style) in variants.items():
+    mask = scene_lib.render_scene(points, image_size=image.shape[:2],
+                                  output_size=renderer.sim.resolution, visible=vis, depth=depth,
+                                  style=style, scene_style=scene_style)
+    row["phosphenes"][name] = _still(renderer.sim, mask, renderer.frames_per_image)
+  return row
 
 
 def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
@@ -168,33 +216,12 @@ def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None
     triplet = (inference.make_inference_fn(models, ground_truth_joints=True),
                models.variables(), models.image_size)
   renderer = renderer_lib.PhospheneRenderer()
-  size = (config.input.image_size,) * 2
-  skeleton = renderer.styles[kp.JOINTS.name]
   rows = []
   for i in range(num_images):
     image, found = np.asarray(batch["image"][i]), persons[i]
-    row = {"image": image, "persons": found, "phosphenes": {}}
-    if not len(found):
-      rows.append(row)
-      continue
-    visible = np.isfinite(found).all(-1).astype(np.float32)
-    points = {kp.JOINTS.name: jnp.asarray(np.nan_to_num(found[..., :2]), jnp.float32)}
-    vis = {kp.JOINTS.name: jnp.asarray(visible)}
-    depth = jnp.asarray(_depth_by_size(found))
-    variants = {"skeleton": (skeleton, scene_lib.SceneStyle()),
-                "skeleton, gap": (skeleton, scene_lib.SceneStyle(gap=3.0)),
-                "skeleton, by depth": (skeleton, scene_lib.SceneStyle(depth_brightness=0.55))}
-    if triplet is not None:
+    contours = None
+    if triplet is not None and len(found):
       fn, variables, triplet_size = triplet
       contours = top_down.contours_per_person(fn, variables, image, found, size=triplet_size)
-      row["contours"] = contours
-      points = {**points, kp.CONTOUR.name: jnp.asarray(contours[..., :2], jnp.float32)}
-      variants["contour"] = (renderer.styles[kp.CONTOUR.name], scene_lib.SceneStyle())
-    for name, (style, scene_style) in variants.items():
-      mask = scene_lib.render_scene(points, image_size=size, output_size=renderer.sim.resolution,
-                                    visible=vis, depth=depth, style=style,
-                                    scene_style=scene_style)
-      row["phosphenes"][name] = _still(renderer.sim, mask, renderer.frames_per_image)
-    rows.append(row)
+    rows.append(scene_row(image, found, renderer=renderer, contours=contours))
   return rows
-
