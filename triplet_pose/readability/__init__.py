@@ -18,6 +18,9 @@
   cells and comparisons; `tables`, `outputs`, `figures`: what is written.
 * `choice`: the 4-alternative choice rule shared with the human experiment;
   `trials`: the observers answering the experiment's trials.
+* `scenes`: scenes of several people (`scenes_data`, `scenes_images`), an
+  associative-embedding reader per cell (`scenes_reader`), the multi-person
+  AP, person count and occlusion bins (`scenes_assemble`, `scenes_tables`).
 
-Run it with `python -m launch.readability --workdir=DIR [--quick]`.
+Run it with `python -m launch.readability --workdir=DIR [--quick] [--scenes]`.
 """

@@ -230,7 +230,7 @@ def _encoder_task(grid: protocols.Grid, n: int, layout: int, seed: int, *,
   return {"budget": made["budget"]}
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
   """Hands freed heap back to the system after a run.
 
   Every run loads and frees arrays of tens of MB (masks, images); glibc
@@ -243,7 +243,8 @@ def _release_memory() -> None:
     pass
 
 
-def _bar(fraction: float, width: int = 20) -> str:
+def progress_bar(fraction: float, width: int = 20) -> str:
+  """'####----' of `width` characters, filled to `fraction`."""
   filled = int(round(width * min(max(fraction, 0.0), 1.0)))
   return "#" * filled + "-" * (width - filled)
 
@@ -298,9 +299,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
   for i, (key, cost, run) in enumerate(todo):
     elapsed = time.perf_counter() - start
     eta = elapsed / done * (total - done) if done else float("nan")
-    logging.info("[readability %s %d/%d] %s | elapsed %s | ETA %s", _bar(done / max(total, 1e-9)),
-                 i + 1, len(todo), key, metric_writer.format_duration(elapsed),
-                 metric_writer.format_duration(eta))
+    logging.info("[readability %s %d/%d] %s | elapsed %s | ETA %s",
+                 progress_bar(done / max(total, 1e-9)), i + 1, len(todo), key,
+                 metric_writer.format_duration(elapsed), metric_writer.format_duration(eta))
     t0 = time.perf_counter()
     record = run()
     # Wall seconds of the reader (and of what it made first: images, encoder).
@@ -310,7 +311,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     grid.runs[key] = record
     outputs.write_runs(workdir, grid.runs)
     done += cost
-    _release_memory()
+    release_memory()
   for layout in config.layouts:  # summaries of every condition (cached images)
     for n in config.num_phosphenes:
       for name in config.representations:

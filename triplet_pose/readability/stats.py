@@ -7,6 +7,8 @@ annotated, so their mean over figures is the project's PCKh `Mean`).
 
 * `per_figure_pckh`: the (figures,) scores of one reader's joints.
 * `summary`: mean and 95% CI by bootstrap over seeds and test figures.
+* `statistic_summary`: the same for a statistic of a whole test set (the
+  multi-person AP of the scenes, `scenes.py`).
 * `paired`: the difference of two cells scored on the same test figures,
   its bootstrap CI (seeds and figures resampled together) and a two-sided
   sign-flip permutation test across figures.
@@ -16,7 +18,7 @@ annotated, so their mean over figures is the project's PCKh `Mean`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,14 +44,17 @@ def _resampled_means(scores: np.ndarray, *, samples: int, seed: int) -> np.ndarr
   a leading axis of several arrays shares the indices (paired).
   """
   scores = np.asarray(scores, np.float64)
-  seeds, figures = scores.shape[-2:]
-  rng = np.random.default_rng(seed)
   out = np.empty(scores.shape[:-2] + (samples,))
-  for b in range(samples):
-    s = rng.integers(seeds, size=seeds)
-    f = rng.integers(figures, size=figures)
+  for b, (s, f) in enumerate(_draws(*scores.shape[-2:], samples=samples, seed=seed)):
     out[..., b] = scores[..., s, :][..., f].mean(axis=(-2, -1))
   return out
+
+
+def _draws(seeds: int, figures: int, *, samples: int, seed: int):
+  """The bootstrap's resamples: (seed indices, figure indices), drawn independently."""
+  rng = np.random.default_rng(seed)
+  for _ in range(samples):
+    yield rng.integers(seeds, size=seeds), rng.integers(figures, size=figures)
 
 
 def summary(scores, *, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -68,6 +73,37 @@ def summary(scores, *, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
   lo, hi = np.percentile(means, [2.5, 97.5])
   return {"mean": 100 * float(scores.mean()), "ci95": [100 * float(lo), 100 * float(hi)],
           "per_seed": [100 * float(v) for v in scores.mean(axis=1)]}
+
+
+def statistic_summary(statistic: Callable[[int, np.ndarray], float], *, seeds: int,
+                      figures: int, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
+  """Mean, 95% CI and per-seed values of a statistic of a whole test set.
+
+  For scores that are not a mean over test figures (a multi-person AP ranks
+  the detections of every figure together), with the same two-level
+  bootstrap as `summary`: each resample draws seeds and figures, computes
+  the statistic of every drawn seed on the drawn figures (repeats
+  included) and averages over the drawn seeds.
+
+  Args:
+    statistic: (seed index, figure indices) -> value (in its own units).
+    seeds, figures: how many of each the cell has.
+    samples: bootstrap resamples.
+    seed: of the resampling.
+
+  Returns:
+    {'mean', 'ci95': [lo, hi], 'per_seed': [...]}, in the statistic's units
+    (the mean is over the per-seed values on all figures).
+  """
+  every = np.arange(figures)
+  per_seed = [float(statistic(s, every)) for s in range(seeds)]
+  means = np.empty(samples)
+  for b, (drawn, f) in enumerate(_draws(seeds, figures, samples=samples, seed=seed)):
+    values = {s: statistic(s, f) for s in np.unique(drawn)}
+    means[b] = np.mean([values[s] for s in drawn])
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  return {"mean": float(np.mean(per_seed)), "ci95": [float(lo), float(hi)],
+          "per_seed": per_seed}
 
 
 def paired(a, b, *, samples: int = 1000, permutations: int = 2000,
