@@ -120,10 +120,13 @@ def test_launch_scenes_smoke_grid_writes_cells_and_resumes(tmp_path):
   table = (tmp_path / "table.txt").read_text()
   assert "Scenes: several people" in table and "Person count right" in table
   assert "Code: triplet_pose" in table
-  # A second run resumes: no reader is trained again, the cells are the same.
+  # A second run resumes: no run is redone (none on the progress bar), no
+  # reader is trained again, the cells are the same.
+  runs = (tmp_path / "scenes_runs.json").read_text()
   again = _launch(tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "reader step" not in again.stderr
+  assert "ETA" not in again.stderr and "reader step" not in again.stderr
+  assert (tmp_path / "scenes_runs.json").read_text() == runs
   resumed = json.loads((tmp_path / "scenes_results.json").read_text())
   assert [c["map"] for c in resumed["cells"]] == [c["map"] for c in cells]
   assert resumed["provenance_earlier"] == [block]
