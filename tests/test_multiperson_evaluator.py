@@ -63,8 +63,7 @@ def test_single_person_baseline_maps_each_box_crop_back():
   expected = []  # what an exact joint model would answer, crop by crop
   for i in range(2):
     real = batch["persons_valid"][i]
-    boxes = batch["boxes"][i][real].reshape(-1, 2, 2)
-    _, affines = top_down.person_crops(batch["image"][i], boxes, size=64)
+    _, affines = top_down.box_crops(batch["image"][i], batch["boxes"][i][real], size=64)
     expected.append(top_down.transforms.apply_affine(affines, batch["joints"][i][real]))
 
   def joint_fn(variables, crops):
@@ -74,3 +73,22 @@ def test_single_person_baseline_maps_each_box_crop_back():
 
   report = multi_person.single_person_baseline(joint_fn, "v", [batch], size=64)
   assert report["map"] == pytest.approx(100.0) and report["count_accuracy"] == 1.0
+
+
+def test_box_crops_frame_each_box_as_the_single_person_model_was_trained():
+  image = np.zeros((128, 128, 3), np.uint8)
+  image[:, :64] = 200  # the left half bright: the surroundings stay in the crop
+  box = np.array([[40.0, 20.0, 79.0, 99.0]])  # 40 x 80 px, centre (59.5, 59.5)
+  crops, affines = top_down.box_crops(image, box, size=64)
+  corners = top_down.transforms.apply_affine(affines[0], box.reshape(2, 2))
+  # The longer side takes PERSON_FILL (0.8) of the crop's, centred.
+  assert corners[1, 1] - corners[0, 1] == pytest.approx(0.8 * 64 * 79 / 80, abs=0.01)
+  assert (corners[0] + corners[1]) / 2 == pytest.approx([31.5, 31.5], abs=0.01)
+  # The crop spans 100 image pixels around the centre: image columns 9.5-109.5.
+  assert crops[0, 32, 2].mean() == 200 and crops[0, 32, 60].mean() == 0
+  # Beyond the image is black: rows 9.5-109.5 lie inside, a box at the
+  # image's corner reaches outside.
+  corner, _ = top_down.box_crops(image, np.array([[0.0, 0.0, 9.0, 9.0]]), size=64)
+  assert corner[0, 2, 2].mean() == 0 and corner[0, 40, 40].mean() == 200
+  with pytest.raises(ValueError, match="fill must be in"):
+    top_down.box_crops(image, box, size=64, fill=1.5)

@@ -8,8 +8,8 @@
   input heatmaps. Its 26 contour points are mapped back to the image, so
   every person gets a contour.
 * `joints_on_boxes`: the single-person baseline of multi-person AP: the
-  joint model on the crop of each ground-truth box (the same thesis crop),
-  its joints mapped back with their confidence as score.
+  joint model on the crop of each ground-truth box (`box_crops`), its joints
+  mapped back with their confidence as score.
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ import numpy as np
 from triplet_pose import keypoints as kp
 from triplet_pose import transforms
 from triplet_pose.data.mpii_trb import crops
+
+# The share of a crop's side a person's box fills in `box_crops`: the MPII
+# standard crop is 1.25 times the person's height (`crops.MPII_SCALE_FACTOR`),
+# and `synthetic_figures` fits each figure into 72-92% of its frame, so the
+# single-person model meets each person at the size it was trained on.
+# (The thesis crop, box + 50 px, would frame a 60 px person in a 128 px scene
+# as the whole scene.)
+PERSON_FILL = 1.0 / crops.MPII_SCALE_FACTOR
 
 # (variables, crops (P, S, S, 3), joints (P, 16, 2), visible (P, 16)) ->
 # {'keypoints': {'contour': (P, 26, 2)}, 'confidence': {'contour': (P, 26)}}:
@@ -52,6 +60,32 @@ def person_crops(image: np.ndarray, persons: np.ndarray, *, size: int
     affines.append(affine)
   return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
           np.asarray(affines, np.float64).reshape(-1, 2, 3))
+
+
+def box_crops(image: np.ndarray, boxes: np.ndarray, *, size: int,
+              fill: float = PERSON_FILL) -> tuple[np.ndarray, np.ndarray]:
+  """Square crops around boxes, each box's longer side `fill` of the crop's.
+
+  The surroundings stay in the crop (neighbours included, as in an MPII
+  crop); beyond the image is black.
+
+  Args:
+    image: (H, W, 3) uint8.
+    boxes: (P, 4) x0, y0, x1, y1 in image pixels.
+    size: crop side.
+    fill: share of the crop's side the box's longer side takes, in (0, 1].
+
+  Returns:
+    crops: (P, size, size, 3) uint8; affines: (P, 2, 3) image -> crop.
+  """
+  if not 0.0 < fill <= 1.0:
+    raise ValueError(f"box_crops: fill must be in (0, 1], got {fill}")
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  center = (boxes[:, :2] + boxes[:, 2:]) / 2
+  side = np.max(boxes[:, 2:] - boxes[:, :2], axis=1) + 1
+  affines = transforms.center_scale_affine(center, side / fill, size).reshape(-1, 2, 3)
+  images = [transforms.warp_image_np(image, a, out_size=size, fill=crops.BLACK) for a in affines]
+  return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), affines)
 
 
 def contours_per_person(triplet_fn: TripletFn, variables: Any, image: np.ndarray,
@@ -91,10 +125,10 @@ def joints_on_boxes(joint_fn: Callable[..., dict[str, Any]], variables: Any,
     boxes: (P, 4) x0, y0, x1, y1 in image pixels.
     size: the joint model's input size.
   """
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 2, 2)
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
   if not len(boxes):
     return np.zeros((0, kp.NUM_JOINTS, 3))
-  images, affines = person_crops(image, boxes, size=size)
+  images, affines = box_crops(image, boxes, size=size)
   out = joint_fn(variables, images)
   joints = np.asarray(out["keypoints"][kp.JOINTS.name], np.float64)
   confidence = np.asarray(out["confidence"][kp.JOINTS.name], np.float64)
