@@ -15,6 +15,12 @@ state carried over), and the side-by-side picture. Prints the median time
 of each stage and the frames/s of their sum, with the machine and the
 load average before and after (timings on a shared CPU are disturbed by
 other jobs).
+
+The peer, with `--joint_workdir` (the demo's single-person joint model):
+the same frames through the one-person live path of `launch.predict`
+(`prediction.PhospheneStream`, one frame per call, `benchmarks/video.py`),
+timed in the same run; the ratio says what finding, grouping and drawing
+every person costs beside one person's pose.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import time
 
 import numpy as np
 
@@ -29,8 +36,10 @@ import common  # first: puts the repository on sys.path
 from triplet_pose import data
 from triplet_pose import workdir as workdir_lib
 from triplet_pose.models import associative_embedding
+from triplet_pose.prediction import predictor as predictor_lib
 from triplet_pose.prediction import renderer as renderer_lib
 from triplet_pose.prediction import scene_stream
+from triplet_pose.prediction import stream as stream_lib
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +47,23 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--workdir", required=True, help="workdir of configs/scenes.py training")
   p.add_argument("--frames", type=int, default=50, help="frames timed (after one that compiles)")
   p.add_argument("--num_phosphenes", type=int, default=1000, help="phosphenes simulated")
+  p.add_argument("--joint_workdir", default=None,
+                 help="single-person joint model: the peer, timed on the same frames")
   return p.parse_args(argv)
+
+
+def one_person_ms(joint_workdir: str, renderer, frames) -> float:
+  """Median ms per frame of the single-person live path on `frames` (the
+  first compiles), one frame per call, no flip test."""
+  live = stream_lib.PhospheneStream(
+      predictor_lib.Predictor(joint_workdir, None, batch_size=1, flip_test=False), renderer)
+  times = []
+  for i, frame in enumerate(frames):
+    start = time.perf_counter()
+    live.process([frame])
+    if i:
+      times.append(time.perf_counter() - start)
+  return 1e3 * float(np.median(times))
 
 
 def main(argv=None):
@@ -64,6 +89,11 @@ def main(argv=None):
   for key, value in {**medians, "total": total}.items():
     print(f"  {key:<11} {value:7.1f}")
   print(f"{1e3 / total:.1f} frames/s | load", os.getloadavg())
+  if args.joint_workdir:
+    single = one_person_ms(args.joint_workdir, renderer, frames)
+    print(f"peer, one person's pose (PhospheneStream, {args.joint_workdir}): {single:.1f} ms, "
+          f"{1e3 / single:.1f} frames/s; several people / one person: {single / total:.2f}x "
+          "the frame rate | load", os.getloadavg())
 
 
 if __name__ == "__main__":

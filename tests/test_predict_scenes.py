@@ -179,14 +179,19 @@ def test_launch_predict_refuses_flags_a_multi_person_model_cannot_use(scenes_wor
   assert "--video_panels" in line and "multi-person" in line
 
 
-def test_benchmark_times_the_pipeline(scenes_workdir, capsys):
+def test_benchmark_times_the_pipeline_and_its_peer(scenes_workdir, workdirs, capsys):
   sys.path.insert(0, str(REPO / "benchmarks"))
   try:
     import scenes_video  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.remove(str(REPO / "benchmarks"))
-  scenes_video.main([f"--workdir={scenes_workdir}", "--frames=2", "--num_phosphenes=100"])
+  scenes_video.main([f"--workdir={scenes_workdir}", "--frames=2", "--num_phosphenes=100",
+                     f"--joint_workdir={workdirs['joint']}"])
   printed = capsys.readouterr().out
   for stage in ("crop", "model", "decode", "group", "phosphenes", "picture", "total"):
     assert f"  {stage} " in printed
-  assert "frames/s" in printed
+  several = float(printed.split(" frames/s | load")[0].rsplit("\n", 1)[-1])
+  peer = printed.split("peer, one person's pose")[1]
+  single = float(peer.split(" frames/s;")[0].rsplit(", ", 1)[-1])
+  ratio = float(peer.split("several people / one person: ")[1].split("x")[0])
+  assert ratio == pytest.approx(several / single, rel=0.03, abs=0.01)
