@@ -40,9 +40,10 @@ def get_config(arg: str | None = None):
   # push separates them (docs/multiperson.md).
   c.tags.update(pull_weight=0.1, push_weight=0.1, push_kernel="laplace")
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
-  # What `launch.scenes --tune_grouping` picked on training scenes for both
-  # recipes: at 0.3 the training-time evaluation found too many persons.
-  c.grouping.update(detection_threshold=0.6, min_joints=8)
+  # What `launch.scenes --tune_grouping` picked on training scenes (0.7 for
+  # the full recipe, 0.6 for 'quick'): at 0.3 the training-time evaluation
+  # and `launch.predict` found too many persons.
+  c.grouping.update(detection_threshold=0.6 if args.quick else 0.7, min_joints=8)
   c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
                      warmup_steps=25 if args.quick else 50, end_learning_rate_factor=0.3)
   # 'quick' keeps `launch.demo --scenes --quick` within minutes on 2 CPU cores;
