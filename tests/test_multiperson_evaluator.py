@@ -86,8 +86,8 @@ def test_box_crops_frame_each_box_as_the_single_person_model_was_trained():
   assert (corners[0] + corners[1]) / 2 == pytest.approx([31.5, 31.5], abs=0.01)
   # The crop spans 100 image pixels around the centre: image columns 9.5-109.5.
   assert crops[0, 32, 2].mean() == 200 and crops[0, 32, 60].mean() == 0
-  # Beyond the image is black: rows 9.5-109.5 lie inside, a box at the
-  # image's corner reaches outside.
+  # Beyond the image is black: the crop of a box at the image's corner
+  # reaches past its top-left edge.
   corner, _ = top_down.box_crops(image, np.array([[0.0, 0.0, 9.0, 9.0]]), size=64)
   assert corner[0, 2, 2].mean() == 0 and corner[0, 40, 40].mean() == 200
   with pytest.raises(ValueError, match="fill must be in"):
