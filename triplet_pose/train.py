@@ -90,7 +90,6 @@ def heatmap_loss(predictions: jax.Array, targets: jax.Array, weights: jax.Array,
   """Mean squared error per stack; keypoints with weight 0 contribute nothing.
 
   Args: as `squared_error`.
-
   Returns:
     (S,) the mean over batch, pixels and keypoints of the weighted squared
     error, per stack (the reference's loss when every keypoint is visible and
@@ -298,8 +297,9 @@ def _evaluate(evaluator: evaluators.Evaluator, state: TrainState, writer,
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
   writer.write_images(step, {f"eval/{k}": v for k, v in results.items()
                              if np.ndim(v) == 3})
-  logging.info("step %d/%d | eval_loss %.4g | PCKh@0.5 %.3f", step, total,
-               scalars.get("eval_loss", float("nan")), scalars.get("pckh_Mean", float("nan")))
+  shown = (("eval_loss", "eval_loss"), ("PCKh@0.5", "pckh_Mean"), ("mAP", "mp_map"))
+  logging.info("step %d/%d%s", step, total,
+               "".join(f" | {name} {scalars[key]:.4g}" for name, key in shown if key in scalars))
   return scalars
 
 
