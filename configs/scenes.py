@@ -40,16 +40,17 @@ def get_config(arg: str | None = None):
   # push separates them (docs/multiperson.md).
   c.tags.update(pull_weight=0.1, push_weight=0.1, push_kernel="laplace")
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
-  # What `launch.scenes --tune_grouping` picked on training scenes (0.7 for
-  # the full recipe, 0.6 for 'quick'): at 0.3 the training-time evaluation
-  # and `launch.predict` found too many persons.
-  c.grouping.update(detection_threshold=0.6 if args.quick else 0.7, min_joints=8)
+  # What `launch.scenes --tune_grouping` picked on training scenes (0.6 and
+  # 10 joints for the full recipe, 0.6 and 8 for 'quick'): at 0.3 the
+  # training-time evaluation and `launch.predict` found too many persons.
+  c.grouping.update(detection_threshold=0.6, min_joints=8 if args.quick else 10)
   c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
                      warmup_steps=25 if args.quick else 50, end_learning_rate_factor=0.3)
   # 'quick' keeps `launch.demo --scenes --quick` within minutes on 2 CPU cores;
   # 150 steps on the 400 small scenes left its held-out mAP at 0.8. The full
-  # recipe's held-out mAP: 37.3 after 2000 steps, 56.1 after 6000 (still rising).
-  c.num_train_steps = 500 if args.quick else 6000
+  # recipe's held-out mAP: 37.3 after 2000 steps, 56.1 after 6000, 62.7 after
+  # 12000 (still rising; docs/multiperson.md).
+  c.num_train_steps = 500 if args.quick else 12000
   c.log_every_steps = 25 if args.quick else 50
   c.eval_every_steps = c.num_train_steps if args.quick else 1000
   c.eval_batches = 4

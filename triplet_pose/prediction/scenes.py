@@ -66,7 +66,7 @@ def _predict_fn(loaded: workdir_lib.LoadedModel,
 
 # What `tune_grouping` tries.
 DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MIN_JOINTS = (4, 6, 8, 10)
+MIN_JOINTS = (4, 6, 8, 10, 12)
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
