@@ -5,8 +5,9 @@ r"""Several people per image: associative embedding on the synthetic scenes.
 
 Resumes from the newest checkpoint in --workdir like every training run.
 Arguments (comma separated): 'quick' for the short run (500 steps on the
-2000 default scenes, no augmentation; `launch.demo --scenes --quick`); 'smoke' for a seconds-long run of
-the whole pipeline (tests); 'stacks=N'. On MPII: --config.input.name=mpii_trb/multi_person
+2000 default scenes, no augmentation; `launch.demo --scenes --quick`);
+'smoke' for a seconds-long run of the whole pipeline (tests); 'stacks=N'.
+On MPII: --config.input.name=mpii_trb/multi_person
 --config.input.manual_dir=DIR (see docs/multiperson.md).
 """
 
