@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 import sys
+import threading
 import types
 
 import jax.numpy as jnp
@@ -430,6 +431,35 @@ def test_damage_reason_names_the_innermost_read_error():
   reason = checkpoint_recovery.damage_reason(error)
   assert reason.startswith("ValueError: OUT_OF_RANGE: Error reading xx")
   assert len(reason) < 300
+
+
+def _echo_of_closed_loop():
+  """What tensorstore's callback hands sys.unraisablehook when orbax's loop is closed."""
+  def call_soon_threadsafe():
+    raise RuntimeError("Event loop is closed")
+  try:
+    call_soon_threadsafe()
+  except RuntimeError as e:
+    return types.SimpleNamespace(exc_type=type(e), exc_value=e,
+                                 exc_traceback=e.__traceback__, err_msg=None, object=None)
+
+
+def test_echoes_that_come_before_the_read_error_are_dropped(monkeypatch, tmp_path):
+  """A failed read's echoes can reach the hook before its error reaches the restore."""
+  seen = []
+  monkeypatch.setattr("sys.unraisablehook", seen.append)
+
+  def restore(step):
+    echo = threading.Thread(target=lambda: sys.unraisablehook(_echo_of_closed_loop()))
+    echo.start()
+    echo.join()
+    raise ValueError("DATA_LOSS: Error reading params.w")
+
+  (tmp_path / "4").mkdir()
+  with pytest.raises(checkpoint_recovery.CheckpointError, match="step 4 is damaged"):
+    checkpoint_recovery.restore_newest_intact(
+        tmp_path, [4], restore, put_aside=lambda step: "moved aside")
+  assert seen == []
 
 
 def test_echoes_of_an_aborted_read_are_dropped_other_errors_kept(monkeypatch):

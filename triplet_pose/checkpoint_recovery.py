@@ -111,6 +111,9 @@ def restore_newest_intact(directory: pathlib.Path, steps: Sequence[int],
   if step is not None and step not in steps:
     raise FileNotFoundError(
         f"no checkpoint for step {step} in {directory}; kept steps: {sorted(steps)}")
+  # Before the first read: a failed read's echoes come from other threads,
+  # and may come before its error reaches the caller.
+  quiet_aborted_reads()
   damaged = []
   for candidate in [step] if step is not None else sorted(steps, reverse=True):
     try:
@@ -118,7 +121,7 @@ def restore_newest_intact(directory: pathlib.Path, steps: Sequence[int],
     except Exception as e:  # pylint: disable=broad-except  (classified below)
       if not is_damage(e):
         raise
-      quiet_aborted_reads()
+      gc.collect()  # the abandoned reads, while their echoes are dropped
       reason = damage_reason(e)
       if readable is not None and readable(candidate):
         raise CheckpointError(
@@ -199,9 +202,9 @@ def quiet_aborted_reads() -> None:
   read's abandoned futures log 'exception was never retrieved', and its
   abandoned coroutines raise again when closed (each with a traceback).
   They arrive from other threads or when garbage is collected, hundreds of
-  times; the restore has already reported the damage in one line. Installed
-  when a damaged checkpoint is met (once per process; other errors still
-  print), and the abandoned reads are collected now, while it is.
+  times, and may arrive before the read's error reaches the restore, which
+  reports the damage in one line. Installed before a restore's first read
+  (once per process); other errors still print.
   """
   if not getattr(sys.unraisablehook, "_drops_aborted_reads", False):
     previous = sys.unraisablehook
@@ -215,7 +218,6 @@ def quiet_aborted_reads() -> None:
   asyncio_logger = py_logging.getLogger("asyncio")
   if not any(isinstance(f, _AbortedReadFilter) for f in asyncio_logger.filters):
     asyncio_logger.addFilter(_AbortedReadFilter())
-  gc.collect()
 
 
 class _AbortedReadFilter(py_logging.Filter):
