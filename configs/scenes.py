@@ -50,7 +50,8 @@ def get_config(arg: str | None = None):
   # 'quick' keeps `launch.demo --scenes --quick` within minutes on 2 CPU cores;
   # 150 steps on the 400 small scenes left its held-out mAP at 0.8. The full
   # recipe's held-out mAP: 37.3 after 2000 steps, 56.1 after 6000, 62.7 after
-  # 12000 (still rising; docs/multiperson.md).
+  # 12000 (its training-time curve gained 2 points over the last 3000 steps;
+  # docs/multiperson.md).
   c.num_train_steps = 500 if args.quick else 12000
   c.log_every_steps = 25 if args.quick else 50
   c.eval_every_steps = c.num_train_steps if args.quick else 1000
