@@ -40,6 +40,10 @@ def get_config(arg: str | None = None):
   # within 0.05 of zero after 500 steps (all persons one tag); the Laplace
   # push separates them (docs/multiperson.md).
   c.tags.update(pull_weight=0.1, push_weight=0.1, push_kernel="laplace")
+  # Two numbers per joint's tag in the full recipe: with one, 14.5% of pairs
+  # of persons in a held-out image had mean tags less than 1 apart
+  # (docs/multiperson.md); 'quick' keeps the paper's one.
+  c.tags.dim = 1 if (args.quick or args.smoke) else 2
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
   # What `launch.scenes --tune_grouping` picked on training scenes (0.6 and
   # 10 joints for the full recipe, 0.6 and 8 for 'quick'): at 0.3 the

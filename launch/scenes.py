@@ -34,6 +34,9 @@ _PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
 _TUNE = flags.DEFINE_bool("tune_grouping", False,
                           "Pick the detection threshold and fewest joints of a person on "
                           "training images first (the report lists what was tried).")
+_FLIP_TEST = flags.DEFINE_bool("flip_test", False,
+                               "Also run the mirrored image: heatmaps averaged, tags of both "
+                               "side by side (tuning, evaluation and panel alike).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -51,12 +54,12 @@ def main(argv):
   out.mkdir(parents=True, exist_ok=True)
   options, tried = None, None
   if _TUNE.value:
-    options, tried = scenes.tune_grouping(_WORKDIR.value)
+    options, tried = scenes.tune_grouping(_WORKDIR.value, flip_test=_FLIP_TEST.value)
     print(f"grouping on training images: detection_threshold {options.detection_threshold}, "
           f"min_joints {options.min_joints}")
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
                                    num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
-                                   options=options)
+                                   options=options, flip_test=_FLIP_TEST.value)
   if tried:
     report["grouping_tuned_on_train"] = tried
   storage.write_text(out / "multiperson_report.json", json.dumps(report, indent=1))
@@ -69,7 +72,7 @@ def main(argv):
   if _PANELS.value:
     rows = scenes.scene_rows(_WORKDIR.value, num_images=_PANELS.value,
                              triplet_workdir=_TRIPLET.value, split=_SPLIT.value,
-                             options=options)
+                             options=options, flip_test=_FLIP_TEST.value)
     path = viz.save_figure(scene_viz.scene_panel(rows), out / "scene_panel.png")
     print(f"wrote {path}")
 

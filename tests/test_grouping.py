@@ -1,5 +1,6 @@
 """Decoding and grouping of associative-embedding maps, and the tag losses."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -137,3 +138,62 @@ def test_tag_losses_by_hand():
   assert float(push[0, 0]) == pytest.approx(np.exp(-(mean - 1.0)), rel=1e-5)
   with pytest.raises(ValueError, match="push_kernel"):
     ae.tag_losses(jnp.asarray(tags), batch, push_kernel="cauchy")
+
+
+def test_tag_losses_of_vector_tags_by_hand():
+  """Two persons whose 2-d tags differ by (3, 4): push exp(-5) (Laplace) and
+  exp(-25 / 2) (Gaussian); one-dimensional tags equal their (..., K, 1) form."""
+  image = jnp.zeros((1, 16, 16, 3))
+  joints = jnp.zeros((1, 2, K, 2)).at[0, 0].set(1.5).at[0, 1].set(9.5)
+  batch = {"image": image, "joints": joints, "joints_visible": jnp.ones((1, 2, K)),
+           "persons_valid": jnp.array([[True, True]])}
+  tags = np.zeros((1, 1, 4, 4, K, 2), np.float32)
+  tags[0, 0, 2, 2] = (3.0, 4.0)
+  tags[0, 0, 2, 2, 0] = (3.0, 6.0)  # one joint 2 away: person 1's mean (3, 4.125)
+  pull, push = ae.tag_losses(jnp.asarray(tags), batch, push_kernel="laplace")
+  mean = np.array([3.0, 4.0 + 2.0 / 16])
+  spread = ((tags[0, 0, 2, 2] - mean) ** 2).sum(-1).mean()
+  assert float(pull[0, 0]) == pytest.approx(spread / 2, rel=1e-5)
+  assert float(push[0, 0]) == pytest.approx(np.exp(-np.linalg.norm(mean)), rel=1e-5)
+  _, push = ae.tag_losses(jnp.asarray(tags), batch)
+  assert float(push[0, 0]) == pytest.approx(np.exp(-0.5 * (mean ** 2).sum()), rel=1e-5)
+  one = jnp.asarray(tags[..., 1])
+  for kernel in ae.PUSH_KERNELS:
+    np.testing.assert_array_equal(ae.tag_losses(one, batch, push_kernel=kernel),
+                                  ae.tag_losses(one[..., None], batch, push_kernel=kernel))
+  grads = jax.grad(lambda t: sum(x.sum() for x in ae.tag_losses(t, batch, push_kernel="laplace")))(
+      jnp.zeros_like(jnp.asarray(tags)))  # equal tags: the distance's gradient stays finite
+  assert np.isfinite(np.asarray(grads)).all()
+  with pytest.raises(ValueError, match="axes"):
+    ae.tag_losses(jnp.zeros((1, 1, 4, 4, K, 2, 2)), batch)
+
+
+def test_vector_tags_keep_apart_persons_whose_first_tags_collide():
+  """Three persons with the same first tag component: one-dimensional tags
+  mix them up, a second component keeps them apart, through decoding,
+  grouping and refinement."""
+  joints = _scene(2)
+  maps, first = _oracle_maps(joints, tag_values=np.zeros(3))
+  _, second = _oracle_maps(joints)  # 0, 3, 6
+  vector = np.stack([first, second], axis=-1)  # (h, w, K, 2)
+  truth = [(joints, np.ones((3, K), bool), np.full(3, 4.0))]
+  found = grouping.decode(jnp.asarray(maps[None]), jnp.asarray(vector[None]), top_k=4)
+  assert found["tag"].shape == (1, K, 4, 2)
+  (apart,) = grouping.predict_persons(maps[None], vector[None], image_size=64)
+  (merged,) = grouping.predict_persons(maps[None], first[None], image_size=64)
+  assert len(apart) == 3 and metrics.multi_person_ap([apart], truth)["map"] == 100.0
+  # One-dimensional: three persons all of tag 0, whose joints the assignment mixes.
+  assert metrics.multi_person_ap([merged], truth)["map"] < 60
+  ceiling = grouping.group_ground_truth(joints, np.ones((3, K), bool), vector, image_size=64)
+  assert metrics.multi_person_ap([ceiling], truth)["map"] == 100.0
+
+
+def test_refine_measures_vector_tag_distance():
+  maps = np.zeros((8, 8, K))
+  tags = np.zeros((8, 8, K, 2))
+  maps[1, 1, 5], tags[1, 1, 5] = 0.9, (5.0, 0.0)  # same first component, 5 away in the second
+  maps[6, 5, 5], tags[6, 5, 5] = 0.4, (5.0, 5.0)
+  persons = np.full((1, K, 3), np.nan)
+  persons[0, 0] = (3, 3, 1.0)
+  out = grouping.refine(persons, np.array([[5.0, 5.0]]), maps, tags)
+  np.testing.assert_allclose(out[0, 5], [5, 6, 0.4])

@@ -1,6 +1,7 @@
 """The associative-embedding model: shapes, its loss, and `configs/scenes.py`
 trained end to end on tiny scenes, resumed, and evaluated with multi-person AP."""
 
+import functools
 import json
 import logging
 
@@ -9,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import scenes as scenes_config
+from triplet_pose import inference
+from triplet_pose import keypoints as kp
 from triplet_pose import train
 from triplet_pose import viz
 from triplet_pose import workdir as workdir_lib
@@ -31,6 +34,38 @@ def test_model_outputs_heatmaps_and_tags_per_stack(tmp_path):
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
   out = jax.eval_shape(lambda v: model.apply(v, images, train=False), variables)
   assert out["joints"].shape == out["tags"].shape == (2, 2, 16, 16, 16)
+  config.tags.dim = 3  # a 3-d tag per joint: 16 + 48 outputs per stack
+  model = workdir_lib.create_model(config)
+  wide = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+  out = jax.eval_shape(lambda v: model.apply(v, images, train=False), wide)
+  assert out["joints"].shape == (2, 2, 16, 16, 16)
+  assert out["tags"].shape == (2, 2, 16, 16, 16, 3)
+  size = lambda v: sum(x.size for x in jax.tree.leaves(v["params"]))  # noqa: E731
+  assert size(wide) > size(variables)
+
+
+def test_flip_test_of_a_mirrored_image_is_the_mirrored_flip_test(tmp_path):
+  """The flip test's heatmaps and tags of a mirrored image are those of the
+  image mirrored back (joints swapped, the tag halves exchanged), for any
+  model; the plain maps of this random model are not."""
+  config = _smoke(tmp_path)
+  config.tags.dim = 2
+  model = workdir_lib.create_model(config)
+  images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+  variables = model.init(jax.random.key(0), images, train=False)
+  apply = functools.partial(model.apply, train=False)
+  heat, tags = inference.predict_scene_maps(apply, variables, images, flip_test=True)
+  heat_m, tags_m = inference.predict_scene_maps(apply, variables, images[:, :, ::-1],
+                                                flip_test=True)
+  assert heat.shape == (2, 16, 16, 16) and tags.shape == (2, 16, 16, 16, 4)
+  np.testing.assert_allclose(heat_m, inference.unflip_heatmaps(heat, kp.JOINTS), atol=1e-6)
+  perm = np.asarray(kp.JOINTS.flip_permutation)
+  mirrored = np.asarray(tags)[:, :, ::-1][..., perm, :][..., [2, 3, 0, 1]]
+  np.testing.assert_allclose(tags_m, mirrored, atol=1e-6)
+  plain, plain_tags = inference.predict_scene_maps(apply, variables, images)
+  plain_m, _ = inference.predict_scene_maps(apply, variables, images[:, :, ::-1])
+  assert plain_tags.shape == (2, 16, 16, 16, 2)
+  assert np.abs(plain_m - inference.unflip_heatmaps(plain, kp.JOINTS)).max() > 1e-3
 
 
 def test_scene_loss_prefers_the_true_maps():

@@ -5,6 +5,8 @@
    strongest per joint, each with its tag and a quarter-cell shift toward
    the larger neighbour (Newell et al.'s sub-pixel step, as
    `heatmaps.decode` does for a single peak).
+   Tags are one number per joint, or D numbers (`tags.dim`); distances
+   between tags are Euclidean, so one-dimensional tags give |a - b|.
 2. `group` (host, per image): joints join persons in a fixed order
    (`GROUPING_ORDER`: head, shoulders, hips, then the limbs outward). At
    each joint the candidates above the detection threshold are assigned to
@@ -33,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from triplet_pose import heatmaps as heatmaps_lib
 from triplet_pose import keypoints as kp
+from triplet_pose.models.associative_embedding import with_embedding_axis
 
 _J = kp.JOINT_INDEX
 GROUPING_ORDER: tuple[int, ...] = tuple(_J[n] for n in (
@@ -70,21 +73,23 @@ def decode(heatmaps: jax.Array, tags: jax.Array, *, top_k: int, nms_kernel: int 
 
   Args:
     heatmaps: (B, h, w, K).
-    tags: (B, h, w, K).
+    tags: (B, h, w, K), or (B, h, w, K, D).
     top_k: candidates per joint.
     nms_kernel: odd neighbourhood side of the non-maximum suppression.
 
   Returns:
     {'xy': (B, K, top_k, 2) heatmap pixels, 'score': (B, K, top_k),
-     'tag': (B, K, top_k)}; suppressed cells have score 0.
+     'tag': (B, K, top_k), or (B, K, top_k, D)}; suppressed cells have score 0.
   """
+  one_dimensional = tags.ndim == 4
+  tags = with_embedding_axis(tags, 4)
   b, h, w, k = heatmaps.shape
   pooled = jax.lax.reduce_window(heatmaps, -jnp.inf, jax.lax.max, (1, nms_kernel, nms_kernel, 1),
                                  (1, 1, 1, 1), "SAME")
   peaks = jnp.where(heatmaps == pooled, heatmaps, 0.0)
   flat_peaks = jnp.moveaxis(peaks.reshape(b, h * w, k), -1, -2)  # (B, K, hw)
   flat_maps = jnp.moveaxis(heatmaps.reshape(b, h * w, k), -1, -2)
-  flat_tags = jnp.moveaxis(tags.reshape(b, h * w, k), -1, -2)
+  flat_tags = jnp.moveaxis(tags.reshape(b, h * w, k, -1), 1, 2)  # (B, K, hw, D)
   score, index = jax.lax.top_k(flat_peaks, top_k)
   iy, ix = index // w, index % w
 
@@ -97,7 +102,8 @@ def decode(heatmaps: jax.Array, tags: jax.Array, *, top_k: int, nms_kernel: int 
   shift_y = jnp.where((iy > 0) & (iy < h - 1),
                       0.25 * jnp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
   xy = jnp.stack([ix + shift_x, iy + shift_y], axis=-1).astype(jnp.float32)
-  return {"xy": xy, "score": score, "tag": jnp.take_along_axis(flat_tags, index, axis=-1)}
+  tag = jnp.take_along_axis(flat_tags, index[..., None], axis=-2)  # (B, K, top_k, D)
+  return {"xy": xy, "score": score, "tag": tag[..., 0] if one_dimensional else tag}
 
 
 def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
@@ -108,16 +114,18 @@ def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
     xy: (K, M, 2) candidate positions (any pixels).
     score: (K, M); candidates at or below `options.detection_threshold` are
       left out.
-    tag: (K, M).
+    tag: (K, M), or (K, M, D).
     options: thresholds.
 
   Returns:
     persons: (P, K, 3) x, y, score; NaN where the person has no such joint.
-    person_tags: (P,) each person's mean tag.
+    person_tags: (P,) each person's mean tag, or (P, D).
   """
-  k = xy.shape[0]
+  one_dimensional = np.ndim(tag) == 2
+  tag = with_embedding_axis(np.asarray(tag, np.float64), 2)
+  k, d = xy.shape[0], tag.shape[-1]
   joints: list[np.ndarray] = []  # per person (K, 3)
-  tags: list[list[float]] = []
+  tags: list[list[np.ndarray]] = []
   for j in GROUPING_ORDER:
     keep = np.flatnonzero(score[j] > options.detection_threshold)
     if keep.size == 0:
@@ -126,8 +134,8 @@ def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
     c_tags = tag[j, keep]
     assigned = np.full(keep.size, -1)
     if joints:
-      means = np.array([np.mean(t) for t in tags])
-      distance = np.abs(c_tags[:, None] - means[None, :])  # (C, P)
+      means = np.stack([np.mean(t, axis=0) for t in tags])  # (P, D)
+      distance = np.linalg.norm(c_tags[:, None] - means[None, :], axis=-1)  # (C, P)
       cost = np.round(distance) * 100.0 - found[:, 2:3]
       # One extra column per candidate: starting a new person is possible
       # but never cheaper than a person within reach.
@@ -142,11 +150,12 @@ def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
         tags.append([])
         assigned[r] = len(joints) - 1
       joints[assigned[r]][j] = found[r]
-      tags[assigned[r]].append(float(c_tags[r]))
+      tags[assigned[r]].append(c_tags[r])
   counts = np.array([np.isfinite(p[:, 2]).sum() for p in joints], int)
   chosen = [i for i in range(len(joints)) if counts[i] >= options.min_joints]
   persons = np.stack([joints[i] for i in chosen]) if chosen else np.zeros((0, k, 3))
-  return persons, np.array([np.mean(tags[i]) for i in chosen], np.float64)
+  means = np.array([np.mean(tags[i], axis=0) for i in chosen], np.float64).reshape(-1, d)
+  return persons, means[:, 0] if one_dimensional else means
 
 
 def refine(persons: np.ndarray, person_tags: np.ndarray, heatmaps: np.ndarray,
@@ -159,19 +168,23 @@ def refine(persons: np.ndarray, person_tags: np.ndarray, heatmaps: np.ndarray,
 
   Args:
     persons: (P, K, 3) in heatmap pixels (NaN: missing).
-    person_tags: (P,).
-    heatmaps, tags: (h, w, K) of the same image.
+    person_tags: (P,), or (P, D).
+    heatmaps, tags: (h, w, K) of the same image; tags (h, w, K, D) with
+      (P, D) person tags.
 
   Returns:
     (P, K, 3).
   """
   persons = persons.copy()
+  tags = with_embedding_axis(np.asarray(tags), 3)
+  person_tags = np.asarray(person_tags, np.float64).reshape(len(persons), tags.shape[-1])
   h, w, _ = heatmaps.shape
   for p in range(len(persons)):
     missing = np.flatnonzero(~np.isfinite(persons[p, :, 2]))
     if missing.size == 0:
       continue
-    fit = heatmaps[..., missing] - np.round(np.abs(tags[..., missing] - person_tags[p]))
+    fit = heatmaps[..., missing] - np.round(
+        np.linalg.norm(tags[..., missing, :] - person_tags[p], axis=-1))
     cell = fit.reshape(h * w, -1).argmax(axis=0)
     iy, ix = cell // w, cell % w
     for j, y, x in zip(missing, iy, ix):
@@ -187,7 +200,7 @@ def predict_persons(heatmaps: np.ndarray, tags: np.ndarray, *, image_size: int,
   """Every image's persons (P, K, 3) in input pixels from last-stack maps.
 
   Args:
-    heatmaps, tags: (B, h, w, K).
+    heatmaps: (B, h, w, K); tags: (B, h, w, K), or (B, h, w, K, D).
     image_size: side of the input image the maps cover.
     options: decoding and grouping settings.
   """
@@ -221,7 +234,7 @@ def group_ground_truth(joints: np.ndarray, visible: np.ndarray, tags: np.ndarray
 
   Args:
     joints: (P, K, 2) in input pixels; visible: (P, K) annotated.
-    tags: (h, w, K) predicted tag maps of the image.
+    tags: (h, w, K) predicted tag maps of the image, or (h, w, K, D).
     image_size: side of the input image.
     options: grouping thresholds (`top_k` is not used).
 
@@ -233,14 +246,15 @@ def group_ground_truth(joints: np.ndarray, visible: np.ndarray, tags: np.ndarray
   coords = np.asarray(heatmaps_lib.rescale_coordinates(joints, image_size, h))
   ij = np.clip(np.round(coords).astype(int), 0, [w - 1, h - 1])
   shown = np.asarray(visible) > 0
-  tag = np.moveaxis(tags[ij[..., 1], ij[..., 0], np.arange(k)], 0, 1)  # (K, P)
+  tags = with_embedding_axis(np.asarray(tags), 3)
+  tag = np.moveaxis(tags[ij[..., 1], ij[..., 0], np.arange(k)], 0, 1)  # (K, P, D)
   score = np.where(shown, 1.0, 0.0).T
   xy = np.moveaxis(joints, 0, 1)
   # Candidates in a random order per joint: with equal costs the assignment
   # would otherwise follow the annotation's person order, not the tags.
   rng = np.random.default_rng(0)
   order = np.stack([rng.permutation(p) for _ in range(k)])  # (K, P)
-  tag, score = np.take_along_axis(tag, order, 1), np.take_along_axis(score, order, 1)
+  tag, score = np.take_along_axis(tag, order[..., None], 1), np.take_along_axis(score, order, 1)
   xy = np.take_along_axis(xy, order[..., None], 1)
   options = dataclasses.replace(options, detection_threshold=0.5, min_joints=1)
   persons, _ = group(xy, score, tag, options=options)

@@ -5,6 +5,10 @@
   heatmap row (x -> w - 1 - x) is exactly the mirror of the image
   (x -> W - 1 - x): no half-pixel shift is needed. A combined model's two
   outputs are each mirrored back with their own permutation.
+* `predict_scene_maps`: the same for an associative-embedding model: the
+  heatmaps averaged, and each cell's tag from the plain and the mirrored
+  input side by side (Newell et al. concatenate them), scaled by 1/sqrt(2)
+  so that a tag seen alike in both keeps its distances to the others.
 * `PoseModels` + `make_inference_fn`: the joint model and the triplet model
   (fed with ground-truth joints or with the joint model's predictions), or
   one combined model (all loaded by `workdir.load_model`), as one jitted
@@ -31,6 +35,7 @@ from triplet_pose import inputs
 from triplet_pose import keypoints as kp
 from triplet_pose import transforms
 from triplet_pose import workdir
+from triplet_pose.models import associative_embedding
 
 
 def flip_input_images(x: jax.Array) -> jax.Array:
@@ -68,6 +73,33 @@ def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
   n = x.shape[0]
   return {name: 0.5 * (maps[:n, -1] + unflip_heatmaps(maps[n:, -1], kp.get(name)))
           for name, maps in both.items()}
+
+
+def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
+                       variables: Any, x: jax.Array, *, flip_test: bool = False
+                       ) -> tuple[jax.Array, jax.Array]:
+  """Last-stack heatmaps (B, h, w, K) and tags of an associative-embedding model.
+
+  Args:
+    apply_fn, variables, x: as `predict_heatmaps`.
+    flip_test: also run the mirrored input: heatmaps averaged, tags (B, h, w,
+      K, 2D) of the plain and the mirrored input side by side, / sqrt(2).
+
+  Returns:
+    (heatmaps, tags): tags (B, h, w, K) or (B, h, w, K, D) as the model
+    gives them, (B, h, w, K, 2D) with the flip test.
+  """
+  joints, tags = kp.JOINTS.name, associative_embedding.TAGS
+  if not flip_test:
+    out = apply_fn(variables, x)
+    return out[joints][:, -1], out[tags][:, -1]
+  both = apply_fn(variables, jnp.concatenate([x, flip_input_images(x)]))
+  n = x.shape[0]
+  maps = both[joints][:, -1]
+  heat = 0.5 * (maps[:n] + unflip_heatmaps(maps[n:], kp.JOINTS))
+  vectors = associative_embedding.with_embedding_axis(both[tags][:, -1], 4)
+  mirrored = vectors[n:, :, ::-1][..., np.asarray(kp.JOINTS.flip_permutation), :]
+  return heat, jnp.concatenate([vectors[:n], mirrored], axis=-1) / np.sqrt(2.0)
 
 
 @dataclasses.dataclass

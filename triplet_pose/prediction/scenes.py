@@ -44,20 +44,21 @@ def _batches(config, *, split: str, batch_size: int):
                               seed=config.seed, shuffle=False, repeat=False)
 
 
-def _maps_fn(loaded: workdir_lib.LoadedModel):
-  apply = jax.jit(functools.partial(loaded.model.apply, train=False))
+def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = False):
+  apply = jax.jit(functools.partial(inference.predict_scene_maps,
+                                    functools.partial(loaded.model.apply, train=False),
+                                    flip_test=flip_test))
 
   def maps(batch):
-    out = apply(loaded.variables, jnp.asarray(batch["image"], jnp.float32) / 255.0)
-    return {"heatmaps": np.asarray(out[kp.JOINTS.name][:, -1]),
-            "tags": np.asarray(out[associative_embedding.TAGS][:, -1])}
+    heat, tags = apply(loaded.variables, jnp.asarray(batch["image"], jnp.float32) / 255.0)
+    return {"heatmaps": np.asarray(heat), "tags": np.asarray(tags)}
 
   return maps
 
 
 def _predict_fn(loaded: workdir_lib.LoadedModel,
-                options: grouping.GroupingOptions | None = None):
-  maps = _maps_fn(loaded)
+                options: grouping.GroupingOptions | None = None, flip_test: bool = False):
+  maps = _maps_fn(loaded, flip_test)
   options = options or multi_person.grouping_options(loaded.config)
   size = loaded.config.input.image_size
   return lambda batch: multi_person.predict_scene(maps(batch), batch, image_size=size,
@@ -70,16 +71,18 @@ MIN_JOINTS = (4, 6, 8, 10, 12)
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
-                  batch_size: int = 16) -> tuple[grouping.GroupingOptions, list[dict]]:
+                  batch_size: int = 16, flip_test: bool = False
+                  ) -> tuple[grouping.GroupingOptions, list[dict]]:
   """The detection threshold and minimum joints of the best mAP on `split`
-  (training images, so that the evaluation split stays unseen).
+  (training images, so that the evaluation split stays unseen), on the
+  maps `flip_test` gives (`inference.predict_scene_maps`).
 
   Returns:
     (the best options, [{'detection_threshold', 'min_joints', 'map',
     'count_accuracy'} of every setting tried]).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
-  maps = _maps_fn(loaded)
+  maps = _maps_fn(loaded, flip_test)
   batches = []
   for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
     if i >= num_batches:
@@ -104,7 +107,8 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
                      num_batches: int = 0, joint_workdir: str | None = None,
-                     options: grouping.GroupingOptions | None = None) -> dict[str, Any]:
+                     options: grouping.GroupingOptions | None = None,
+                     flip_test: bool = False) -> dict[str, Any]:
   """The multi-person report of a workdir's model over a split.
 
   Args:
@@ -114,6 +118,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     num_batches: stop after this many (0: the whole split).
     joint_workdir: a single-person joint model for the baseline.
     options: grouping settings (default the config's).
+    flip_test: heatmaps averaged with the mirrored input's, tags of both
+      side by side (`inference.predict_scene_maps`).
 
   Returns:
     `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
@@ -121,7 +127,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   split = split or loaded.config.input.eval_split
-  predict = _predict_fn(loaded, options)
+  predict = _predict_fn(loaded, options, flip_test)
   metric = multi_person.MultiPersonAp()
   batches = []
   for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
@@ -129,7 +135,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
       break
     metric.update(batch, predict(batch))
     batches.append(batch)
-  report = {"step": loaded.step, "split": split, **metric.report()}
+  report = {"step": loaded.step, "split": split, "flip_test": flip_test, **metric.report()}
   if joint_workdir:
     joint = workdir_lib.load_model(joint_workdir, expect=kp.JOINTS.name)
     models = inference.PoseModels(joint=joint)
@@ -202,13 +208,13 @@ def scene_row(image: np.ndarray, persons: np.ndarray, *,
 
 
 def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
-               split: str | None = None, options: grouping.GroupingOptions | None = None
-               ) -> list[dict[str, Any]]:
+               split: str | None = None, options: grouping.GroupingOptions | None = None,
+               flip_test: bool = False) -> list[dict[str, Any]]:
   """Rows of `viz.scenes.scene_panel` for the first images of a split."""
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
   batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
-  persons = _predict_fn(loaded, options)(batch)["persons"]
+  persons = _predict_fn(loaded, options, flip_test)(batch)["persons"]
   triplet = None
   if triplet_workdir:
     model = workdir_lib.load_model(triplet_workdir, expect=kp.CONTOUR.name)

@@ -69,7 +69,7 @@ def reader_config() -> ml_collections.ConfigDict:
 def create_reader(config: ml_collections.ConfigDict) -> ae.AssociativeEmbedding:
   return ae.AssociativeEmbedding(num_stacks=1, num_features=config.num_features,
                                  hourglass_depth=config.hourglass_depth,
-                                 stem_features=config.stem_features)
+                                 stem_features=config.stem_features, tag_dim=config.tags.dim)
 
 
 def _loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
