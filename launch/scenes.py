@@ -36,7 +36,7 @@ _TUNE = flags.DEFINE_bool("tune_grouping", False,
                           "training images first (the report lists what was tried).")
 _FLIP_TEST = flags.DEFINE_bool("flip_test", False,
                                "Also run the mirrored image: heatmaps averaged, tags of both "
-                               "side by side (tuning, evaluation and panel alike).")
+                               "side by side (this command's tuning, evaluation and panel alike).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 

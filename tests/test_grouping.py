@@ -42,6 +42,10 @@ def test_decode_finds_peaks_suppresses_neighbours_and_shifts():
   np.testing.assert_allclose(found["score"][0, 0], [1.0, 0.8, 0.0])
   np.testing.assert_allclose(found["xy"][0, 0, :2], [[3.25, 2.0], [6.0, 6.0]])
   np.testing.assert_allclose(found["tag"][0, 0, :2], [7.0, -2.0])
+  # Two numbers per tag: each candidate keeps the pair of its own cell.
+  vector = np.stack([tags, np.arange(tags.size, dtype=np.float32).reshape(tags.shape)], -1)
+  found = grouping.decode(jnp.asarray(maps), jnp.asarray(vector), top_k=3)
+  np.testing.assert_allclose(found["tag"][0, 0, :2], [[7.0, (2 * 8 + 3) * K], [-2.0, 6 * 9 * K]])
 
 
 def test_hungarian_assignment_beats_greedy_by_score():

@@ -8,8 +8,10 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import scenes as scenes_config
+from triplet_pose import checkpoint_recovery
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
 from triplet_pose import train
@@ -117,3 +119,27 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
   assert picture.ndim == 3 and len(rows) == 2
   for row in rows:
     assert all(p.ndim == 2 and np.isfinite(p).all() for p in row["phosphenes"].values())
+
+
+def test_two_dimensional_tags_train_evaluate_with_flip_test_and_guard_the_workdir(tmp_path):
+  """`tags.dim=2` trains, evaluates and tunes with and without the flip test;
+  resuming its workdir with one-dimensional tags stops with one error and
+  leaves the workdir's config.json as it was."""
+  workdir = tmp_path / "work"
+  config = _smoke(tmp_path)
+  config.tags.dim = 2
+  train.train_and_evaluate(config, workdir)
+  loaded = workdir_lib.load_model(workdir, expect=ae.TARGET)
+  assert loaded.config.tags.dim == 2
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert np.isfinite([l["eval/mp_ceiling_map"] for l in lines if "eval/mp_map" in l]).all()
+  for flip_test in (False, True):
+    options, _ = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4,
+                                      flip_test=flip_test)
+    report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4,
+                                     options=options, flip_test=flip_test)
+    assert report["flip_test"] is flip_test and np.isfinite(report["ceiling_map"])
+  saved = (workdir / "config.json").read_text()
+  with pytest.raises(checkpoint_recovery.CheckpointError, match="tags.dim"):
+    train.train_and_evaluate(_smoke(tmp_path, num_train_steps=6), workdir)
+  assert (workdir / "config.json").read_text() == saved

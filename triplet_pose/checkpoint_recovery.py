@@ -126,7 +126,7 @@ def restore_newest_intact(directory: pathlib.Path, steps: Sequence[int],
       if readable is not None and readable(candidate):
         raise CheckpointError(
             f"{directory / str(candidate)} is intact but does not fit the model of the "
-            f"config (a different model.* setting?): {reason}") from e
+            f"config (a different model.* or tags.dim setting?): {reason}") from e
       damaged.append(f"step {candidate} is damaged ({reason}), {put_aside(candidate)}")
       continue
     if damaged:

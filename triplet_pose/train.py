@@ -340,7 +340,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
   parallel.check_batch_size(config.input.eval_batch_size, mesh)
-  config_files.save_config(config, workdir)
   writer = metric_writer.MetricWriter(workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir, keep=config.keep_checkpoints,
@@ -348,6 +347,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       best_mode=config.best_mode)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, train_iter = _resume(config, checkpointer, mesh, init_rng)
+  # After the restore: a config whose model does not fit the checkpoints
+  # stops above and leaves the workdir's config.json as it was.
+  config_files.save_config(config, workdir)
   joint_predictor, joint_variables = _joint_model_for_triplet_input(config, workdir)
   if joint_variables is not None:
     joint_variables = parallel.replicate(joint_variables, mesh)

@@ -125,7 +125,7 @@ def joint_cells(joints: jax.Array, *, image_size: int, heatmap_size: int) -> jax
 
 def tag_losses(tags: jax.Array, batch: dict[str, jax.Array], *, push_kernel: str = "gaussian"
                ) -> tuple[jax.Array, jax.Array]:
-  """Pull and push losses (S,) of every stack's tag maps.
+  """Pull and push losses of every image's and stack's tag maps.
 
   Args:
     tags: (B, S, h, w, K) tag maps, or (B, S, h, w, K, D) of D-dimensional tags.
@@ -165,10 +165,10 @@ def tag_losses(tags: jax.Array, batch: dict[str, jax.Array], *, push_kernel: str
 
 def tag_config() -> ml_collections.ConfigDict:
   """`config.tags`: the weights of the grouping losses (Newell et al.: 1e-3 each
-  beside a heatmap MSE averaged over pixels) and `dim`, the length of each
-  joint's tag (Newell et al.: 1)."""
+  beside a heatmap MSE averaged over pixels). An optional `dim` (read as
+  `tags.get('dim', 1)`) sets the numbers per joint's tag (Newell et al.: 1)."""
   return ml_collections.ConfigDict({"pull_weight": 1e-3, "push_weight": 1e-3,
-                                    "push_kernel": "gaussian", "dim": 1})
+                                    "push_kernel": "gaussian"})
 
 
 def _per_example(config, outputs, batch, squared_error):
@@ -193,7 +193,8 @@ def losses(config: ml_collections.ConfigDict, outputs: dict[str, jax.Array],
 
   Args:
     config: the experiment config (`heatmap`, `input.heatmap_size`, `tags`).
-    outputs: the model's {'joints', 'tags'} maps (B, S, h, w, K).
+    outputs: the model's {'joints', 'tags'} maps (B, S, h, w, K); tags
+      (B, S, h, w, K, D) with `tags.dim` D > 1.
     batch: a scene batch.
     squared_error: the training loop's weighted squared error of heatmaps.
 
@@ -213,7 +214,8 @@ def eval_outputs(config: ml_collections.ConfigDict, outputs: dict[str, jax.Array
   Returns:
     loss_sum: (S,) per-stack loss summed over the valid images.
     count: number of valid images.
-    heatmaps, tags: (B, h, w, K) of the last stack.
+    heatmaps, tags: (B, h, w, K) of the last stack; tags (B, h, w, K, D)
+      with `tags.dim` D > 1.
   """
   heat, pull, push = _per_example(config, outputs, batch, squared_error)
   tags = config.get("tags", tag_config())

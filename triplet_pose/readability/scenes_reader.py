@@ -69,7 +69,8 @@ def reader_config() -> ml_collections.ConfigDict:
 def create_reader(config: ml_collections.ConfigDict) -> ae.AssociativeEmbedding:
   return ae.AssociativeEmbedding(num_stacks=1, num_features=config.num_features,
                                  hourglass_depth=config.hourglass_depth,
-                                 stem_features=config.stem_features, tag_dim=config.tags.dim)
+                                 stem_features=config.stem_features,
+                                 tag_dim=config.tags.get("dim", 1))
 
 
 def _loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -176,7 +177,8 @@ def _maps_fn(config_key: str):
 
 def maps(reader: dict[str, Any], images: np.ndarray, *, config: ml_collections.ConfigDict
          ) -> tuple[np.ndarray, np.ndarray]:
-  """The reader's last-stack (N, h, w, 16) heatmaps and tags of uint8 images."""
+  """The reader's last-stack (N, h, w, 16) heatmaps and tags (N, h, w, 16[, D])
+  of uint8 images."""
   run, batch = _maps_fn(_key(config)), config.eval_batch_size
   heat, tags = [], []
   for start in range(0, len(images), batch):
