@@ -34,7 +34,7 @@ _PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
 _TUNE = flags.DEFINE_bool("tune_grouping", False,
                           "Pick the detection threshold and fewest joints of a person on "
                           "training images first (the report lists what was tried).")
-_FLIP_TEST = flags.DEFINE_bool("flip_test", False,
+_FLIP_TEST = flags.DEFINE_bool("flip_test", True,
                                "Also run the mirrored image: heatmaps averaged, tags of both "
                                "side by side (this command's tuning, evaluation and panel alike).")
 flags.mark_flags_as_required(["workdir", "output"])

@@ -61,7 +61,8 @@ _TUNE_BATCHES = 4
 
 def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDict, *,
                     size: str = "full", num_panels: int = 3,
-                    triplet_workdir: str | None = None) -> dict[str, Any]:
+                    triplet_workdir: str | None = None, flip_test: bool = True
+                    ) -> dict[str, Any]:
   """Runs the several-people demo in `workdir`; returns its summary (also on disk).
 
   Args:
@@ -72,6 +73,9 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     num_panels: held-out scenes drawn in the panel.
     triplet_workdir: a trained triplet model (`configs/demo.py:triplet`):
       every grouped person's contour is then drawn and rendered too.
+    flip_test: tune, evaluate and draw on maps averaged with the mirrored
+      image's (`inference.predict_scene_maps`), as the single-person
+      evaluation does.
   """
   if size not in demo.SIZES:
     raise ValueError(f"demo size must be one of {demo.SIZES}, got {size!r}")
@@ -98,21 +102,23 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
 
   progress.begin("grouping")
   options, tried = scenes.tune_grouping(str(model_dir), num_batches=_TUNE_BATCHES,
-                                        batch_size=config.input.batch_size)
+                                        batch_size=config.input.batch_size,
+                                        flip_test=flip_test)
   logging.info("grouping on training scenes: detection_threshold %s, min_joints %d",
                options.detection_threshold, options.min_joints)
   progress.end("grouping")
 
   progress.begin("evaluate")
   ap = scenes.evaluate_workdir(str(model_dir), batch_size=config.input.eval_batch_size,
-                               options=options)
+                               options=options, flip_test=flip_test)
   logging.info("multi-person AP@0.5 (%%):\n%s", "\n".join(
       f"  {name:<48} {value:5.1f}" for name, value in _bin_rows(ap)))
   progress.end("evaluate")
 
   progress.begin("panels")
   rows = scenes.scene_rows(str(model_dir), num_images=num_panels,
-                           triplet_workdir=triplet_workdir, options=options)
+                           triplet_workdir=triplet_workdir, options=options,
+                           flip_test=flip_test)
   panel = viz.save_figure(scene_viz.scene_panel(rows), workdir / PANEL)
   progress.end("panels")
 
@@ -120,13 +126,13 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   models = {"scenes": {"workdir": str(model_dir), "step": ap["step"]}}
   if triplet_workdir:
     models["triplet"] = {"workdir": triplet_workdir, "step": triplet_step}
-  summary = {"size": size, "model": models["scenes"],
+  summary = {"size": size, "model": models["scenes"], "flip_test": flip_test,
              "grouping": {"detection_threshold": options.detection_threshold,
                           "min_joints": options.min_joints, "tuned_on": "train",
                           "tried": tried},
              "ap": {k: v for k, v in ap.items() if k != "step"}}
   summary[provenance.KEY] = provenance.provenance(
-      config={"size": size, "num_panels": num_panels, "scenes": config,
+      config={"size": size, "num_panels": num_panels, "flip_test": flip_test, "scenes": config,
               "grouping": dataclasses.asdict(options)},
       models=models, dataset=provenance.dataset_info(config.input, ap["split"]))
   provenance.write_json(workdir / SUMMARY, summary)
@@ -159,7 +165,9 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
       "synthetic scenes of 1-4 figures that hide each other and stand behind "
       f"occluders, evaluated on {ap['images']} held-out scenes ({ap['persons']} persons) "
       "with MPII's multi-person protocol (AP per joint at PCKh 0.5, persons matched "
-      "greedily by score).")
+      "greedily by score)"
+      + (", with the flip test (heatmaps averaged with the mirrored image's, the "
+         "tags of both side by side)." if summary.get("flip_test") else "."))
   page.heading("Multi-person AP@0.5 (%)")
   page.table(["Images", "Persons", "mAP", *ap["groups"]],
              [[ap["images"], ap["persons"], ap["map"], *ap["groups"].values()]])
