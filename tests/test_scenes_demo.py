@@ -45,10 +45,12 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert ap["images"] == 8  # the whole held-out split of the tiny scenes
   assert ap["by_occlusion"] and set(ap["by_occlusion"]) <= set(sf.OCCLUSION_BINS)
   assert on_disk["grouping"]["tuned_on"] == "train"
+  assert on_disk["flip_test"] is True and ap["flip_test"] is True
 
   report = (tmp_path / scenes_demo.REPORT).read_text()
   assert "Multi-person AP@0.5" in report and "<footer>" in report
   assert "grouping ceiling" in report and "crowd index" in report
+  assert "with the flip test" in report
   for name in ap["by_occlusion"]:
     assert name in report
   assert report.count("data:image/png;base64,") >= 2  # losses, the scene panel
