@@ -347,9 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       best_mode=config.best_mode)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, train_iter = _resume(config, checkpointer, mesh, init_rng)
-  # After the restore: a config whose model does not fit the checkpoints
-  # stops above and leaves the workdir's config.json as it was.
-  config_files.save_config(config, workdir)
+  config_files.save_config(config, workdir)  # after: a misfit config leaves the old one
   joint_predictor, joint_variables = _joint_model_for_triplet_input(config, workdir)
   if joint_variables is not None:
     joint_variables = parallel.replicate(joint_variables, mesh)
