@@ -19,9 +19,10 @@ sums its heatmap losses):
   of its joints' tags to h_n; push = mean over ordered pairs of distinct
   persons of exp(-|h_n - h_m|^2 / 2) (the paper's), or with
   `push_kernel='laplace'` exp(-|h_n - h_m|) (|.|: Euclidean length of a
-  D-dimensional difference). Both are averaged over the images. The Gaussian is flat where tags are equal, so a small model whose
-  tags start near zero can stay there (all persons one tag); the Laplace
-  kernel pushes equally hard from the start.
+  D-dimensional difference). Both are averaged over the images. The
+  Gaussian is flat where tags are equal, so a small model whose tags start
+  near zero can stay there (all persons one tag); the Laplace kernel pushes
+  equally hard from the start.
 
 Scene batches pad persons to a fixed maximum (`persons_valid`), so every
 shape is static and the loss is jitted with the step.
