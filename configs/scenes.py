@@ -42,8 +42,9 @@ def get_config(arg: str | None = None):
   c.tags.update(pull_weight=0.1, push_weight=0.1, push_kernel="laplace")
   # Two numbers per joint's tag in the full recipe: pairs of persons in a
   # held-out image with mean tags less than 1 apart fell from 14.5% to 9.4%,
-  # held-out mAP rose from 62.7 to 68.0 (docs/multiperson.md). 'quick' keeps
-  # the paper's one number, whose times and figures it was measured with.
+  # held-out mAP rose from 62.7 to 68.0; four gave the same as two
+  # (docs/multiperson.md). 'quick' keeps the paper's one number, whose times
+  # and figures it was measured with.
   c.tags.dim = 1 if (args.quick or args.smoke) else 2
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
   # What `launch.scenes --tune_grouping` picked on training scenes for 'quick'
