@@ -62,8 +62,9 @@ def create_model(config: ml_collections.ConfigDict
     return CombinedHourglass(joint_stacks=m.num_stacks,
                              triplet_stacks=m.triplet_stacks, **common)
   if m.target == associative_embedding.TARGET:  # several people: heatmaps and tags
-    return associative_embedding.AssociativeEmbedding(
-        num_stacks=m.num_stacks, tag_dim=config.get("tags", {}).get("dim", 1), **common)
+    tag_dim = associative_embedding.tag_dim(config.get("tags"))
+    return associative_embedding.AssociativeEmbedding(num_stacks=m.num_stacks, tag_dim=tag_dim,
+                                                      **common)
   (kset,) = keypoint_sets(config)
   return StackedHourglass(num_stacks=m.num_stacks, num_keypoints=kset.size,
                           output_key=kset.name, **common)

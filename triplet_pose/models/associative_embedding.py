@@ -80,6 +80,12 @@ class AssociativeEmbedding(nn.Module):
     return {kp.JOINTS.name: maps[..., :k], TAGS: tags}
 
 
+def tag_dim(tags: ml_collections.ConfigDict | None) -> int:
+  """Numbers per joint's tag that a `config.tags` section asks for; configs
+  written before `dim` existed had one."""
+  return int((tags or {}).get("dim", 1))
+
+
 def with_embedding_axis(tags, ndim: int):
   """Tags with their embedding axis last: `ndim` is the number of axes
   one-dimensional tags have here ((B, h, w, K): 4); those get an axis of

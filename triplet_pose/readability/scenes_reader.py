@@ -70,7 +70,7 @@ def create_reader(config: ml_collections.ConfigDict) -> ae.AssociativeEmbedding:
   return ae.AssociativeEmbedding(num_stacks=1, num_features=config.num_features,
                                  hourglass_depth=config.hourglass_depth,
                                  stem_features=config.stem_features,
-                                 tag_dim=config.tags.get("dim", 1))
+                                 tag_dim=ae.tag_dim(config.tags))
 
 
 def _loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
