@@ -64,8 +64,9 @@ def test_flip_test_of_a_mirrored_image_is_the_mirrored_flip_test(tmp_path):
   perm = np.asarray(kp.JOINTS.flip_permutation)
   mirrored = np.asarray(tags)[:, :, ::-1][..., perm, :][..., [2, 3, 0, 1]]
   np.testing.assert_allclose(tags_m, mirrored, atol=1e-6)
-  plain, plain_tags = inference.predict_scene_maps(apply, variables, images)
-  plain_m, _ = inference.predict_scene_maps(apply, variables, images[:, :, ::-1])
+  plain, plain_tags = inference.predict_scene_maps(apply, variables, images, flip_test=False)
+  plain_m, _ = inference.predict_scene_maps(apply, variables, images[:, :, ::-1],
+                                            flip_test=False)
   assert plain_tags.shape == (2, 16, 16, 16, 2)
   assert np.abs(plain_m - inference.unflip_heatmaps(plain, kp.JOINTS)).max() > 1e-3
 

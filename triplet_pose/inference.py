@@ -76,7 +76,7 @@ def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
 
 
 def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
-                       variables: Any, x: jax.Array, *, flip_test: bool = False
+                       variables: Any, x: jax.Array, *, flip_test: bool = True
                        ) -> tuple[jax.Array, jax.Array]:
   """Last-stack heatmaps (B, h, w, K) and tags of an associative-embedding model.
 

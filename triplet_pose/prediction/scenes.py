@@ -44,7 +44,7 @@ def _batches(config, *, split: str, batch_size: int):
                               seed=config.seed, shuffle=False, repeat=False)
 
 
-def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = False):
+def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = True):
   apply = jax.jit(functools.partial(inference.predict_scene_maps,
                                     functools.partial(loaded.model.apply, train=False),
                                     flip_test=flip_test))
@@ -57,7 +57,7 @@ def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = False):
 
 
 def _predict_fn(loaded: workdir_lib.LoadedModel,
-                options: grouping.GroupingOptions | None = None, flip_test: bool = False):
+                options: grouping.GroupingOptions | None = None, flip_test: bool = True):
   maps = _maps_fn(loaded, flip_test)
   options = options or multi_person.grouping_options(loaded.config)
   size = loaded.config.input.image_size
@@ -71,7 +71,7 @@ MIN_JOINTS = (4, 6, 8, 10, 12)
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
-                  batch_size: int = 16, flip_test: bool = False
+                  batch_size: int = 16, flip_test: bool = True
                   ) -> tuple[grouping.GroupingOptions, list[dict]]:
   """The detection threshold and minimum joints of the best mAP on `split`
   (training images, so that the evaluation split stays unseen), on the
@@ -108,7 +108,7 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
                      num_batches: int = 0, joint_workdir: str | None = None,
                      options: grouping.GroupingOptions | None = None,
-                     flip_test: bool = False) -> dict[str, Any]:
+                     flip_test: bool = True) -> dict[str, Any]:
   """The multi-person report of a workdir's model over a split.
 
   Args:
@@ -209,7 +209,7 @@ def scene_row(image: np.ndarray, persons: np.ndarray, *,
 
 def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
                split: str | None = None, options: grouping.GroupingOptions | None = None,
-               flip_test: bool = False) -> list[dict[str, Any]]:
+               flip_test: bool = True) -> list[dict[str, Any]]:
   """Rows of `viz.scenes.scene_panel` for the first images of a split."""
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
