@@ -56,7 +56,7 @@ def main(argv):
   if _TUNE.value:
     options, tried = scenes.tune_grouping(_WORKDIR.value, flip_test=_FLIP_TEST.value)
     print(f"grouping on training images: detection_threshold {options.detection_threshold}, "
-          f"min_joints {options.min_joints}")
+          f"min_joints {options.min_joints}, tag_threshold {options.tag_threshold}")
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
                                    num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
                                    options=options, flip_test=_FLIP_TEST.value)

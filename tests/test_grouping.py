@@ -71,6 +71,27 @@ def test_hungarian_assignment_beats_greedy_by_score():
   np.testing.assert_allclose(person_tags, [0.1, 2.2])
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_equal_rounded_distances_go_to_the_closer_tag(order):
+  """Candidates of one score whose tags lie within the same rounded distance
+  of two persons join the closer one, in either candidate order (the
+  grouping ceiling's candidates all score 1)."""
+  order = list(order)
+  xy = np.zeros((K, 2, 2))
+  score = np.zeros((K, 2))
+  tag = np.zeros((K, 2))
+  head, neck = grouping.GROUPING_ORDER[:2]
+  score[head], tag[head] = (1.0, 1.0), (0.0, 0.4)
+  xy[head] = ((1, 1), (9, 9))
+  # Both necks are within 0.5 of both persons: rounded, every cost ties.
+  score[neck], tag[neck] = (1.0, 1.0), np.array([0.35, 0.05])[order]
+  xy[neck] = np.array([(9, 10), (1, 2)])[order]
+  persons, person_tags = grouping.group(
+      xy, score, tag, options=grouping.GroupingOptions(min_joints=1))
+  np.testing.assert_allclose(persons[:, neck, :2], [[1, 2], [9, 10]])
+  np.testing.assert_allclose(person_tags, [0.025, 0.375])
+
+
 def test_far_tags_start_new_persons_and_weak_persons_are_dropped():
   xy = np.zeros((K, 1, 2))
   score = np.full((K, 1), 0.9)

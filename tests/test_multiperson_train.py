@@ -109,10 +109,12 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
   assert workdir_lib.load_model(workdir, expect=ae.TARGET).step == 6
   # The report and the scene panel of launch.scenes, from the same workdir.
   options, tried = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4)
-  assert len(tried) == len(scenes.DETECTION_THRESHOLDS) * len(scenes.MIN_JOINTS)
+  assert len(tried) == (len(scenes.DETECTION_THRESHOLDS) * len(scenes.MIN_JOINTS)
+                        * len(scenes.TAG_THRESHOLDS))
+  chosen = (options.detection_threshold, options.min_joints, options.tag_threshold)
   assert max(t["map"] for t in tried) == next(
-      t["map"] for t in tried if (t["detection_threshold"], t["min_joints"]) == (
-          options.detection_threshold, options.min_joints))
+      t["map"] for t in tried
+      if (t["detection_threshold"], t["min_joints"], t["tag_threshold"]) == chosen)
   report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
   assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
   rows = scenes.scene_rows(str(workdir), num_images=2)

@@ -9,6 +9,7 @@ from configs import scenes as scenes_config
 from triplet_pose import checkpointing
 from triplet_pose import scenes_demo
 from triplet_pose.data import scene_features as sf
+from triplet_pose.prediction import scenes
 
 
 def _run(workdir):
@@ -45,6 +46,7 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert ap["images"] == 8  # the whole held-out split of the tiny scenes
   assert ap["by_occlusion"] and set(ap["by_occlusion"]) <= set(sf.OCCLUSION_BINS)
   assert on_disk["grouping"]["tuned_on"] == "train"
+  assert on_disk["grouping"]["tag_threshold"] in scenes.TAG_THRESHOLDS
   assert on_disk["flip_test"] is True and ap["flip_test"] is True
 
   report = (tmp_path / scenes_demo.REPORT).read_text()

@@ -104,8 +104,9 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   options, tried = scenes.tune_grouping(str(model_dir), num_batches=_TUNE_BATCHES,
                                         batch_size=config.input.batch_size,
                                         flip_test=flip_test)
-  logging.info("grouping on training scenes: detection_threshold %s, min_joints %d",
-               options.detection_threshold, options.min_joints)
+  logging.info("grouping on training scenes: detection_threshold %s, min_joints %d, "
+               "tag_threshold %s", options.detection_threshold, options.min_joints,
+               options.tag_threshold)
   progress.end("grouping")
 
   progress.begin("evaluate")
@@ -128,7 +129,8 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     models["triplet"] = {"workdir": triplet_workdir, "step": triplet_step}
   summary = {"size": size, "model": models["scenes"], "flip_test": flip_test,
              "grouping": {"detection_threshold": options.detection_threshold,
-                          "min_joints": options.min_joints, "tuned_on": "train",
+                          "min_joints": options.min_joints,
+                          "tag_threshold": options.tag_threshold, "tuned_on": "train",
                           "tried": tried},
              "ap": {k: v for k, v in ap.items() if k != "step"}}
   summary[provenance.KEY] = provenance.provenance(
@@ -178,11 +180,12 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
       "<= 1/3, heavily more); crowd bins: CrowdPose's crowd index of the image "
       "(easy <= 0.1 < medium <= 0.8 < hard). The grouping ceiling groups the true "
       "joints by the predicted tags.")
-  page.table(["Model workdir", "Step", "Detection threshold", "Fewest joints"],
+  page.table(["Model workdir", "Step", "Detection threshold", "Fewest joints",
+              "Tag threshold"],
              [[model["workdir"], model["step"], grouping["detection_threshold"],
-               grouping["min_joints"]]])
-  page.paragraph("The detection threshold and fewest joints of a person were picked "
-                 "on training scenes (the held-out scenes stay unseen).")
+               grouping["min_joints"], grouping.get("tag_threshold", "")]])
+  page.paragraph("The detection threshold, fewest joints of a person and tag threshold "
+                 "were picked on training scenes (the held-out scenes stay unseen).")
   page.heading("Loss per stack")
   page.image(viz.figure_to_array(viz.loss_per_stack_figure(model["workdir"])),
              "Scenes model: training loss of every stack.")

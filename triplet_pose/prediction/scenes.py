@@ -8,8 +8,9 @@ crops of the ground-truth boxes). `scene_rows` gathers the first images'
 grouped persons, their contours (a triplet model run top-down on each) and
 each representation's phosphenes of the whole scene, for
 `viz.scenes.scene_panel` (`scene_row` makes one row of any image and its
-persons: `launch.predict` draws its panels with it). `tune_grouping` picks the detection threshold and
-the fewest joints of a person on training images.
+persons: `launch.predict` draws its panels with it). `tune_grouping` picks
+the detection threshold, the fewest joints of a person and the tag
+threshold on training images.
 
 Predicted persons have no depth: the larger a person's joint box, the
 nearer it is taken to be (people of one height, seen in perspective;
@@ -68,18 +69,20 @@ def _predict_fn(loaded: workdir_lib.LoadedModel,
 # What `tune_grouping` tries.
 DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_JOINTS = (4, 6, 8, 10, 12)
+TAG_THRESHOLDS = (1.0, 1.5, 2.0)
+_TUNED = ("detection_threshold", "min_joints", "tag_threshold")
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
                   batch_size: int = 16, flip_test: bool = True
                   ) -> tuple[grouping.GroupingOptions, list[dict]]:
-  """The detection threshold and minimum joints of the best mAP on `split`
-  (training images, so that the evaluation split stays unseen), on the
-  maps `flip_test` gives (`inference.predict_scene_maps`).
+  """The detection threshold, minimum joints and tag threshold of the best
+  mAP on `split` (training images, so that the evaluation split stays
+  unseen), on the maps `flip_test` gives (`inference.predict_scene_maps`).
 
   Returns:
-    (the best options, [{'detection_threshold', 'min_joints', 'map',
-    'count_accuracy'} of every setting tried]).
+    (the best options, [{'detection_threshold', 'min_joints',
+    'tag_threshold', 'map', 'count_accuracy'} of every setting tried]).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   maps = _maps_fn(loaded, flip_test)
@@ -90,19 +93,19 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     batches.append((batch, maps(batch)))
   base = multi_person.grouping_options(loaded.config)
   tried = []
-  for threshold, min_joints in itertools.product(DETECTION_THRESHOLDS, MIN_JOINTS):
-    options = dataclasses.replace(base, detection_threshold=threshold, min_joints=min_joints)
+  for values in itertools.product(DETECTION_THRESHOLDS, MIN_JOINTS, TAG_THRESHOLDS):
+    setting = dict(zip(_TUNED, values))
+    options = dataclasses.replace(base, **setting)
     metric = multi_person.MultiPersonAp()
     for batch, found in batches:
       metric.update(batch, {"persons": grouping.predict_persons(
           found["heatmaps"], found["tags"], image_size=loaded.config.input.image_size,
           options=options)})
     report = metric.report()
-    tried.append({"detection_threshold": threshold, "min_joints": min_joints,
-                  "map": report["map"], "count_accuracy": report["count_accuracy"]})
+    tried.append({**setting, "map": report["map"], "count_accuracy": report["count_accuracy"]})
   best = max(tried, key=lambda t: t["map"])
-  return dataclasses.replace(base, detection_threshold=best["detection_threshold"],
-                             min_joints=best["min_joints"]), tried
+  return dataclasses.replace(base, **{k: best[k] for k in _TUNED}), tried
+
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
