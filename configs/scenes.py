@@ -47,12 +47,13 @@ def get_config(arg: str | None = None):
   # and figures it was measured with.
   c.tags.dim = 1 if (args.quick or args.smoke) else 2
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
-  # What `launch.scenes --tune_grouping` picked on training scenes for 'quick'
-  # (0.6, 8 joints). For the full recipe it picked 0.7 and 8 joints; 0.6 and
-  # 10 are within 0.1 mAP of that on the held-out scenes and count persons
-  # better (89.5% against 84.0%). At 0.3 the training-time evaluation and
-  # `launch.predict` found too many persons.
-  c.grouping.update(detection_threshold=0.6, min_joints=8 if args.quick else 10)
+  # What `launch.scenes --tune_grouping` picked on training scenes: 0.6 and
+  # 8 joints for 'quick'; 0.7, 6 joints and tag threshold 1 for the full
+  # recipe (held-out mAP 70.8, count 93.5%, against 68.1 and 87.5% at 0.6
+  # and 10 joints; docs/multiperson.md). At 0.3 the training-time evaluation
+  # and `launch.predict` found too many persons.
+  c.grouping.update(detection_threshold=0.6 if args.quick else 0.7,
+                    min_joints=8 if args.quick else 6)
   c.optimizer.update(learning_rate=1e-2, schedule="warmup_cosine",
                      warmup_steps=25 if args.quick else 50, end_learning_rate_factor=0.3)
   # 'quick' keeps `launch.demo --scenes --quick` within minutes on 2 CPU cores;
