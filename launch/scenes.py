@@ -2,13 +2,16 @@ r"""Several people: the multi-person AP report of a trained workdir and scene pa
 
   python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
       [--tune_grouping] [--triplet_workdir=/tmp/demo/triplet] [--joint_workdir=/tmp/demo/joint]
+  python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
+      --detection_threshold=0.7 --min_joints=6 --tag_threshold=2
 
 Writes OUTPUT/multiperson_report.json (mAP, AP per joint and group, per
-occlusion and crowd-index bin, the grouping ceiling, the person-count
-accuracy; with --joint_workdir the single-person baseline on ground-truth
-boxes) and OUTPUT/scene_panel.png (image, grouped persons in distinct
-colours, each representation's phosphenes; with --triplet_workdir every
-person's contour too), and prints the table.
+occlusion and crowd-index bin, the grouping ceiling, the person count;
+with --joint_workdir the single-person baseline on ground-truth boxes) and
+OUTPUT/scene_panel.png (image, grouped persons in distinct colours, each
+representation's phosphenes; with --triplet_workdir every person's contour
+too), and prints the table. The grouping has the config's settings, those
+given by flag, or those --tune_grouping picks.
 """
 
 import json
@@ -32,8 +35,16 @@ _SPLIT = flags.DEFINE_string("split", None, "Split (default: the config's evalua
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches of 16 images (0: all).")
 _PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
 _TUNE = flags.DEFINE_bool("tune_grouping", False,
-                          "Pick the detection threshold and fewest joints of a person on "
-                          "training images first (the report lists what was tried).")
+                          "Pick the detection threshold, fewest joints of a person and tag "
+                          "threshold on training images first (the report lists what was "
+                          "tried).")
+_DETECTION = flags.DEFINE_float("detection_threshold", None,
+                                "Heatmap value a joint needs (default: the config's).")
+_MIN_JOINTS = flags.DEFINE_integer("min_joints", None,
+                                   "Fewest joints of a person (default: the config's).")
+_TAG_THRESHOLD = flags.DEFINE_float(
+    "tag_threshold", None,
+    "Largest tag distance at which a joint joins a person (default: the config's).")
 _FLIP_TEST = flags.DEFINE_bool("flip_test", True,
                                "Also run the mirrored image: heatmaps averaged, tags of both "
                                "side by side (this command's tuning, evaluation and panel alike).")
@@ -44,7 +55,8 @@ def _line(name: str, r: dict) -> str:
   bins = {**r["by_occlusion"], **r["by_crowd"]}
   return (f"{name:<22} mAP {r['map']:5.1f} | " + " ".join(f"{k} {v:5.1f}" for k, v in
                                                          bins.items())
-          + f" | count {100 * r['count_accuracy']:5.1f}%")
+          + f" | count {100 * r['count_accuracy']:5.1f}% (too few "
+          f"{100 * r['count_too_few']:.1f}%, too many {100 * r['count_too_many']:.1f}%)")
 
 
 def main(argv):
@@ -53,6 +65,13 @@ def main(argv):
   out = pathlib.Path(_OUTPUT.value)
   out.mkdir(parents=True, exist_ok=True)
   options, tried = None, None
+  chosen = {flag.name: flag.value for flag in (_DETECTION, _MIN_JOINTS, _TAG_THRESHOLD)
+            if flag.value is not None}
+  if chosen and _TUNE.value:
+    raise app.UsageError(f"--tune_grouping picks the grouping settings itself: give it or "
+                         f"--{', --'.join(chosen)}, not both")
+  if chosen:
+    options = scenes.grouping_options(_WORKDIR.value, **chosen)
   if _TUNE.value:
     options, tried = scenes.tune_grouping(_WORKDIR.value, flip_test=_FLIP_TEST.value)
     print(f"grouping on training images: detection_threshold {options.detection_threshold}, "

@@ -131,3 +131,11 @@ def test_format_message_keeps_instructions_below_the_line():
   head, details = common.format_message(ValueError("a is\n  missing\n\nput it in b/"))
   assert head == "a is missing" and details == "put it in b/"
   assert pathlib.Path(sys.argv[0]).stem in common.program_name()
+
+
+def test_scenes_grouping_flags_and_tuning_are_one_or_the_other(tmp_path):
+  code, stderr = _run("scenes", f"--workdir={tmp_path}", f"--output={tmp_path / 'out'}",
+                      "--tune_grouping", "--tag_threshold=2")
+  assert code == 2
+  line = _error_line("scenes", stderr)
+  assert "--tune_grouping" in line and "--tag_threshold" in line

@@ -1,6 +1,7 @@
 """The associative-embedding model: shapes, its loss, and `configs/scenes.py`
 trained end to end on tiny scenes, resumed, and evaluated with multi-person AP."""
 
+import dataclasses
 import functools
 import json
 import logging
@@ -17,6 +18,7 @@ from triplet_pose import keypoints as kp
 from triplet_pose import train
 from triplet_pose import viz
 from triplet_pose import workdir as workdir_lib
+from triplet_pose.evaluators import multi_person
 from triplet_pose.models import associative_embedding as ae
 from triplet_pose.prediction import scenes
 from triplet_pose.viz import scenes as scene_viz
@@ -117,6 +119,11 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
       if (t["detection_threshold"], t["min_joints"], t["tag_threshold"]) == chosen)
   report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
   assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
+  assert report["count_too_few"] + report["count_too_many"] == pytest.approx(
+      1 - report["count_accuracy"])
+  given = scenes.grouping_options(str(workdir), tag_threshold=2.0)
+  assert given == dataclasses.replace(multi_person.grouping_options(_smoke(tmp_path)),
+                                      tag_threshold=2.0)
   rows = scenes.scene_rows(str(workdir), num_images=2)
   picture = viz.figure_to_array(scene_viz.scene_panel(rows))
   assert picture.ndim == 3 and len(rows) == 2

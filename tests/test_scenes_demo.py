@@ -53,6 +53,7 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert "Multi-person AP@0.5" in report and "<footer>" in report
   assert "grouping ceiling" in report and "crowd index" in report
   assert "with the flip test" in report
+  assert f"too many in {100 * ap['count_too_many']:.1f}%" in report
   for name in ap["by_occlusion"]:
     assert name in report
   assert report.count("data:image/png;base64,") >= 2  # losses, the scene panel

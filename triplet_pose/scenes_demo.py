@@ -3,8 +3,8 @@
 `run_scenes_demo(workdir, config)` builds the `synthetic_scenes` dataset
 (in `workdir/tensorflow_datasets`, beside the single-person demo's data),
 trains `configs/scenes.py` in `workdir/scenes`, picks the grouping's
-detection threshold and fewest joints of a person on training scenes,
-evaluates the MPII multi-person AP on the held-out scenes (all images, per
+detection threshold, fewest joints of a person and tag threshold on
+training scenes, evaluates the MPII multi-person AP on the held-out scenes (all images, per
 occlusion bin, per crowd bin, the grouping ceiling, the person count),
 draws the scene panel (image, grouped persons in distinct colours, each
 representation's phosphenes) and writes `workdir/scenes_report.html` and
@@ -175,7 +175,9 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
              [[ap["images"], ap["persons"], ap["map"], *ap["groups"].values()]])
   page.table(["Subset", "mAP"], _bin_rows(ap))
   page.paragraph(
-      f"Person count right in {100 * ap['count_accuracy']:.1f}% of images. Occlusion "
+      f"Person count right in {100 * ap['count_accuracy']:.1f}% of images (too few "
+      f"persons in {100 * ap['count_too_few']:.1f}%, too many in "
+      f"{100 * ap['count_too_many']:.1f}%). Occlusion "
       "bins: the share of a person's annotated joints hidden (unoccluded 0, partly "
       "<= 1/3, heavily more); crowd bins: CrowdPose's crowd index of the image "
       "(easy <= 0.1 < medium <= 0.8 < hard). The grouping ceiling groups the true "
@@ -183,7 +185,7 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
   page.table(["Model workdir", "Step", "Detection threshold", "Fewest joints",
               "Tag threshold"],
              [[model["workdir"], model["step"], grouping["detection_threshold"],
-               grouping["min_joints"], grouping.get("tag_threshold", "")]])
+               grouping["min_joints"], grouping["tag_threshold"]]])
   page.paragraph("The detection threshold, fewest joints of a person and tag threshold "
                  "were picked on training scenes (the held-out scenes stay unseen).")
   page.heading("Loss per stack")

@@ -5,7 +5,8 @@ the ground truth of a scene batch, both mapped to original pixels through
 `crop_to_original` (head sizes scaled with them), and reports:
 
 * `map` and the AP per joint and per PCKh group (`metrics.multi_person_ap`);
-* the person-count accuracy (`metrics.person_count_accuracy`);
+* the person-count accuracy (`metrics.person_count_accuracy`), and the
+  shares of images with too few and too many persons;
 * AP per occlusion bin (persons by the share of their joints hidden,
   `scene_features.OCCLUSION_BINS`) and per crowd-index bin (images,
   `scene_features.CROWD_BINS`);
@@ -104,6 +105,8 @@ class MultiPersonAp:
       raise ValueError("no valid image was evaluated (an empty split?)")
     overall = self._ap("persons", images=images)
     ap = overall["ap"]
+    found = np.array([len(im["persons"]) for im in images])
+    true = np.array([im["count"] for im in images])
     report = {
         "threshold": self.threshold, "images": len(images),
         "persons": int(sum(len(im["joints"]) for im in images)),
@@ -111,8 +114,9 @@ class MultiPersonAp:
         "per_joint": {n: float(v) for n, v in zip(kp.JOINT_NAMES, ap)},
         "groups": {g: float(np.nanmean(ap[list(m)])) if np.isfinite(ap[list(m)]).any()
                    else float("nan") for g, m in kp.PCKH_GROUPS.items()},
-        "count_accuracy": metrics.person_count_accuracy(
-            [len(im["persons"]) for im in images], [im["count"] for im in images]),
+        "count_accuracy": metrics.person_count_accuracy(found, true),
+        "count_too_few": float(np.mean(found < true)),
+        "count_too_many": float(np.mean(found > true)),
         "by_occlusion": {}, "by_crowd": {},
     }
     for b, name in enumerate(sf.OCCLUSION_BINS):

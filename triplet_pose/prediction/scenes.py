@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from triplet_pose import config_files
 from triplet_pose import data
 from triplet_pose import grouping
 from triplet_pose import inference
@@ -64,6 +65,13 @@ def _predict_fn(loaded: workdir_lib.LoadedModel,
   size = loaded.config.input.image_size
   return lambda batch: multi_person.predict_scene(maps(batch), batch, image_size=size,
                                                   options=options)
+
+
+def grouping_options(workdir: str, **chosen) -> grouping.GroupingOptions:
+  """The grouping settings of a workdir's config (`config.grouping`), with
+  the fields in `chosen` replaced."""
+  return dataclasses.replace(
+      multi_person.grouping_options(config_files.load_config(workdir)), **chosen)
 
 
 # What `tune_grouping` tries.
@@ -105,7 +113,6 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     tried.append({**setting, "map": report["map"], "count_accuracy": report["count_accuracy"]})
   best = max(tried, key=lambda t: t["map"])
   return dataclasses.replace(base, **{k: best[k] for k in _TUNED}), tried
-
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
