@@ -62,14 +62,14 @@ def _line(name: str, r: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  out = pathlib.Path(_OUTPUT.value)
-  out.mkdir(parents=True, exist_ok=True)
-  options, tried = None, None
   chosen = {flag.name: flag.value for flag in (_DETECTION, _MIN_JOINTS, _TAG_THRESHOLD)
             if flag.value is not None}
   if chosen and _TUNE.value:
     raise app.UsageError(f"--tune_grouping picks the grouping settings itself: give it or "
                          f"--{', --'.join(chosen)}, not both")
+  out = pathlib.Path(_OUTPUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  options, tried = None, None
   if chosen:
     options = scenes.grouping_options(_WORKDIR.value, **chosen)
   if _TUNE.value:

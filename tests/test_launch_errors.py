@@ -139,3 +139,4 @@ def test_scenes_grouping_flags_and_tuning_are_one_or_the_other(tmp_path):
   assert code == 2
   line = _error_line("scenes", stderr)
   assert "--tune_grouping" in line and "--tag_threshold" in line
+  assert not (tmp_path / "out").exists()
