@@ -6,10 +6,11 @@ trains `configs/scenes.py` in `workdir/scenes`, picks the grouping's
 detection threshold, fewest joints of a person and tag threshold on
 training scenes, evaluates the MPII multi-person AP on the held-out
 scenes (all images, per occlusion bin, per crowd bin, the grouping
-ceiling, the person count), draws the scene panel (image, grouped persons in distinct colours, each
-representation's phosphenes) and writes `workdir/scenes_report.html` and
-`workdir/scenes_summary.json` (the AP, the model's workdir and step, and
-the run's `provenance` block; the configs beside, scenes_summary.config.json).
+ceiling, the person count), draws the scene panel (image, grouped persons
+in distinct colours, each representation's phosphenes) and writes
+`workdir/scenes_report.html` and `workdir/scenes_summary.json` (the AP,
+the model's workdir and step, and the run's `provenance` block; the
+configs beside, scenes_summary.config.json).
 Every stage resumes: a second run reuses the dataset and the checkpoints.
 """
 
