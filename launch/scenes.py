@@ -74,8 +74,8 @@ def main(argv):
     options = scenes.grouping_options(_WORKDIR.value, **chosen)
   if _TUNE.value:
     options, tried = scenes.tune_grouping(_WORKDIR.value, flip_test=_FLIP_TEST.value)
-    print(f"grouping on training images: detection_threshold {options.detection_threshold}, "
-          f"min_joints {options.min_joints}, tag_threshold {options.tag_threshold}")
+    print("grouping on training images: " + ", ".join(
+        f"{k} {v}" for k, v in scenes.tuned_settings(options).items()))
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
                                    num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
                                    options=options, flip_test=_FLIP_TEST.value)

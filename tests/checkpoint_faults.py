@@ -18,12 +18,14 @@ def state(step):
           "step": jnp.int32(step)}
 
 
-def workdir(path, steps=(1, 2), **kwargs):
-  """A workdir with config.json and a checkpoint at each of `steps`."""
+def workdir(path, steps=(1, 2), *, metrics=False, **kwargs):
+  """A workdir with config.json and a checkpoint at each of `steps` (with
+  `metrics`, each saved with an eval_loss of 1 / step)."""
   config_files.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), path)
   ckpt = checkpointing.Checkpointer(path, keep=5, **kwargs)
   for step in steps:
-    ckpt.save(step, state(step), {"position": step})
+    ckpt.save(step, state(step), {"position": step},
+              metrics={"eval_loss": 1.0 / step} if metrics else None)
   ckpt.wait_until_finished()
   ckpt.close()
   return path

@@ -8,7 +8,6 @@ import sys
 import threading
 import types
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -40,14 +39,7 @@ _DAMAGES = ("random", "truncate", "delete")
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
   """A workdir with checkpoints at steps 1 and 2 (with metrics), made once."""
-  path = tmp_path_factory.mktemp("pristine")
-  config_files.save_config(ml_collections.ConfigDict({"model": {"target": "joints"}}), path)
-  ckpt = checkpointing.Checkpointer(path, keep=5)
-  for step in (1, 2):
-    ckpt.save(step, faults.state(step), {"position": step}, metrics={"eval_loss": 1.0 / step})
-  ckpt.wait_until_finished()
-  ckpt.close()
-  return path
+  return faults.workdir(tmp_path_factory.mktemp("pristine"), metrics=True)
 
 
 def _copy(pristine, path, *, older=True):

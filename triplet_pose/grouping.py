@@ -257,8 +257,9 @@ def group_ground_truth(joints: np.ndarray, visible: np.ndarray, tags: np.ndarray
   tag = np.moveaxis(tags[ij[..., 1], ij[..., 0], np.arange(k)], 0, 1)  # (K, P, D)
   score = np.where(shown, 1.0, 0.0).T
   xy = np.moveaxis(joints, 0, 1)
-  # Candidates in a random order per joint: with equal costs the assignment
-  # would otherwise follow the annotation's person order, not the tags.
+  # Candidates in a random order per joint: where costs tie exactly (persons
+  # with equal tags) the assignment would otherwise follow the annotation's
+  # person order, not the tags.
   rng = np.random.default_rng(0)
   order = np.stack([rng.permutation(p) for _ in range(k)])  # (K, P)
   tag, score = np.take_along_axis(tag, order[..., None], 1), np.take_along_axis(score, order, 1)

@@ -105,9 +105,8 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   options, tried = scenes.tune_grouping(str(model_dir), num_batches=_TUNE_BATCHES,
                                         batch_size=config.input.batch_size,
                                         flip_test=flip_test)
-  logging.info("grouping on training scenes: detection_threshold %s, min_joints %d, "
-               "tag_threshold %s", options.detection_threshold, options.min_joints,
-               options.tag_threshold)
+  logging.info("grouping on training scenes: %s", ", ".join(
+      f"{k} {v}" for k, v in scenes.tuned_settings(options).items()))
   progress.end("grouping")
 
   progress.begin("evaluate")
@@ -129,9 +128,7 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   if triplet_workdir:
     models["triplet"] = {"workdir": triplet_workdir, "step": triplet_step}
   summary = {"size": size, "model": models["scenes"], "flip_test": flip_test,
-             "grouping": {"detection_threshold": options.detection_threshold,
-                          "min_joints": options.min_joints,
-                          "tag_threshold": options.tag_threshold, "tuned_on": "train",
+             "grouping": {**scenes.tuned_settings(options), "tuned_on": "train",
                           "tried": tried},
              "ap": {k: v for k, v in ap.items() if k != "step"}}
   summary[provenance.KEY] = provenance.provenance(

@@ -46,7 +46,7 @@ def _batches(config, *, split: str, batch_size: int):
                               seed=config.seed, shuffle=False, repeat=False)
 
 
-def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = True):
+def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool):
   apply = jax.jit(functools.partial(inference.predict_scene_maps,
                                     functools.partial(loaded.model.apply, train=False),
                                     flip_test=flip_test))
@@ -58,8 +58,8 @@ def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool = True):
   return maps
 
 
-def _predict_fn(loaded: workdir_lib.LoadedModel,
-                options: grouping.GroupingOptions | None = None, flip_test: bool = True):
+def _predict_fn(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptions | None,
+                flip_test: bool):
   maps = _maps_fn(loaded, flip_test)
   options = options or multi_person.grouping_options(loaded.config)
   size = loaded.config.input.image_size
@@ -78,7 +78,13 @@ def grouping_options(workdir: str, **chosen) -> grouping.GroupingOptions:
 DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_JOINTS = (4, 6, 8, 10, 12)
 TAG_THRESHOLDS = (1.0, 1.5, 2.0)
-_TUNED = ("detection_threshold", "min_joints", "tag_threshold")
+# The `GroupingOptions` fields `tune_grouping` picks, in the grid's order.
+TUNED = ("detection_threshold", "min_joints", "tag_threshold")
+
+
+def tuned_settings(options: grouping.GroupingOptions) -> dict[str, Any]:
+  """The fields of `options` that `tune_grouping` picks, by name."""
+  return {name: getattr(options, name) for name in TUNED}
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
@@ -102,7 +108,7 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
   base = multi_person.grouping_options(loaded.config)
   tried = []
   for values in itertools.product(DETECTION_THRESHOLDS, MIN_JOINTS, TAG_THRESHOLDS):
-    setting = dict(zip(_TUNED, values))
+    setting = dict(zip(TUNED, values))
     options = dataclasses.replace(base, **setting)
     metric = multi_person.MultiPersonAp()
     for batch, found in batches:
@@ -112,7 +118,7 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     report = metric.report()
     tried.append({**setting, "map": report["map"], "count_accuracy": report["count_accuracy"]})
   best = max(tried, key=lambda t: t["map"])
-  return dataclasses.replace(base, **{k: best[k] for k in _TUNED}), tried
+  return dataclasses.replace(base, **{k: best[k] for k in TUNED}), tried
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
