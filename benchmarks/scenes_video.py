@@ -2,6 +2,7 @@ r"""Several people per frame: model, decoding, grouping and phosphene scene, in 
 
   python benchmarks/scenes_video.py --workdir=/tmp/scenes
   python benchmarks/scenes_video.py --workdir=/tmp/scenes --frames=50 --num_phosphenes=1000
+  python benchmarks/scenes_video.py --workdir=/tmp/scenes --scales=1 --map_scale=1
 
 Frames are validation scenes of the workdir's dataset (1-4 people: the
 cost of grouping depends on what the frames show). Each frame goes through
@@ -21,12 +22,16 @@ the same frames through the one-person live path of `launch.predict`
 (`prediction.PhospheneStream`, one frame per call, `benchmarks/video.py`),
 timed in the same run; the ratio says what finding, grouping and drawing
 every person costs beside one person's pose.
+
+The model runs at the workdir's input scales (`config.grouping.scales`,
+the multi-scale test), or at those of `--scales` and `--map_scale`.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import time
 
@@ -35,6 +40,7 @@ import numpy as np
 import common  # first: puts the repository on sys.path
 from triplet_pose import data
 from triplet_pose import workdir as workdir_lib
+from triplet_pose.evaluators import multi_person
 from triplet_pose.models import associative_embedding
 from triplet_pose.prediction import predictor as predictor_lib
 from triplet_pose.prediction import renderer as renderer_lib
@@ -49,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--num_phosphenes", type=int, default=1000, help="phosphenes simulated")
   p.add_argument("--joint_workdir", default=None,
                  help="single-person joint model: the peer, timed on the same frames")
+  p.add_argument("--scales", type=lambda v: tuple(float(x) for x in v.split(",")),
+                 default=None, help="input scales, e.g. 1,1.25 (default: the config's)")
+  p.add_argument("--map_scale", type=float, default=None,
+                 help="side of the combined maps in plain maps' sides (default: the config's)")
   return p.parse_args(argv)
 
 
@@ -76,7 +86,10 @@ def main(argv=None):
                             seed=0, shuffle=False, repeat=False)
   frames = [next(it)["image"][0] for _ in range(args.frames + 1)]
   renderer = renderer_lib.PhospheneRenderer(num_phosphenes=args.num_phosphenes)
-  pipeline = scene_stream.ScenePipeline(loaded, renderer=renderer)
+  options = multi_person.grouping_options(config)
+  chosen = {"scales": args.scales, "map_scale": args.map_scale}
+  options = dataclasses.replace(options, **{k: v for k, v in chosen.items() if v is not None})
+  pipeline = scene_stream.ScenePipeline(loaded, renderer=renderer, options=options)
   times = collections.defaultdict(list)
   for i, live in enumerate(pipeline.run(frames)):
     if i:  # the first frame compiles
@@ -84,8 +97,9 @@ def main(argv=None):
         times[key].append(seconds)
   medians = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
   total = sum(medians.values())
-  print(f"{args.frames} frames of {size}x{size}, up to {pipeline.max_persons} people "
-        "(median ms per frame):")
+  print(f"{args.frames} frames of {size}x{size}, up to {pipeline.max_persons} people, input "
+        f"scales {', '.join(f'{v:g}' for v in options.scales)}, maps at "
+        f"{options.map_scale:g}x (median ms per frame):")
   for key, value in {**medians, "total": total}.items():
     print(f"  {key:<11} {value:7.1f}")
   print(f"{1e3 / total:.1f} frames/s | load", os.getloadavg())

@@ -4,6 +4,8 @@ r"""Several people: the multi-person AP report of a trained workdir and scene pa
       [--tune_grouping] [--triplet_workdir=/tmp/demo/triplet] [--joint_workdir=/tmp/demo/joint]
   python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
       --detection_threshold=0.7 --min_joints=6 --tag_threshold=2
+  python -m launch.scenes --workdir=/tmp/scenes --output=/tmp/scenes_report \
+      --scales=1,1.25 --map_scale=2 --tune_grouping
 
 Writes OUTPUT/multiperson_report.json (mAP, AP per joint and group, per
 occlusion and crowd-index bin, the grouping ceiling, the person count;
@@ -11,7 +13,8 @@ with --joint_workdir the single-person baseline on ground-truth boxes) and
 OUTPUT/scene_panel.png (image, grouped persons in distinct colours, each
 representation's phosphenes; with --triplet_workdir every person's contour
 too), and prints the table. The grouping has the config's settings, those
-given by flag, or those --tune_grouping picks.
+given by flag, or those --tune_grouping picks; --scales and --map_scale (the
+multi-scale test) apply to all three.
 """
 
 import json
@@ -45,6 +48,12 @@ _MIN_JOINTS = flags.DEFINE_integer("min_joints", None,
 _TAG_THRESHOLD = flags.DEFINE_float(
     "tag_threshold", None,
     "Largest tag distance at which a joint joins a person (default: the config's).")
+_SCALES = flags.DEFINE_list(
+    "scales", None, "Input scales whose maps are combined, e.g. 1,1.25 (default: the "
+    "config's grouping.scales; sides must stay multiples of the model's stride).")
+_MAP_SCALE = flags.DEFINE_float(
+    "map_scale", None, "Side of the combined maps in sides of the plain maps (default: the "
+    "config's grouping.map_scale).")
 _FLIP_TEST = flags.DEFINE_bool("flip_test", True,
                                "Also run the mirrored image: heatmaps averaged, tags of both "
                                "side by side (this command's tuning, evaluation and panel alike).")
@@ -59,6 +68,16 @@ def _line(name: str, r: dict) -> str:
           f"{100 * r['count_too_few']:.1f}%, too many {100 * r['count_too_many']:.1f}%)")
 
 
+def _floats(name: str, values: list[str] | None) -> tuple[float, ...] | None:
+  if values is None:
+    return None
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f"--{name} takes numbers separated by commas, got "
+                         f"{','.join(values)!r}") from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -67,13 +86,15 @@ def main(argv):
   if chosen and _TUNE.value:
     raise app.UsageError(f"--tune_grouping picks the grouping settings itself: give it or "
                          f"--{', --'.join(chosen)}, not both")
+  maps = {"scales": _floats("scales", _SCALES.value), "map_scale": _MAP_SCALE.value}
+  maps = {k: v for k, v in maps.items() if v is not None}
+  options = scenes.grouping_options(_WORKDIR.value, **maps, **chosen)
   out = pathlib.Path(_OUTPUT.value)
   out.mkdir(parents=True, exist_ok=True)
-  options, tried = None, None
-  if chosen:
-    options = scenes.grouping_options(_WORKDIR.value, **chosen)
+  tried = None
   if _TUNE.value:
-    options, tried = scenes.tune_grouping(_WORKDIR.value, flip_test=_FLIP_TEST.value)
+    options, tried = scenes.tune_grouping(_WORKDIR.value, base=options,
+                                          flip_test=_FLIP_TEST.value)
     print("grouping on training images: " + ", ".join(
         f"{k} {v}" for k, v in scenes.tuned_settings(options).items()))
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,

@@ -140,3 +140,11 @@ def test_scenes_grouping_flags_and_tuning_are_one_or_the_other(tmp_path):
   line = _error_line("scenes", stderr)
   assert "--tune_grouping" in line and "--tag_threshold" in line
   assert not (tmp_path / "out").exists()
+
+
+def test_scenes_scales_must_be_numbers(tmp_path):
+  code, stderr = _run("scenes", f"--workdir={tmp_path}", f"--output={tmp_path / 'out'}",
+                      "--scales=1,x1.25")
+  assert code == 2
+  assert "--scales takes numbers" in _error_line("scenes", stderr)
+  assert not (tmp_path / "out").exists()

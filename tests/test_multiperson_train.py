@@ -13,6 +13,8 @@ import pytest
 
 from configs import scenes as scenes_config
 from triplet_pose import checkpoint_recovery
+from triplet_pose import grouping
+from triplet_pose import heatmaps
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
 from triplet_pose import train
@@ -71,6 +73,49 @@ def test_flip_test_of_a_mirrored_image_is_the_mirrored_flip_test(tmp_path):
                                             flip_test=False)
   assert plain_tags.shape == (2, 16, 16, 16, 2)
   assert np.abs(plain_m - inference.unflip_heatmaps(plain, kp.JOINTS)).max() > 1e-3
+
+
+def _blob_model(variables, x):
+  """A stand-in model: every joint's heatmap is the image's first channel
+  averaged over 4 x 4 pixels (the model's stride), the tag its second."""
+  b, h, w, _ = x.shape
+  pooled = x.reshape(b, h // 4, 4, w // 4, 4, -1).mean(axis=(2, 4))
+  maps = jnp.repeat(pooled[..., :2, None], 16, axis=-1)[:, None]  # (B, 1, h, w, 2, K)
+  return {"joints": maps[..., 0, :], "tags": maps[..., 1, :]}
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_multi_scale_maps_stay_aligned_with_the_image(flip_test):
+  """Maps of the input at 1x and 1.5x, resized to twice the plain maps'
+  side: a blob's heatmap centre stays where the blob is (in input pixels),
+  the tags of the runs sit side by side, and one scale at map_scale 1 is
+  the plain output."""
+  y, x = np.mgrid[0:64, 0:64]
+  centre = np.array([37.3, 21.6])
+  blob = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * 4.0 ** 2))
+  images = jnp.asarray(np.stack([blob, 0.5 * blob, blob], -1)[None], jnp.float32)
+  plain, plain_tags = inference.predict_scene_maps(_blob_model, None, images,
+                                                   flip_test=flip_test)
+  heat, tags = inference.predict_scene_maps(_blob_model, None, images, flip_test=flip_test,
+                                            scales=(1.0, 1.5), map_scale=2.0)
+  runs = 2 * (2 if flip_test else 1)
+  assert heat.shape == (1, 32, 32, 16) and tags.shape == (1, 32, 32, 16, runs)
+  for maps, size in ((plain, 16), (heat, 32)):
+    m = np.asarray(maps[0, ..., 0])
+    yy, xx = np.mgrid[0:size, 0:size]
+    found = np.array([(m * xx).sum(), (m * yy).sum()]) / m.sum()
+    np.testing.assert_allclose(heatmaps.rescale_coordinates(found, size, 64), centre, atol=0.3)
+  # Every run sees the same blob, so its tags are the heatmap's half, / sqrt(runs).
+  np.testing.assert_allclose(tags[0, ..., 0, :], np.repeat(
+      0.5 * np.asarray(heat[0, ..., 0])[..., None], runs, -1) / np.sqrt(runs), atol=0.02)
+  assert plain.shape == (1, 16, 16, 16)
+
+
+def test_grouping_options_scales_from_json_and_bad_scales():
+  assert grouping.GroupingOptions(scales=[1, 1.25]).scales == (1.0, 1.25)
+  for bad in ({"scales": ()}, {"scales": (1.0, -1.0)}, {"map_scale": 0.0}):
+    with pytest.raises(ValueError, match="scales must be"):
+      grouping.GroupingOptions(**bad)
 
 
 def test_scene_loss_prefers_the_true_maps():
@@ -149,6 +194,12 @@ def test_two_dimensional_tags_train_evaluate_with_flip_test_and_guard_the_workdi
     report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4,
                                      options=options, flip_test=flip_test)
     assert report["flip_test"] is flip_test and np.isfinite(report["ceiling_map"])
+  # The multi-scale test: tuned and evaluated on maps of 64 and 96 px inputs.
+  base = scenes.grouping_options(str(workdir), scales=(1.0, 1.5), map_scale=2.0)
+  options, _ = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4, base=base)
+  assert (options.scales, options.map_scale) == ((1.0, 1.5), 2.0)
+  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
+  assert np.isfinite(report["map"]) and np.isfinite(report["ceiling_map"])
   saved = (workdir / "config.json").read_text()
   with pytest.raises(checkpoint_recovery.CheckpointError, match="tags.dim"):
     train.train_and_evaluate(_smoke(tmp_path, num_train_steps=6), workdir)

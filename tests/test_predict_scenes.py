@@ -186,8 +186,10 @@ def test_benchmark_times_the_pipeline_and_its_peer(scenes_workdir, workdirs, cap
   finally:
     sys.path.remove(str(REPO / "benchmarks"))
   scenes_video.main([f"--workdir={scenes_workdir}", "--frames=2", "--num_phosphenes=100",
-                     f"--joint_workdir={workdirs['joint']}"])
+                     f"--joint_workdir={workdirs['joint']}", "--scales=1,1.5",
+                     "--map_scale=2"])
   printed = capsys.readouterr().out
+  assert "input scales 1, 1.5, maps at 2x" in printed  # the multi-scale pipeline ran
   for stage in ("crop", "model", "decode", "group", "phosphenes", "picture", "total"):
     assert f"  {stage} " in printed
   several = float(printed.split(" frames/s | load")[0].rsplit("\n", 1)[-1])

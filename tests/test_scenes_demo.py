@@ -47,6 +47,7 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert ap["by_occlusion"] and set(ap["by_occlusion"]) <= set(sf.OCCLUSION_BINS)
   assert on_disk["grouping"]["tuned_on"] == "train"
   assert on_disk["grouping"]["tag_threshold"] in scenes.TAG_THRESHOLDS
+  assert on_disk["grouping"]["scales"] == list(config.grouping.scales)
   assert on_disk["flip_test"] is True and ap["flip_test"] is True
 
   report = (tmp_path / scenes_demo.REPORT).read_text()

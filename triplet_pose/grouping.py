@@ -54,9 +54,14 @@ _TIE_BREAK = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class GroupingOptions:
-  """How maps become persons.
+  """How an image's maps are taken and become persons.
 
   Attributes:
+    scales: input scales whose maps are combined (Newell et al.'s
+      multi-scale test, `inference.predict_scene_maps`); the evaluation and
+      prediction of a workdir (`prediction.scenes`, `launch.predict`) use
+      them, training-time evaluation decodes the plain maps.
+    map_scale: side of the combined maps, in sides of the plain maps.
     top_k: candidates per joint (at least the most persons expected).
     nms_kernel: side of the neighbourhood a peak must be the maximum of.
     detection_threshold: heatmap value a candidate needs.
@@ -71,6 +76,15 @@ class GroupingOptions:
   tag_threshold: float = 1.0
   min_joints: int = 4
   refine: bool = True
+  scales: tuple[float, ...] = (1.0,)
+  map_scale: float = 1.0
+
+  def __post_init__(self):
+    # A config read back from JSON holds a list; jit needs it hashable.
+    object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+    if not self.scales or min(self.scales) <= 0 or self.map_scale <= 0:
+      raise ValueError(f"grouping: scales must be one or more positive numbers and map_scale "
+                       f"positive, got scales={self.scales}, map_scale={self.map_scale}")
 
 
 @functools.partial(jax.jit, static_argnames=("top_k", "nms_kernel"))

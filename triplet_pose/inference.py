@@ -8,7 +8,9 @@
 * `predict_scene_maps`: the same for an associative-embedding model: the
   heatmaps averaged, and each cell's tag from the plain and the mirrored
   input side by side (Newell et al. concatenate them), scaled by 1/sqrt(2)
-  so that a tag seen alike in both keeps its distances to the others.
+  so that a tag seen alike in both keeps its distances to the others. With
+  several input scales (Newell et al.'s multi-scale test) the maps of each
+  are resized to one size, heatmaps averaged, tags side by side likewise.
 * `PoseModels` + `make_inference_fn`: the joint model and the triplet model
   (fed with ground-truth joints or with the joint model's predictions), or
   one combined model (all loaded by `workdir.load_model`), as one jitted
@@ -76,7 +78,8 @@ def predict_heatmaps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
 
 
 def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]],
-                       variables: Any, x: jax.Array, *, flip_test: bool = True
+                       variables: Any, x: jax.Array, *, flip_test: bool = True,
+                       scales: tuple[float, ...] = (1.0,), map_scale: float = 1.0
                        ) -> tuple[jax.Array, jax.Array]:
   """Last-stack heatmaps (B, h, w, K) and tags of an associative-embedding model.
 
@@ -84,11 +87,35 @@ def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]
     apply_fn, variables, x: as `predict_heatmaps`.
     flip_test: also run the mirrored input: heatmaps averaged, tags (B, h, w,
       K, 2D) of the plain and the mirrored input side by side, / sqrt(2).
+    scales: the input resized by each (sides rounded; the model must accept
+      them), as Newell et al. test: every scale's maps resized to one size
+      (`map_scale`), the heatmaps averaged, the tags side by side /
+      sqrt(len(scales)), as the flip test does.
+    map_scale: side of the maps returned, in sides of the maps the model
+      gives for the unscaled input (2: twice as fine).
 
   Returns:
     (heatmaps, tags): tags (B, h, w, K) or (B, h, w, K, D) as the model
-    gives them, (B, h, w, K, 2D) with the flip test.
+    gives them; (B, h, w, K, n D) for n runs (flip test, scales).
   """
+  if not scales:
+    raise ValueError("scales: at least one input scale is needed")
+  found = []
+  for scale in scales:
+    b, h, w, c = x.shape
+    scaled = x if scale == 1 else jax.image.resize(
+        x, (b, round(h * scale), round(w * scale), c), "linear")
+    found.append(_scene_maps_at(apply_fn, variables, scaled, flip_test=flip_test))
+  if len(found) == 1 and map_scale == 1:
+    return found[0]
+  size = tuple(round(n / scales[0] * map_scale) for n in found[0][0].shape[1:3])
+  heat = jnp.mean(jnp.stack([_resize_maps(m, size) for m, _ in found]), axis=0)
+  tags = jnp.concatenate([_resize_maps(associative_embedding.with_embedding_axis(t, 4), size)
+                          for _, t in found], axis=-1)
+  return heat, tags / np.sqrt(len(found))
+
+
+def _scene_maps_at(apply_fn, variables, x, *, flip_test):
   joints, tags = kp.JOINTS.name, associative_embedding.TAGS
   if not flip_test:
     out = apply_fn(variables, x)
@@ -100,6 +127,14 @@ def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]
   vectors = associative_embedding.with_embedding_axis(both[tags][:, -1], 4)
   mirrored = vectors[n:, :, ::-1][..., np.asarray(kp.JOINTS.flip_permutation), :]
   return heat, jnp.concatenate([vectors[:n], mirrored], axis=-1) / np.sqrt(2.0)
+
+
+def _resize_maps(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """(B, h, w, ...) maps to (B, *size, ...), bilinear: pixel centres stay
+  aligned (`heatmaps.rescale_coordinates`)."""
+  if maps.shape[1:3] == size:
+    return maps
+  return jax.image.resize(maps, (maps.shape[0], *size, *maps.shape[3:]), "linear")
 
 
 @dataclasses.dataclass

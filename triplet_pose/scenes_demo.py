@@ -129,6 +129,7 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     models["triplet"] = {"workdir": triplet_workdir, "step": triplet_step}
   summary = {"size": size, "model": models["scenes"], "flip_test": flip_test,
              "grouping": {**scenes.tuned_settings(options), "tuned_on": "train",
+                          "scales": list(options.scales), "map_scale": options.map_scale,
                           "tried": tried},
              "ap": {k: v for k, v in ap.items() if k != "step"}}
   summary[provenance.KEY] = provenance.provenance(
@@ -180,12 +181,17 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
       "<= 1/3, heavily more); crowd bins: CrowdPose's crowd index of the image "
       "(easy <= 0.1 < medium <= 0.8 < hard). The grouping ceiling groups the true "
       "joints by the predicted tags.")
-  page.table(["Model workdir", "Step", "Detection threshold", "Fewest joints",
-              "Tag threshold"],
-             [[model["workdir"], model["step"], grouping["detection_threshold"],
-               grouping["min_joints"], grouping["tag_threshold"]]])
+  page.table(["Model workdir", "Step", "Input scales", "Detection threshold",
+              "Fewest joints", "Tag threshold"],
+             [[model["workdir"], model["step"],
+               ", ".join(f"{s:g}" for s in grouping.get("scales", [1.0])),
+               grouping["detection_threshold"], grouping["min_joints"],
+               grouping["tag_threshold"]]])
   page.paragraph("The detection threshold, fewest joints of a person and tag threshold "
-                 "were picked on training scenes (the held-out scenes stay unseen).")
+                 "were picked on training scenes (the held-out scenes stay unseen). With "
+                 "several input scales the maps of each are combined (Newell et al.'s "
+                 "multi-scale test) at "
+                 f"{grouping.get('map_scale', 1.0):g} times the plain maps' side.")
   page.heading("Loss per stack")
   page.image(viz.figure_to_array(viz.loss_per_stack_figure(model["workdir"])),
              "Scenes model: training loss of every stack.")

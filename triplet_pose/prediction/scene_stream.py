@@ -159,7 +159,9 @@ class ScenePipeline:
     self.fill = predictor_lib.padding_fill(loaded.config.input)
     self.options = options or multi_person.grouping_options(loaded.config)
     self.max_persons = int(max_persons or loaded.config.input.get("max_persons", 4))
-    self._maps = jax.jit(functools.partial(_last_stack_maps, loaded.model))
+    self._maps = jax.jit(functools.partial(_last_stack_maps, loaded.model,
+                                           scales=self.options.scales,
+                                           map_scale=self.options.map_scale))
     self._triplet = None
     if triplet is not None:
       models = inference.PoseModels(triplet=triplet)
@@ -312,9 +314,10 @@ class ScenePipeline:
       yield self.process(np.asarray(frame, np.uint8))
 
 
-def _last_stack_maps(model, variables, crops):
-  out = model.apply(variables, crops.astype(jnp.float32) / 255.0, train=False)
-  return out[kp.JOINTS.name][:, -1], out[associative_embedding.TAGS][:, -1]
+def _last_stack_maps(model, variables, crops, *, scales, map_scale):
+  return inference.predict_scene_maps(functools.partial(model.apply, train=False), variables,
+                                      crops.astype(jnp.float32) / 255.0, flip_test=False,
+                                      scales=scales, map_scale=map_scale)
 
 
 def _to_original(persons: np.ndarray, crop_to_original: np.ndarray) -> np.ndarray:

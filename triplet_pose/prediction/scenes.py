@@ -46,10 +46,12 @@ def _batches(config, *, split: str, batch_size: int):
                               seed=config.seed, shuffle=False, repeat=False)
 
 
-def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool):
+def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool,
+             options: grouping.GroupingOptions):
   apply = jax.jit(functools.partial(inference.predict_scene_maps,
                                     functools.partial(loaded.model.apply, train=False),
-                                    flip_test=flip_test))
+                                    flip_test=flip_test, scales=options.scales,
+                                    map_scale=options.map_scale))
 
   def maps(batch):
     heat, tags = apply(loaded.variables, jnp.asarray(batch["image"], jnp.float32) / 255.0)
@@ -60,8 +62,8 @@ def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool):
 
 def _predict_fn(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptions | None,
                 flip_test: bool):
-  maps = _maps_fn(loaded, flip_test)
   options = options or multi_person.grouping_options(loaded.config)
+  maps = _maps_fn(loaded, flip_test, options)
   size = loaded.config.input.image_size
   return lambda batch: multi_person.predict_scene(maps(batch), batch, image_size=size,
                                                   options=options)
@@ -88,24 +90,27 @@ def tuned_settings(options: grouping.GroupingOptions) -> dict[str, Any]:
 
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
-                  batch_size: int = 16, flip_test: bool = True
+                  batch_size: int = 16, flip_test: bool = True,
+                  base: grouping.GroupingOptions | None = None
                   ) -> tuple[grouping.GroupingOptions, list[dict]]:
   """The detection threshold, minimum joints and tag threshold of the best
   mAP on `split` (training images, so that the evaluation split stays
-  unseen), on the maps `flip_test` gives (`inference.predict_scene_maps`).
+  unseen), on the maps `flip_test` and `base`'s scales give
+  (`inference.predict_scene_maps`); `base` (default the config's grouping)
+  holds the other settings.
 
   Returns:
     (the best options, [{'detection_threshold', 'min_joints',
     'tag_threshold', 'map', 'count_accuracy'} of every setting tried]).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
-  maps = _maps_fn(loaded, flip_test)
+  base = base or multi_person.grouping_options(loaded.config)
+  maps = _maps_fn(loaded, flip_test, base)
   batches = []
   for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):
     if i >= num_batches:
       break
     batches.append((batch, maps(batch)))
-  base = multi_person.grouping_options(loaded.config)
   tried = []
   for values in itertools.product(DETECTION_THRESHOLDS, MIN_JOINTS, TAG_THRESHOLDS):
     setting = dict(zip(TUNED, values))
