@@ -57,11 +57,6 @@ class GroupingOptions:
   """How an image's maps are taken and become persons.
 
   Attributes:
-    scales: input scales whose maps are combined (Newell et al.'s
-      multi-scale test, `inference.predict_scene_maps`); the evaluation and
-      prediction of a workdir (`prediction.scenes`, `launch.predict`) use
-      them, training-time evaluation decodes the plain maps.
-    map_scale: side of the combined maps, in sides of the plain maps.
     top_k: candidates per joint (at least the most persons expected).
     nms_kernel: side of the neighbourhood a peak must be the maximum of.
     detection_threshold: heatmap value a candidate needs.
@@ -69,6 +64,11 @@ class GroupingOptions:
     min_joints: persons with fewer detected joints (before refinement) are
       dropped.
     refine: fill missing joints (`refine`).
+    scales: input scales whose maps are combined (Newell et al.'s
+      multi-scale test, `inference.predict_scene_maps`); the evaluation and
+      prediction of a workdir (`prediction.scenes`, `launch.predict`) use
+      them, training-time evaluation decodes the plain maps.
+    map_scale: side of the combined maps, in sides of the plain maps.
   """
   top_k: int = 8
   nms_kernel: int = 3

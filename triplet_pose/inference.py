@@ -87,10 +87,10 @@ def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]
     apply_fn, variables, x: as `predict_heatmaps`.
     flip_test: also run the mirrored input: heatmaps averaged, tags (B, h, w,
       K, 2D) of the plain and the mirrored input side by side, / sqrt(2).
-    scales: the input resized by each (sides rounded; the model must accept
-      them), as Newell et al. test: every scale's maps resized to one size
-      (`map_scale`), the heatmaps averaged, the tags side by side /
-      sqrt(len(scales)), as the flip test does.
+    scales: Newell et al.'s multi-scale test: the input resized by each
+      (sides rounded; the model must accept them), every scale's maps
+      resized to one size (`map_scale`), the heatmaps averaged, the tags
+      side by side / sqrt(len(scales)), as the flip test does.
     map_scale: side of the maps returned, in sides of the maps the model
       gives for the unscaled input (2: twice as fine).
 
@@ -100,9 +100,9 @@ def predict_scene_maps(apply_fn: Callable[[Any, jax.Array], dict[str, jax.Array]
   """
   if not scales:
     raise ValueError("scales: at least one input scale is needed")
+  b, h, w, c = x.shape
   found = []
   for scale in scales:
-    b, h, w, c = x.shape
     scaled = x if scale == 1 else jax.image.resize(
         x, (b, round(h * scale), round(w * scale), c), "linear")
     found.append(_scene_maps_at(apply_fn, variables, scaled, flip_test=flip_test))
