@@ -88,14 +88,12 @@ def _blob_model(variables, x):
 def test_multi_scale_maps_stay_aligned_with_the_image(flip_test):
   """Maps of the input at 1x and 1.5x, resized to twice the plain maps'
   side: a blob's heatmap centre stays where the blob is (in input pixels),
-  the tags of the runs sit side by side, and one scale at map_scale 1 is
-  the plain output."""
+  as in the plain maps, and the tags of the runs sit side by side."""
   y, x = np.mgrid[0:64, 0:64]
   centre = np.array([37.3, 21.6])
   blob = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * 4.0 ** 2))
   images = jnp.asarray(np.stack([blob, 0.5 * blob, blob], -1)[None], jnp.float32)
-  plain, plain_tags = inference.predict_scene_maps(_blob_model, None, images,
-                                                   flip_test=flip_test)
+  plain, _ = inference.predict_scene_maps(_blob_model, None, images, flip_test=flip_test)
   heat, tags = inference.predict_scene_maps(_blob_model, None, images, flip_test=flip_test,
                                             scales=(1.0, 1.5), map_scale=2.0)
   runs = 2 * (2 if flip_test else 1)

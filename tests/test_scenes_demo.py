@@ -54,6 +54,8 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert "Multi-person AP@0.5" in report and "<footer>" in report
   assert "grouping ceiling" in report and "crowd index" in report
   assert "with the flip test" in report
+  assert "Input scales" in report
+  assert ("multi-scale test" in report) == (len(config.grouping.scales) > 1)
   assert f"too many in {100 * ap['count_too_many']:.1f}%" in report
   for name in ap["by_occlusion"]:
     assert name in report

@@ -187,11 +187,12 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
                ", ".join(f"{s:g}" for s in grouping.get("scales", [1.0])),
                grouping["detection_threshold"], grouping["min_joints"],
                grouping["tag_threshold"]]])
+  scaled = len(grouping.get("scales", [1.0])) > 1
   page.paragraph("The detection threshold, fewest joints of a person and tag threshold "
-                 "were picked on training scenes (the held-out scenes stay unseen). With "
-                 "several input scales the maps of each are combined (Newell et al.'s "
-                 "multi-scale test) at "
-                 f"{grouping.get('map_scale', 1.0):g} times the plain maps' side.")
+                 "were picked on training scenes (the held-out scenes stay unseen)."
+                 + (" The maps of every input scale are combined (Newell et al.'s "
+                    f"multi-scale test) at {grouping['map_scale']:g} times the plain maps' "
+                    "side." if scaled else ""))
   page.heading("Loss per stack")
   page.image(viz.figure_to_array(viz.loss_per_stack_figure(model["workdir"])),
              "Scenes model: training loss of every stack.")
