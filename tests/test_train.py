@@ -104,6 +104,23 @@ def test_schedules():
     optim.learning_rate_schedule(c, 10)
 
 
+def test_anneal_steps_extend_a_schedule_unchanged_then_decay_to_zero():
+  c = tiny.get_config().optimizer
+  c.learning_rate, c.warmup_steps = 1.0, 10
+  c.schedule, c.end_learning_rate_factor = "warmup_cosine", 0.3
+  short = optim.learning_rate_schedule(c, 110)
+  c.anneal_steps = 40
+  long = optim.learning_rate_schedule(c, 150)
+  # A run of the short schedule resumed with the long one sees the same rates.
+  assert [float(long(i)) for i in (0, 5, 60, 109, 110)] == pytest.approx(
+      [float(short(i)) for i in (0, 5, 60, 109, 110)])
+  assert float(long(130)) == pytest.approx(0.15) and float(long(150)) == 0.0
+  for bad in (-1, 140):
+    c.anneal_steps = bad
+    with pytest.raises(ValueError, match="anneal_steps must be 0 or fewer than the 140 steps"):
+      optim.learning_rate_schedule(c, 150)
+
+
 def test_gradient_clipping_clips_before_adam():
   c = tiny.get_config().optimizer
   c.learning_rate = 0.1

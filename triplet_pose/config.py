@@ -107,6 +107,9 @@ def optimizer_config() -> ml_collections.ConfigDict:
   c.decay_steps = ()  # 'step': multiply by decay_factor at each of these steps.
   c.decay_factor = 0.1
   c.end_learning_rate_factor = 0.0  # 'warmup_cosine': final lr / peak lr.
+  # The last steps of training, decaying linearly to zero after the schedule
+  # above has ended (0: none).
+  c.anneal_steps = 0
   c.b1 = 0.9
   c.b2 = 0.999
   c.grad_clip_norm = 0.0  # 0 disables clipping.

@@ -17,10 +17,21 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   * warmup_cosine: cosine decay from `learning_rate` to
     `learning_rate * end_learning_rate_factor` at `num_train_steps`.
 
+  With `anneal_steps` > 0 the named schedule ends that many steps early and
+  the last `anneal_steps` decay linearly from its final value to zero (a
+  run of the shorter schedule resumes with the longer one unchanged up to
+  its end).
+
   Raises:
-    ValueError: for an unknown schedule.
+    ValueError: for an unknown schedule, or `anneal_steps` not shorter than
+      training after warmup.
   """
   lr, warmup = config.learning_rate, int(config.warmup_steps)
+  anneal = int(config.get("anneal_steps", 0))
+  if anneal < 0 or (anneal and anneal >= num_train_steps - warmup):
+    raise ValueError(f"config.optimizer.anneal_steps must be 0 or fewer than the "
+                     f"{num_train_steps - warmup} steps after warmup, got {anneal}")
+  num_train_steps -= anneal
   if config.schedule == "constant":
     main = optax.constant_schedule(lr)
   elif config.schedule == "step":
@@ -33,6 +44,10 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   else:
     raise ValueError(f"config.optimizer.schedule must be one of {SCHEDULES}, "
                      f"got {config.schedule!r}")
+  if anneal:
+    end = float(main(num_train_steps - warmup))
+    main = optax.join_schedules([main, optax.linear_schedule(end, 0.0, anneal)],
+                                boundaries=[num_train_steps - warmup])
   if warmup <= 0:
     return main
   return optax.join_schedules(
