@@ -26,8 +26,8 @@ def get_config(arg: str | None = None):
   c = config_lib.base_config()
   # Three stacks for the full recipe: at 12000 steps, held-out mAP 75.0
   # against 73.4 with two (elbows, wrists, ankles +3 to +6 AP), at 2.6-4.0
-  # steps/s against 3.9-5.5 on 2 CPU cores (docs/multiperson.md). 'quick' and 'smoke' keep two, whose times and
-  # figures they were measured with.
+  # steps/s against 3.9-5.5 on 2 CPU cores (docs/multiperson.md). 'quick'
+  # and 'smoke' keep two, whose times and figures they were measured with.
   stacks = args.stacks or (2 if (args.quick or args.smoke) else 3)
   c.model.update(target=associative_embedding.TARGET, num_stacks=stacks, num_features=64,
                  hourglass_depth=3, stem_features=32)
