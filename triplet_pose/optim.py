@@ -27,11 +27,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
       training after warmup.
   """
   lr, warmup = config.learning_rate, int(config.warmup_steps)
-  anneal = int(config.get("anneal_steps", 0))
+  anneal = int(config.anneal_steps)
   if anneal < 0 or (anneal and anneal >= num_train_steps - warmup):
     raise ValueError(f"config.optimizer.anneal_steps must be 0 or fewer than the "
                      f"{num_train_steps - warmup} steps after warmup, got {anneal}")
-  num_train_steps -= anneal
+  main_steps = num_train_steps - warmup - anneal  # the named schedule's, after warmup
   if config.schedule == "constant":
     main = optax.constant_schedule(lr)
   elif config.schedule == "step":
@@ -39,15 +39,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
         lr, {int(s) - warmup: config.decay_factor for s in config.decay_steps})
   elif config.schedule == "warmup_cosine":
     main = optax.cosine_decay_schedule(
-        lr, decay_steps=max(num_train_steps - warmup, 1),
-        alpha=config.end_learning_rate_factor)
+        lr, decay_steps=max(main_steps, 1), alpha=config.end_learning_rate_factor)
   else:
     raise ValueError(f"config.optimizer.schedule must be one of {SCHEDULES}, "
                      f"got {config.schedule!r}")
   if anneal:
-    end = float(main(num_train_steps - warmup))
+    end = float(main(main_steps))
     main = optax.join_schedules([main, optax.linear_schedule(end, 0.0, anneal)],
-                                boundaries=[num_train_steps - warmup])
+                                boundaries=[main_steps])
   if warmup <= 0:
     return main
   return optax.join_schedules(

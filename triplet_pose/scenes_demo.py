@@ -181,18 +181,18 @@ def _write_report(workdir: pathlib.Path, summary: dict[str, Any],
       "<= 1/3, heavily more); crowd bins: CrowdPose's crowd index of the image "
       "(easy <= 0.1 < medium <= 0.8 < hard). The grouping ceiling groups the true "
       "joints by the predicted tags.")
+  scales = grouping["scales"]
   page.table(["Model workdir", "Step", "Input scales", "Detection threshold",
               "Fewest joints", "Tag threshold"],
              [[model["workdir"], model["step"],
-               ", ".join(f"{s:g}" for s in grouping.get("scales", [1.0])),
+               ", ".join(f"{s:g}" for s in scales),
                grouping["detection_threshold"], grouping["min_joints"],
                grouping["tag_threshold"]]])
-  scaled = len(grouping.get("scales", [1.0])) > 1
   page.paragraph("The detection threshold, fewest joints of a person and tag threshold "
                  "were picked on training scenes (the held-out scenes stay unseen)."
                  + (" The maps of every input scale are combined (Newell et al.'s "
                     f"multi-scale test) at {grouping['map_scale']:g} times the plain maps' "
-                    "side." if scaled else ""))
+                    "side." if len(scales) > 1 else ""))
   page.heading("Loss per stack")
   page.image(viz.figure_to_array(viz.loss_per_stack_figure(model["workdir"])),
              "Scenes model: training loss of every stack.")
