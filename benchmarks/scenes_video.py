@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import time
 
@@ -40,11 +39,11 @@ import numpy as np
 import common  # first: puts the repository on sys.path
 from triplet_pose import data
 from triplet_pose import workdir as workdir_lib
-from triplet_pose.evaluators import multi_person
 from triplet_pose.models import associative_embedding
 from triplet_pose.prediction import predictor as predictor_lib
 from triplet_pose.prediction import renderer as renderer_lib
 from triplet_pose.prediction import scene_stream
+from triplet_pose.prediction import scenes
 from triplet_pose.prediction import stream as stream_lib
 
 
@@ -86,9 +85,9 @@ def main(argv=None):
                             seed=0, shuffle=False, repeat=False)
   frames = [next(it)["image"][0] for _ in range(args.frames + 1)]
   renderer = renderer_lib.PhospheneRenderer(num_phosphenes=args.num_phosphenes)
-  options = multi_person.grouping_options(config)
   chosen = {"scales": args.scales, "map_scale": args.map_scale}
-  options = dataclasses.replace(options, **{k: v for k, v in chosen.items() if v is not None})
+  options = scenes.grouping_options(args.workdir, step=loaded.step,
+                                    **{k: v for k, v in chosen.items() if v is not None})
   pipeline = scene_stream.ScenePipeline(loaded, renderer=renderer, options=options)
   times = collections.defaultdict(list)
   for i, live in enumerate(pipeline.run(frames)):

@@ -9,22 +9,25 @@ r"""Several people: the multi-person AP report of a trained workdir and scene pa
 
 Writes OUTPUT/multiperson_report.json (mAP, AP per joint and group, per
 occlusion and crowd-index bin, the grouping ceiling, the person count;
-with --joint_workdir the single-person baseline on ground-truth boxes) and
+with --joint_workdir the single-person baseline on ground-truth boxes; the
+grouping used; the `provenance` block: models, steps, data, code) and
 OUTPUT/scene_panel.png (image, grouped persons in distinct colours, each
 representation's phosphenes; with --triplet_workdir every person's contour
-too), and prints the table. The grouping has the config's settings, those
-given by flag, or those --tune_grouping picks; --scales and --map_scale (the
-multi-scale test) apply to all three.
+too), and prints the table. The grouping: the settings given by flag, or
+those --tune_grouping picks now on training images, or else the workdir's
+(what an earlier --tune_grouping or `launch.demo --scenes` kept in
+WORKDIR/grouping_tuned.json, for the checkpoint and scales it was tuned
+on; otherwise the config's). `launch.predict` groups with the workdir's
+too. --scales and --map_scale (the multi-scale test) apply to all of them.
 """
 
-import json
 import pathlib
 
 from absl import app
 from absl import flags
 
 from launch import common
-from triplet_pose import storage
+from triplet_pose import provenance
 from triplet_pose import viz
 from triplet_pose.prediction import scenes
 from triplet_pose.viz import scenes as scene_viz
@@ -94,15 +97,16 @@ def main(argv):
   tried = None
   if _TUNE.value:
     options, tried = scenes.tune_grouping(_WORKDIR.value, base=options,
-                                          flip_test=_FLIP_TEST.value)
+                                          flip_test=_FLIP_TEST.value, record=True)
     print("grouping on training images: " + ", ".join(
-        f"{k} {v}" for k, v in scenes.tuned_settings(options).items()))
+        f"{k} {v}" for k, v in scenes.tuned_settings(options).items())
+          + f" (kept in {pathlib.Path(_WORKDIR.value) / scenes.TUNED_FILE})")
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
                                    num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
                                    options=options, flip_test=_FLIP_TEST.value)
   if tried:
     report["grouping_tuned_on_train"] = tried
-  storage.write_text(out / "multiperson_report.json", json.dumps(report, indent=1))
+  provenance.write_json(out / "multiperson_report.json", report, indent=1)
   print(f"{report['images']} images, {report['persons']} persons, step {report['step']}")
   print(_line("associative embedding", report))
   if "ceiling_map" in report:

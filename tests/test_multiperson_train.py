@@ -17,6 +17,8 @@ from triplet_pose import grouping
 from triplet_pose import heatmaps
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
+from triplet_pose import phosphenes
+from triplet_pose import prediction
 from triplet_pose import train
 from triplet_pose import viz
 from triplet_pose import workdir as workdir_lib
@@ -153,7 +155,9 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
     assert np.isfinite(evals[-1][key])
   assert workdir_lib.load_model(workdir, expect=ae.TARGET).step == 6
   # The report and the scene panel of launch.scenes, from the same workdir.
-  options, tried = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4)
+  config_options = multi_person.grouping_options(_smoke(tmp_path))
+  assert scenes.grouping_options(str(workdir)) == config_options  # nothing tuned yet
+  options, tried = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4, record=True)
   assert len(tried) == (len(scenes.DETECTION_THRESHOLDS) * len(scenes.MIN_JOINTS)
                         * len(scenes.TAG_THRESHOLDS))
   chosen = (options.detection_threshold, options.min_joints, options.tag_threshold)
@@ -162,16 +166,57 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
       if (t["detection_threshold"], t["min_joints"], t["tag_threshold"]) == chosen)
   report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
   assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
+  assert report["grouping"] == dataclasses.asdict(options)
+  block = report["provenance"]
+  assert block["models"]["scenes"]["step"] == 6 and block["dataset"]["examples_used"] == 4
   assert report["count_too_few"] + report["count_too_many"] == pytest.approx(
       1 - report["count_accuracy"])
-  given = scenes.grouping_options(str(workdir), tag_threshold=2.0)
-  assert given == dataclasses.replace(multi_person.grouping_options(_smoke(tmp_path)),
-                                      tag_threshold=2.0)
+  _check_tuned_grouping_is_used_for_its_step_and_maps(workdir, options, config_options)
   rows = scenes.scene_rows(str(workdir), num_images=2)
   picture = viz.figure_to_array(scene_viz.scene_panel(rows))
   assert picture.ndim == 3 and len(rows) == 2
   for row in rows:
     assert all(p.ndim == 2 and np.isfinite(p).all() for p in row["phosphenes"].values())
+
+
+def _check_tuned_grouping_is_used_for_its_step_and_maps(workdir, options, config_options):
+  """What `tune_grouping(record=True)` kept: the workdir's grouping for the
+  checkpoint and maps it was tuned on (`launch.scenes`, `launch.predict`)."""
+  path = workdir / scenes.TUNED_FILE
+  kept = json.loads(path.read_text())
+  assert (kept["step"], kept["split"], kept["images"]) == (6, "train", 4)
+  assert {k: kept[k] for k in scenes.TUNED} == scenes.tuned_settings(options)
+  assert kept["provenance"]["models"]["scenes"]["step"] == 6
+  assert scenes.grouping_options(str(workdir)) == options
+  # Settings no config holds, so that where they come from shows.
+  mine = {"detection_threshold": 0.35, "min_joints": 11, "tag_threshold": 1.75}
+  path.write_text(json.dumps({**kept, **mine}))
+  tuned = dataclasses.replace(config_options, **mine)
+  assert scenes.grouping_options(str(workdir)) == tuned
+  assert scenes.grouping_options(str(workdir), step=6, tag_threshold=2.0) == (
+      dataclasses.replace(tuned, tag_threshold=2.0))  # a flag wins
+  assert scenes.grouping_options(str(workdir), step=4) == config_options  # another checkpoint
+  other_maps = {"scales": (1.0, 1.5), "map_scale": 2.0}
+  assert scenes.grouping_options(str(workdir), **other_maps) == dataclasses.replace(
+      config_options, **other_maps)
+  params = phosphenes.default_params()
+  params["run"]["resolution"] = [64, 64]
+  pipeline = prediction.ScenePipeline.from_workdirs(
+      str(workdir), renderer=prediction.PhospheneRenderer(params, num_phosphenes=100))
+  assert pipeline.options == tuned
+
+
+def test_a_damaged_tuned_grouping_is_one_error_naming_it(tmp_path):
+  path = tmp_path / scenes.TUNED_FILE
+  for text, reason in (("{", "unreadable"), ('{"step": 3}', "no detection_threshold"),
+                       ("[1]", "not a tuned grouping")):
+    path.write_text(text)
+    with pytest.raises(ValueError, match=reason) as raised:
+      scenes.read_tuned_grouping(tmp_path)
+    message = str(raised.value)
+    assert str(path) in message and "--tune_grouping" in message and "\n" not in message
+  path.unlink()
+  assert scenes.read_tuned_grouping(tmp_path) is None
 
 
 def test_two_dimensional_tags_train_evaluate_with_flip_test_and_guard_the_workdir(tmp_path):

@@ -48,6 +48,12 @@ def test_scenes_demo_writes_report_and_summary_then_resumes(tmp_path, caplog):
   assert on_disk["grouping"]["tuned_on"] == "train"
   assert on_disk["grouping"]["tag_threshold"] in scenes.TAG_THRESHOLDS
   assert on_disk["grouping"]["scales"] == list(config.grouping.scales)
+  # What the demo tuned is the model's grouping from now on (launch.predict).
+  kept = json.loads((model_dir / scenes.TUNED_FILE).read_text())
+  assert kept["step"] == config.num_train_steps
+  tuned = {k: on_disk["grouping"][k] for k in scenes.TUNED}
+  assert {k: kept[k] for k in scenes.TUNED} == tuned
+  assert scenes.tuned_settings(scenes.grouping_options(str(model_dir))) == tuned
   assert on_disk["flip_test"] is True and ap["flip_test"] is True
 
   report = (tmp_path / scenes_demo.REPORT).read_text()

@@ -104,7 +104,7 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   progress.begin("grouping")
   options, tried = scenes.tune_grouping(str(model_dir), num_batches=_TUNE_BATCHES,
                                         batch_size=config.input.batch_size,
-                                        flip_test=flip_test)
+                                        flip_test=flip_test, record=True)
   logging.info("grouping on training scenes: %s", ", ".join(
       f"{k} {v}" for k, v in scenes.tuned_settings(options).items()))
   progress.end("grouping")
@@ -131,7 +131,7 @@ def run_scenes_demo(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
              "grouping": {**scenes.tuned_settings(options), "tuned_on": "train",
                           "scales": list(options.scales), "map_scale": options.map_scale,
                           "tried": tried},
-             "ap": {k: v for k, v in ap.items() if k != "step"}}
+             "ap": {k: v for k, v in ap.items() if k not in ("step", "grouping", provenance.KEY)}}
   summary[provenance.KEY] = provenance.provenance(
       config={"size": size, "num_panels": num_panels, "flip_test": flip_test, "scenes": config,
               "grouping": dataclasses.asdict(options)},

@@ -49,7 +49,6 @@ from triplet_pose import keypoints as kp
 from triplet_pose import top_down
 from triplet_pose import transforms
 from triplet_pose import workdir as workdir_lib
-from triplet_pose.evaluators import multi_person
 from triplet_pose.models import associative_embedding
 from triplet_pose.phosphenes import scene as scene_lib
 from triplet_pose.prediction import predictor as predictor_lib
@@ -136,7 +135,8 @@ class ScenePipeline:
     loaded: the associative-embedding model (`workdir.load_model`).
     renderer: the simulator and drawing styles.
     triplet: a triplet (contour) model, run top-down on every person, or None.
-    options: grouping settings (default the model's `config.grouping`).
+    options: grouping settings (default the workdir's: `scenes.grouping_options`,
+      its tuned grouping where one was recorded for this checkpoint).
     box: inclusive (x0, y0, x1, y1) in frame pixels: crop around it
       (default the whole frame).
     max_persons: people in the phosphene scene, the strongest (default the
@@ -157,7 +157,7 @@ class ScenePipeline:
     self.loaded, self.renderer, self.box = loaded, renderer, box
     self.size = int(loaded.config.input.image_size)
     self.fill = predictor_lib.padding_fill(loaded.config.input)
-    self.options = options or multi_person.grouping_options(loaded.config)
+    self.options = options or scenes.grouping_options(loaded.workdir, step=loaded.step)
     self.max_persons = int(max_persons or loaded.config.input.get("max_persons", 4))
     self._maps = jax.jit(functools.partial(_last_stack_maps, loaded.model,
                                            scales=self.options.scales,

@@ -10,7 +10,10 @@ each representation's phosphenes of the whole scene, for
 `viz.scenes.scene_panel` (`scene_row` makes one row of any image and its
 persons: `launch.predict` draws its panels with it). `tune_grouping` picks
 the detection threshold, the fewest joints of a person and the tag
-threshold on training images.
+threshold on training images; with `record=True` it keeps them in the
+workdir (`TUNED_FILE`), and `grouping_options` gives them, not the
+config's, for the checkpoint and maps they were tuned on: `launch.scenes`
+and `launch.predict` then group as the demo's report did.
 
 Predicted persons have no depth: the larger a person's joint box, the
 nearer it is taken to be (people of one height, seen in perspective;
@@ -22,17 +25,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
+import pathlib
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from triplet_pose import checkpointing
 from triplet_pose import config_files
 from triplet_pose import data
 from triplet_pose import grouping
 from triplet_pose import inference
 from triplet_pose import keypoints as kp
+from triplet_pose import provenance
 from triplet_pose import top_down
 from triplet_pose import workdir as workdir_lib
 from triplet_pose.evaluators import multi_person
@@ -60,22 +68,45 @@ def _maps_fn(loaded: workdir_lib.LoadedModel, flip_test: bool,
   return maps
 
 
-def _predict_fn(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptions | None,
+def _predict_fn(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptions,
                 flip_test: bool):
-  options = options or multi_person.grouping_options(loaded.config)
   maps = _maps_fn(loaded, flip_test, options)
   size = loaded.config.input.image_size
   return lambda batch: multi_person.predict_scene(maps(batch), batch, image_size=size,
                                                   options=options)
 
 
-def grouping_options(workdir: str, **chosen) -> grouping.GroupingOptions:
-  """The grouping settings of a workdir's config (`config.grouping`), with
-  the fields in `chosen` replaced."""
-  return dataclasses.replace(
+def grouping_options(workdir: str, *, step: int | None = None,
+                     **chosen) -> grouping.GroupingOptions:
+  """The grouping settings of a workdir, with the fields in `chosen` replaced.
+
+  Those of its config (`config.grouping`), except the ones `tune_grouping`
+  recorded (`TUNED_FILE`) when they were tuned at checkpoint `step` (default:
+  the newest) for the same input scales and map side; a setting in `chosen`
+  wins over both.
+  """
+  options = dataclasses.replace(
       multi_person.grouping_options(config_files.load_config(workdir)), **chosen)
+  tuned = read_tuned_grouping(workdir)
+  if tuned is None:
+    return options
+  if step is None:
+    step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
+  maps = {"scales": list(options.scales), "map_scale": options.map_scale}
+  tuned_maps = {k: tuned[k] for k in maps}
+  if tuned["step"] != step or tuned_maps != maps:
+    logging.warning("%s: the grouping tuned at step %s for %s is not used for step %s and %s; "
+                    "the config's is", _tuned_path(workdir), tuned["step"], tuned_maps, step,
+                    maps)
+    return options
+  settings = {k: tuned[k] for k in TUNED if k not in chosen}
+  logging.info("%s: grouping %s as tuned on %s %s images at step %s", workdir, settings,
+               tuned["images"], tuned["split"], step)
+  return dataclasses.replace(options, **settings)
 
 
+# Where `tune_grouping(record=True)` keeps a workdir's tuned grouping.
+TUNED_FILE = "grouping_tuned.json"
 # What `tune_grouping` tries.
 DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_JOINTS = (4, 6, 8, 10, 12)
@@ -91,13 +122,14 @@ def tuned_settings(options: grouping.GroupingOptions) -> dict[str, Any]:
 
 def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
                   batch_size: int = 16, flip_test: bool = True,
-                  base: grouping.GroupingOptions | None = None
+                  base: grouping.GroupingOptions | None = None, record: bool = False
                   ) -> tuple[grouping.GroupingOptions, list[dict]]:
   """The detection threshold, minimum joints and tag threshold of the best
   mAP on `split` (training images, so that the evaluation split stays
   unseen), on the maps `flip_test` and `base`'s scales give
   (`inference.predict_scene_maps`); `base` (default the config's grouping)
-  holds the other settings.
+  holds the other settings. `record` writes them to WORKDIR/`TUNED_FILE`
+  with the step, images and maps they were tuned on (`grouping_options`).
 
   Returns:
     (the best options, [{'detection_threshold', 'min_joints',
@@ -123,7 +155,49 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     report = metric.report()
     tried.append({**setting, "map": report["map"], "count_accuracy": report["count_accuracy"]})
   best = max(tried, key=lambda t: t["map"])
-  return dataclasses.replace(base, **{k: best[k] for k in TUNED}), tried
+  options = dataclasses.replace(base, **{k: best[k] for k in TUNED})
+  if record:
+    images = sum(len(batch["image"]) for batch, _ in batches)
+    _write_tuned(loaded, options, best, split=split, images=images, flip_test=flip_test)
+  return options, tried
+
+
+def _tuned_path(workdir: str | pathlib.Path) -> pathlib.Path:
+  return pathlib.Path(workdir) / TUNED_FILE
+
+
+def _write_tuned(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptions,
+                 best: dict[str, Any], *, split: str, images: int, flip_test: bool) -> None:
+  payload = {**tuned_settings(options), "step": loaded.step, "split": split, "images": images,
+             "scales": list(options.scales), "map_scale": options.map_scale,
+             "flip_test": flip_test, "map": best["map"],
+             "count_accuracy": best["count_accuracy"]}
+  payload[provenance.KEY] = provenance.provenance(
+      models={"scenes": loaded}, dataset=provenance.dataset_info(loaded.config.input, split,
+                                                                 examples=images))
+  provenance.write_json(_tuned_path(loaded.workdir), payload)
+
+
+def read_tuned_grouping(workdir: str | pathlib.Path) -> dict[str, Any] | None:
+  """The grouping `tune_grouping(record=True)` kept in a workdir (None: none).
+
+  Raises:
+    ValueError: the file is there but is not a tuned grouping (one line,
+      naming it).
+  """
+  path = _tuned_path(workdir)
+  if not path.exists():
+    return None
+  again = "delete it or tune again (launch.scenes --tune_grouping)"
+  try:
+    tuned = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: unreadable ({e}); {again}") from None
+  needed = (*TUNED, "step", "split", "images", "scales", "map_scale")
+  missing = [k for k in needed if not isinstance(tuned, dict) or k not in tuned]
+  if missing:
+    raise ValueError(f"{path}: not a tuned grouping (no {', '.join(missing)}); {again}")
+  return tuned
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
@@ -138,16 +212,18 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     batch_size: images per batch.
     num_batches: stop after this many (0: the whole split).
     joint_workdir: a single-person joint model for the baseline.
-    options: grouping settings (default the config's).
+    options: grouping settings (default `grouping_options` of the workdir).
     flip_test: heatmaps averaged with the mirrored input's, tags of both
       side by side (`inference.predict_scene_maps`).
 
   Returns:
     `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
-    on ground-truth boxes) when `joint_workdir` is given, and 'step'.
+    on ground-truth boxes) when `joint_workdir` is given, 'step', 'grouping'
+    (the settings used) and the `provenance` block (models, data, settings).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   split = split or loaded.config.input.eval_split
+  options = options or grouping_options(workdir, step=loaded.step)
   predict = _predict_fn(loaded, options, flip_test)
   metric = multi_person.MultiPersonAp()
   batches = []
@@ -156,13 +232,20 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
       break
     metric.update(batch, predict(batch))
     batches.append(batch)
-  report = {"step": loaded.step, "split": split, "flip_test": flip_test, **metric.report()}
+  report = {"step": loaded.step, "split": split, "flip_test": flip_test,
+            "grouping": dataclasses.asdict(options), **metric.report()}
+  used = {"scenes": loaded}
   if joint_workdir:
     joint = workdir_lib.load_model(joint_workdir, expect=kp.JOINTS.name)
     models = inference.PoseModels(joint=joint)
     fn = inference.make_inference_fn(models)
     report["baseline"] = multi_person.single_person_baseline(
         fn, models.variables(), batches, size=models.image_size)
+    used["joint"] = joint
+  report[provenance.KEY] = provenance.provenance(
+      config={"grouping": options, "flip_test": flip_test, "num_batches": num_batches},
+      models=used, dataset=provenance.dataset_info(loaded.config.input, split,
+                                                   examples=report["images"]))
   return report
 
 
@@ -235,6 +318,7 @@ def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
   batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
+  options = options or grouping_options(workdir, step=loaded.step)
   persons = _predict_fn(loaded, options, flip_test)(batch)["persons"]
   triplet = None
   if triplet_workdir:
