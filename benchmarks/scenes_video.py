@@ -86,7 +86,7 @@ def main(argv=None):
   frames = [next(it)["image"][0] for _ in range(args.frames + 1)]
   renderer = renderer_lib.PhospheneRenderer(num_phosphenes=args.num_phosphenes)
   chosen = {"scales": args.scales, "map_scale": args.map_scale}
-  options = scenes.grouping_options(args.workdir, step=loaded.step,
+  options = scenes.grouping_options(args.workdir, step=loaded.step, config=config,
                                     **{k: v for k, v in chosen.items() if v is not None})
   pipeline = scene_stream.ScenePipeline(loaded, renderer=renderer, options=options)
   times = collections.defaultdict(list)

@@ -16,9 +16,11 @@ representation's phosphenes; with --triplet_workdir every person's contour
 too), and prints the table. The grouping: the settings given by flag, or
 those --tune_grouping picks now on training images, or else the workdir's
 (what an earlier --tune_grouping or `launch.demo --scenes` kept in
-WORKDIR/grouping_tuned.json, for the checkpoint and scales it was tuned
-on; otherwise the config's). `launch.predict` groups with the workdir's
-too. --scales and --map_scale (the multi-scale test) apply to all of them.
+WORKDIR/grouping_tuned.json for its checkpoint and input scales; otherwise
+the config's). `launch.predict` groups with the workdir's too.
+--tune_grouping keeps what it picks only when run at the config's scales
+(those `launch.predict` uses); with other --scales or --map_scale the
+kept settings are not used and the config's are, with a warning.
 """
 
 import pathlib
@@ -45,12 +47,12 @@ _TUNE = flags.DEFINE_bool("tune_grouping", False,
                           "threshold on training images first (the report lists what was "
                           "tried).")
 _DETECTION = flags.DEFINE_float("detection_threshold", None,
-                                "Heatmap value a joint needs (default: the config's).")
+                                "Heatmap value a joint needs (default: the workdir's).")
 _MIN_JOINTS = flags.DEFINE_integer("min_joints", None,
-                                   "Fewest joints of a person (default: the config's).")
+                                   "Fewest joints of a person (default: the workdir's).")
 _TAG_THRESHOLD = flags.DEFINE_float(
     "tag_threshold", None,
-    "Largest tag distance at which a joint joins a person (default: the config's).")
+    "Largest tag distance at which a joint joins a person (default: the workdir's).")
 _SCALES = flags.DEFINE_list(
     "scales", None, "Input scales whose maps are combined, e.g. 1,1.25 (default: the "
     "config's grouping.scales; sides must stay multiples of the model's stride).")
@@ -91,16 +93,22 @@ def main(argv):
                          f"--{', --'.join(chosen)}, not both")
   maps = {"scales": _floats("scales", _SCALES.value), "map_scale": _MAP_SCALE.value}
   maps = {k: v for k, v in maps.items() if v is not None}
-  options = scenes.grouping_options(_WORKDIR.value, **maps, **chosen)
+  # Tuning starts from the config, so that a damaged tuned file does not stop it.
+  options = scenes.grouping_options(_WORKDIR.value, use_tuned=not _TUNE.value, **maps, **chosen)
   out = pathlib.Path(_OUTPUT.value)
   out.mkdir(parents=True, exist_ok=True)
   tried = None
   if _TUNE.value:
+    # Kept for the maps launch.predict makes (the config's scales), not for an
+    # experiment with other scales.
+    config_maps = scenes.grouping_options(_WORKDIR.value, use_tuned=False)
+    keep = (options.scales, options.map_scale) == (config_maps.scales, config_maps.map_scale)
     options, tried = scenes.tune_grouping(_WORKDIR.value, base=options,
-                                          flip_test=_FLIP_TEST.value, record=True)
+                                          flip_test=_FLIP_TEST.value, record=keep)
+    where = (f"kept in {pathlib.Path(_WORKDIR.value) / scenes.TUNED_FILE}" if keep else
+             "not kept: the config's scales are those launch.predict uses")
     print("grouping on training images: " + ", ".join(
-        f"{k} {v}" for k, v in scenes.tuned_settings(options).items())
-          + f" (kept in {pathlib.Path(_WORKDIR.value) / scenes.TUNED_FILE})")
+        f"{k} {v}" for k, v in scenes.tuned_settings(options).items()) + f" ({where})")
   report = scenes.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value,
                                    num_batches=_NUM_BATCHES.value, joint_workdir=_JOINT.value,
                                    options=options, flip_test=_FLIP_TEST.value)

@@ -13,6 +13,7 @@ import pytest
 
 from configs import scenes as scenes_config
 from triplet_pose import checkpoint_recovery
+from triplet_pose import config_files
 from triplet_pose import grouping
 from triplet_pose import heatmaps
 from triplet_pose import inference
@@ -201,20 +202,38 @@ def _check_tuned_grouping_is_used_for_its_step_and_maps(workdir, options, config
       config_options, **other_maps)
   params = phosphenes.default_params()
   params["run"]["resolution"] = [64, 64]
-  pipeline = prediction.ScenePipeline.from_workdirs(
-      str(workdir), renderer=prediction.PhospheneRenderer(params, num_phosphenes=100))
+  renderer = prediction.PhospheneRenderer(params, num_phosphenes=100)
+  pipeline = prediction.ScenePipeline.from_workdirs(str(workdir), renderer=renderer)
   assert pipeline.options == tuned
+  # A model held in memory groups with its own config: nothing read from disk.
+  loaded = workdir_lib.load_model(workdir, expect=ae.TARGET)
+  loaded.config.grouping.min_joints = 7
+  in_memory = dataclasses.replace(loaded, workdir="")
+  assert prediction.ScenePipeline(in_memory, renderer=renderer).options.min_joints == 7
 
 
 def test_a_damaged_tuned_grouping_is_one_error_naming_it(tmp_path):
+  config = _smoke(tmp_path)
+  config_files.save_config(config, tmp_path)
   path = tmp_path / scenes.TUNED_FILE
+  whole = {"detection_threshold": 0.5, "min_joints": 4, "tag_threshold": 1.0, "step": 4,
+           "split": "train", "images": 4, "scales": [1.0], "map_scale": 1.0}
   for text, reason in (("{", "unreadable"), ('{"step": 3}', "no detection_threshold"),
-                       ("[1]", "not a tuned grouping")):
+                       ("[1]", "not a tuned grouping"),
+                       (json.dumps({**whole, "min_joints": 4.5}), "min_joints=4.5"),
+                       (json.dumps({**whole, "tag_threshold": None}), "tag_threshold=None")):
     path.write_text(text)
     with pytest.raises(ValueError, match=reason) as raised:
       scenes.read_tuned_grouping(tmp_path)
     message = str(raised.value)
     assert str(path) in message and "--tune_grouping" in message and "\n" not in message
+    with pytest.raises(ValueError, match=reason):
+      scenes.grouping_options(str(tmp_path), step=4)
+    # What --tune_grouping starts from: the config's, the damaged file unread.
+    assert scenes.grouping_options(str(tmp_path), use_tuned=False) == (
+        multi_person.grouping_options(config))
+  path.write_text(json.dumps(whole))
+  assert scenes.read_tuned_grouping(tmp_path) == whole
   path.unlink()
   assert scenes.read_tuned_grouping(tmp_path) is None
 

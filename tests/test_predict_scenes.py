@@ -80,6 +80,8 @@ def test_image_persons_json_in_original_pixels(pipeline, scenes, tmp_path):
   big = json.loads((out / "scene_2x.json").read_text())
   assert (big["width"], big["height"]) == (128, 128) and big["crop_size"] == 64
   assert small["joint_names"] == list(kp.JOINT_NAMES) and "contour_names" not in small
+  assert grouping.GroupingOptions(**small["grouping"]) == OPTIONS
+  assert small["model"] == {"workdir": pipeline.loaded.workdir, "step": pipeline.loaded.step}
   persons = small["persons"]
   assert persons, "the model found nobody: the checks below would pass vacuously"
   for person in persons:

@@ -18,6 +18,7 @@ nearest; `scenes.depth_by_size`); with a triplet model `contour`, 26
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -61,7 +62,8 @@ def _header(pipeline: scene_stream.ScenePipeline, source: str) -> dict[str, Any]
   if kp.CONTOUR.name in pipeline.names:
     names["contour_names"] = list(kp.CONTOUR_NAMES)
   return {"input": source, "box": None if pipeline.box is None else list(pipeline.box),
-          "crop_size": pipeline.size, **names}
+          "crop_size": pipeline.size, "grouping": dataclasses.asdict(pipeline.options),
+          "model": {"workdir": pipeline.loaded.workdir, "step": pipeline.loaded.step}, **names}
 
 
 def predict_scene_paths(pipeline: scene_stream.ScenePipeline, input_path: str | pathlib.Path,

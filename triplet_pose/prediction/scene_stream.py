@@ -157,7 +157,8 @@ class ScenePipeline:
     self.loaded, self.renderer, self.box = loaded, renderer, box
     self.size = int(loaded.config.input.image_size)
     self.fill = predictor_lib.padding_fill(loaded.config.input)
-    self.options = options or scenes.grouping_options(loaded.workdir, step=loaded.step)
+    self.options = options or scenes.grouping_options(loaded.workdir, step=loaded.step,
+                                                      config=loaded.config)
     self.max_persons = int(max_persons or loaded.config.input.get("max_persons", 4))
     self._maps = jax.jit(functools.partial(_last_stack_maps, loaded.model,
                                            scales=self.options.scales,

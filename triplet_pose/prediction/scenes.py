@@ -32,6 +32,7 @@ from typing import Any
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from triplet_pose import checkpointing
@@ -77,17 +78,19 @@ def _predict_fn(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOptio
 
 
 def grouping_options(workdir: str, *, step: int | None = None,
+                     config: ml_collections.ConfigDict | None = None, use_tuned: bool = True,
                      **chosen) -> grouping.GroupingOptions:
   """The grouping settings of a workdir, with the fields in `chosen` replaced.
 
-  Those of its config (`config.grouping`), except the ones `tune_grouping`
-  recorded (`TUNED_FILE`) when they were tuned at checkpoint `step` (default:
-  the newest) for the same input scales and map side; a setting in `chosen`
+  Those of its config (`config.grouping`; `config` default the workdir's
+  config.json), except the ones `tune_grouping` recorded (`TUNED_FILE`;
+  `use_tuned`) when they were tuned at checkpoint `step` (default: the
+  newest) for the same input scales and map side; a setting in `chosen`
   wins over both.
   """
-  options = dataclasses.replace(
-      multi_person.grouping_options(config_files.load_config(workdir)), **chosen)
-  tuned = read_tuned_grouping(workdir)
+  config = config or config_files.load_config(workdir)
+  options = dataclasses.replace(multi_person.grouping_options(config), **chosen)
+  tuned = read_tuned_grouping(workdir) if use_tuned and workdir else None
   if tuned is None:
     return options
   if step is None:
@@ -107,6 +110,7 @@ def grouping_options(workdir: str, *, step: int | None = None,
 
 # Where `tune_grouping(record=True)` keeps a workdir's tuned grouping.
 TUNED_FILE = "grouping_tuned.json"
+
 # What `tune_grouping` tries.
 DETECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_JOINTS = (4, 6, 8, 10, 12)
@@ -156,7 +160,7 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     tried.append({**setting, "map": report["map"], "count_accuracy": report["count_accuracy"]})
   best = max(tried, key=lambda t: t["map"])
   options = dataclasses.replace(base, **{k: best[k] for k in TUNED})
-  if record:
+  if record and jax.process_index() == 0:
     images = sum(len(batch["image"]) for batch, _ in batches)
     _write_tuned(loaded, options, best, split=split, images=images, flip_test=flip_test)
   return options, tried
@@ -175,7 +179,10 @@ def _write_tuned(loaded: workdir_lib.LoadedModel, options: grouping.GroupingOpti
   payload[provenance.KEY] = provenance.provenance(
       models={"scenes": loaded}, dataset=provenance.dataset_info(loaded.config.input, split,
                                                                  examples=images))
-  provenance.write_json(_tuned_path(loaded.workdir), payload)
+  try:
+    provenance.write_json(_tuned_path(loaded.workdir), payload)
+  except OSError as e:  # a read-only workdir: the tuning is still returned and reported
+    logging.warning("the tuned grouping was not kept in %s: %s", loaded.workdir, e)
 
 
 def read_tuned_grouping(workdir: str | pathlib.Path) -> dict[str, Any] | None:
@@ -197,6 +204,12 @@ def read_tuned_grouping(workdir: str | pathlib.Path) -> dict[str, Any] | None:
   missing = [k for k in needed if not isinstance(tuned, dict) or k not in tuned]
   if missing:
     raise ValueError(f"{path}: not a tuned grouping (no {', '.join(missing)}); {again}")
+  numbers = {"detection_threshold": (int, float), "tag_threshold": (int, float),
+             "min_joints": int, "step": int, "map_scale": (int, float)}
+  wrong = [f"{k}={tuned[k]!r}" for k, kind in numbers.items()
+           if not isinstance(tuned[k], kind) or isinstance(tuned[k], bool)]
+  if wrong:
+    raise ValueError(f"{path}: not a tuned grouping ({', '.join(wrong)}); {again}")
   return tuned
 
 
@@ -223,7 +236,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   split = split or loaded.config.input.eval_split
-  options = options or grouping_options(workdir, step=loaded.step)
+  options = options or grouping_options(workdir, step=loaded.step, config=loaded.config)
   predict = _predict_fn(loaded, options, flip_test)
   metric = multi_person.MultiPersonAp()
   batches = []
@@ -318,7 +331,7 @@ def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
   batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
-  options = options or grouping_options(workdir, step=loaded.step)
+  options = options or grouping_options(workdir, step=loaded.step, config=config)
   persons = _predict_fn(loaded, options, flip_test)(batch)["persons"]
   triplet = None
   if triplet_workdir:
