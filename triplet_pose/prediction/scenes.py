@@ -88,7 +88,7 @@ def grouping_options(workdir: str, *, step: int | None = None,
   newest) for the same input scales and map side; a setting in `chosen`
   wins over both.
   """
-  config = config or config_files.load_config(workdir)
+  config = config_files.load_config(workdir) if config is None else config
   options = dataclasses.replace(multi_person.grouping_options(config), **chosen)
   tuned = read_tuned_grouping(workdir) if use_tuned and workdir else None
   if tuned is None:
