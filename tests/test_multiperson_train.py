@@ -232,6 +232,10 @@ def test_a_damaged_tuned_grouping_is_one_error_naming_it(tmp_path):
     # What --tune_grouping starts from: the config's, the damaged file unread.
     assert scenes.grouping_options(str(tmp_path), use_tuned=False) == (
         multi_person.grouping_options(config))
+    # Every tuned setting given (launch.scenes' flags): the file is not read.
+    given = {"detection_threshold": 0.4, "min_joints": 5, "tag_threshold": 1.5}
+    assert scenes.grouping_options(str(tmp_path), step=4, **given) == dataclasses.replace(
+        multi_person.grouping_options(config), **given)
   path.write_text(json.dumps(whole))
   assert scenes.read_tuned_grouping(tmp_path) == whole
   path.unlink()

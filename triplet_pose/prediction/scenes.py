@@ -90,7 +90,8 @@ def grouping_options(workdir: str, *, step: int | None = None,
   """
   config = config_files.load_config(workdir) if config is None else config
   options = dataclasses.replace(multi_person.grouping_options(config), **chosen)
-  tuned = read_tuned_grouping(workdir) if use_tuned and workdir else None
+  wanted = [k for k in TUNED if k not in chosen]  # none: the file is not read
+  tuned = read_tuned_grouping(workdir) if use_tuned and workdir and wanted else None
   if tuned is None:
     return options
   if step is None:
@@ -102,7 +103,7 @@ def grouping_options(workdir: str, *, step: int | None = None,
                     "the config's is", _tuned_path(workdir), tuned["step"], tuned_maps, step,
                     maps)
     return options
-  settings = {k: tuned[k] for k in TUNED if k not in chosen}
+  settings = {k: tuned[k] for k in wanted}
   logging.info("%s: grouping %s as tuned on %s %s images at step %s", workdir, settings,
                tuned["images"], tuned["split"], step)
   return dataclasses.replace(options, **settings)
