@@ -86,7 +86,7 @@ def grouping_options(workdir: str, *, step: int | None = None,
   config.json), except the ones `tune_grouping` recorded (`TUNED_FILE`;
   `use_tuned`) when they were tuned at checkpoint `step` (default: the
   newest) for the same input scales and map side; a setting in `chosen`
-  wins over both.
+  wins over both, and with all of `TUNED` chosen the file is not read.
   """
   config = config_files.load_config(workdir) if config is None else config
   options = dataclasses.replace(multi_person.grouping_options(config), **chosen)
