@@ -116,6 +116,37 @@ def test_refine_picks_the_peak_of_the_persons_tag():
   np.testing.assert_allclose(out[0, 0], [3, 3, 1.0])  # found joints stay
 
 
+def test_scores_follow_the_share_of_the_person_found():
+  persons = np.full((2, K, 3), 0.8)
+  found = np.ones((2, K), bool)
+  found[1, 4:] = False  # a piece: 4 joints found, the rest refined
+  out = grouping.score_by_completeness(persons, found)
+  np.testing.assert_allclose(out[0, :, 2], 0.8)  # a complete person keeps its scores
+  np.testing.assert_allclose(out[1, :4, 2], 0.8 * 4 / K)
+  np.testing.assert_allclose(out[1, 4:, 2], 0.5 * 0.8 * 4 / K)  # refined: half
+  np.testing.assert_array_equal(out[..., :2], persons[..., :2])
+
+
+def test_a_piece_of_a_person_ranks_below_the_complete_persons():
+  """Tags that split one joint off each person: with completeness scores the
+  one-joint pieces rank last, so the ceiling loses only their joints."""
+  joints = _scene(1)
+  visible = np.ones((3, K), bool)
+  _, tags = _oracle_maps(joints)
+  odd = tags.copy()
+  head = grouping.GROUPING_ORDER[0]
+  odd[..., head] = tags[..., head] + 20.0  # each head top starts a piece of its own
+  ceiling = grouping.group_ground_truth(joints, visible, odd, image_size=64)
+  assert len(ceiling) == 6
+  pieces = np.isfinite(ceiling[..., 2]).sum(-1) == 1
+  assert ceiling[pieces, head, 2].max() < ceiling[~pieces][:, :, 2][np.isfinite(
+      ceiling[~pieces][:, :, 2])].min()
+  truth = [(joints, visible, np.full(3, 4.0))]
+  ap = metrics.multi_person_ap([ceiling], truth)["ap"]
+  others = [j for j in range(K) if j != head]
+  np.testing.assert_allclose(ap[others], 100.0)
+
+
 def test_oracle_maps_give_perfect_ap_and_count():
   preds, truth = [], []
   for seed in range(3):

@@ -228,10 +228,8 @@ class ScenePipeline:
                                            nms_kernel=self.options.nms_kernel))
     maps, tags = np.asarray(maps[0]), np.asarray(tags[0])
     laps("decode")
-    persons, person_tags = grouping.group(found["xy"][0], found["score"][0], found["tag"][0],
-                                          options=self.options)
-    if self.options.refine and len(persons):
-      persons = grouping.refine(persons, person_tags, maps, tags)
+    persons = grouping.image_persons(found["xy"][0], found["score"][0], found["tag"][0], maps,
+                                     tags, options=self.options)
     persons = grouping.to_pixels(persons, maps.shape[0], self.size)
     order = np.argsort(-np.nanmean(persons[..., 2], axis=-1), kind="stable")
     persons = _to_original(persons[order], to_original)
