@@ -53,12 +53,12 @@ def get_config(arg: str | None = None):
   # and figures it was measured with.
   c.tags.dim = 1 if (args.quick or args.smoke) else 2
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
-  # What `launch.scenes --tune_grouping` picked on training scenes: 0.6 and
-  # 8 joints for 'quick'. The full recipe is evaluated with Newell et al.'s
+  # 'quick': 0.6 and 8 joints (the quick demo tunes its own on training
+  # scenes, as `launch.scenes --tune_grouping` does). The full recipe is evaluated with Newell et al.'s
   # multi-scale test (maps of the input at 1x and 1.25x, combined at twice
   # the plain maps' side) wherever a workdir is evaluated or predicts
   # (`prediction.scenes`, `launch.predict`); tuned on its maps: 0.7, 4
-  # joints, tag threshold 1. Held-out mAP 78.4, against 75.2 for the plain
+  # joints, tag threshold 1. Held-out mAP 79.2, against 76.1 for the plain
   # maps at their own best (docs/multiperson.md). Training-time evaluation
   # groups the plain maps with these settings. At 0.3 too many persons were
   # found.
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None):
   # held-out scenes) is flat over its last 2000 (64.4, 63.9), then 6000 steps
   # decaying linearly to zero (`optimizer.anneal_steps`): training-time mAP
   # 68.2 -> 72.2 at one grouping, held-out mAP 78.4 against 75.0 without
-  # them, 77.5 with 3000 (docs/multiperson.md).
+  # them, 77.5 with 3000, all with plain joint scores (docs/multiperson.md).
   c.num_train_steps = 500 if args.quick else 18000
   c.optimizer.anneal_steps = 0 if (args.quick or args.smoke) else 6000
   c.log_every_steps = 25 if args.quick else 50
