@@ -54,11 +54,11 @@ def get_config(arg: str | None = None):
   c.tags.dim = 1 if (args.quick or args.smoke) else 2
   c.grouping = ml_collections.ConfigDict(dataclasses.asdict(grouping.GroupingOptions()))
   # 'quick': 0.6 and 8 joints (the quick demo tunes its own on training
-  # scenes, as `launch.scenes --tune_grouping` does). The full recipe is evaluated with Newell et al.'s
-  # multi-scale test (maps of the input at 1x and 1.25x, combined at twice
-  # the plain maps' side) wherever a workdir is evaluated or predicts
-  # (`prediction.scenes`, `launch.predict`); tuned on its maps: 0.7, 4
-  # joints, tag threshold 1. Held-out mAP 79.2, against 76.1 for the plain
+  # scenes, as `launch.scenes --tune_grouping` does). The full recipe is
+  # evaluated with Newell et al.'s multi-scale test (maps of the input at
+  # 1x and 1.25x, combined at twice the plain maps' side) wherever a
+  # workdir is evaluated or predicts (`prediction.scenes`,
+  # `launch.predict`); tuned on its maps: 0.7, 4 joints, tag threshold 1. Held-out mAP 79.2, against 76.1 for the plain
   # maps at their own best (docs/multiperson.md). Training-time evaluation
   # groups the plain maps with these settings. At 0.3 too many persons were
   # found.

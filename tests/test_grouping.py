@@ -139,8 +139,7 @@ def test_a_piece_of_a_person_ranks_below_the_complete_persons():
   ceiling = grouping.group_ground_truth(joints, visible, odd, image_size=64)
   assert len(ceiling) == 6
   pieces = np.isfinite(ceiling[..., 2]).sum(-1) == 1
-  assert ceiling[pieces, head, 2].max() < ceiling[~pieces][:, :, 2][np.isfinite(
-      ceiling[~pieces][:, :, 2])].min()
+  assert ceiling[pieces, head, 2].max() < np.nanmin(ceiling[~pieces][..., 2])
   truth = [(joints, visible, np.full(3, 4.0))]
   ap = metrics.multi_person_ap([ceiling], truth)["ap"]
   others = [j for j in range(K) if j != head]
