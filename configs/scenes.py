@@ -58,8 +58,9 @@ def get_config(arg: str | None = None):
   # evaluated with Newell et al.'s multi-scale test (maps of the input at
   # 1x and 1.25x, combined at twice the plain maps' side) wherever a
   # workdir is evaluated or predicts (`prediction.scenes`,
-  # `launch.predict`); tuned on its maps: 0.7, 4 joints, tag threshold 1. Held-out mAP 79.2, against 76.1 for the plain
-  # maps at their own best (docs/multiperson.md). Training-time evaluation
+  # `launch.predict`); tuned on its maps: 0.7, 4 joints, tag threshold 1.
+  # Held-out mAP 79.2, against 76.1 for the plain maps at their own best
+  # (docs/multiperson.md). Training-time evaluation
   # groups the plain maps with these settings. At 0.3 too many persons were
   # found.
   c.grouping.update(detection_threshold=0.6 if args.quick else 0.7,
