@@ -86,6 +86,13 @@ def test_occlusion_fraction_and_bins():
   fraction = sf.occlusion_fraction(occlusion, visible)
   np.testing.assert_allclose(fraction, [1 / 3, 0.5, 0.0])
   np.testing.assert_array_equal(sf.occlusion_bin(fraction), [1, 2, 0])
+  # MPII says nothing of occlusion: such a person falls in no bin (not
+  # 'unoccluded'); an unknown reason of a joint that is not annotated counts
+  # for nothing.
+  occlusion = np.array([[sf.UNKNOWN] * 4, [0, 0, 2, sf.UNKNOWN]])
+  fraction = sf.occlusion_fraction(occlusion, np.array([[1, 1, 1, 1], [1, 1, 1, 0]]))
+  assert np.isnan(fraction[0]) and fraction[1] == pytest.approx(1 / 3)
+  np.testing.assert_array_equal(sf.occlusion_bin(fraction), [sf.NO_BIN, 1])
 
 
 def test_config_names():

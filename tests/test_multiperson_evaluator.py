@@ -58,6 +58,16 @@ def test_exact_predictions_and_a_missed_person():
     assert metric.report()["by_crowd"]["medium"] == expected
 
 
+def test_persons_of_unknown_occlusion_fall_in_no_occlusion_bin():
+  batch = _batch()
+  batch["joints_occlusion"][:] = sf.UNKNOWN  # as MPII's multi-person config stores it
+  metric = multi_person.MultiPersonAp()
+  metric.update(batch, {"persons": _exact(batch)})
+  r = metric.report()
+  assert r["map"] == 100.0 and r["by_occlusion"] == {}
+  assert "map_unoccluded" not in metric.result()
+
+
 def test_single_person_baseline_maps_each_box_crop_back():
   batch = _batch()
   expected = []  # what an exact joint model would answer, crop by crop

@@ -105,6 +105,18 @@ def test_person_mask_scores_a_bin_and_ignores_the_rest():
   assert everyone["ap"][0] == pytest.approx(100 * 2 / 3)
 
 
+def test_person_mask_with_an_image_of_nobody():
+  # An image with no ground-truth person and one prediction: the prediction
+  # takes no scored person, so a bin leaves it out.
+  nobody = (np.zeros((0, 2, 2)), np.zeros((0, 2), bool), np.zeros(0))
+  gt = _gt([(0, 0), (10, 0)])
+  preds = [_pred([(0, 0, .9), (10, 0, .9)]), _pred([(50, 0, .95), (60, 0, .95)])]
+  result = metrics.multi_person_ap(preds, [gt, nobody], person_mask=[[True], []])
+  np.testing.assert_allclose(result["ap"], [100.0, 100.0])
+  everyone = metrics.multi_person_ap(preds, [gt, nobody])
+  assert everyone["ap"][0] < 100.0
+
+
 def test_sixteen_joints_average_the_fourteen_of_the_benchmark():
   keypoints = np.arange(32, dtype=float).reshape(1, 16, 2) * 20
   gt = (keypoints, np.ones((1, 16), bool), np.array([10.0]))

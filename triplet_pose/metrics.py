@@ -338,7 +338,9 @@ def multi_person_ap(predictions, ground_truth, threshold: float = 0.5, *,
     if person_mask is not None:
       scored = np.asarray(person_mask[i], bool)
       visible = visible & scored[:, None]
-      keep = keep & ((owner >= 0) & scored[np.maximum(owner, 0)])[:, None]
+      taken = np.zeros(owner.shape, bool)  # the prediction took a scored person
+      taken[owner >= 0] = scored[owner[owner >= 0]]
+      keep = keep & taken[:, None]
     positives = positives + visible.sum(axis=0)
     scores.append(np.where(keep, score, np.nan))
     hits.append(tp & keep)

@@ -31,6 +31,7 @@ CROWD_EDGES = (0.1, 0.8)
 # Share of a person's annotated joints hidden by a nearer person or an occluder.
 OCCLUSION_BINS = ("unoccluded", "partly", "heavily")
 OCCLUSION_EDGES = (0.0, 1 / 3)
+NO_BIN = -1  # a person whose occlusion is unknown (`occlusion_bin`)
 
 
 def feature_dict(*, masks: bool):
@@ -104,13 +105,19 @@ def crowd_bin(index) -> np.ndarray:
 
 
 def occlusion_fraction(occlusion: np.ndarray, visible: np.ndarray) -> np.ndarray:
-  """(P,) share of each person's annotated joints that are hidden (0 where unknown)."""
+  """(P,) share of each person's annotated joints that are hidden; NaN for a
+  person with an annotated joint whose reason is `UNKNOWN` (MPII says
+  nothing of occlusion), so that such a person falls in no bin."""
   occlusion = np.asarray(occlusion)
   shown = np.asarray(visible) > 0
   hidden = shown & ((occlusion == HIDDEN_BY_PERSON) | (occlusion == HIDDEN_BY_OCCLUDER))
-  return hidden.sum(axis=-1) / np.maximum(shown.sum(axis=-1), 1)
+  fraction = hidden.sum(axis=-1) / np.maximum(shown.sum(axis=-1), 1)
+  return np.where((shown & (occlusion == UNKNOWN)).any(axis=-1), np.nan, fraction)
 
 
 def occlusion_bin(fraction) -> np.ndarray:
-  """0 unoccluded, 1 partly (up to a third hidden), 2 heavily (`OCCLUSION_BINS`)."""
-  return np.digitize(np.asarray(fraction, np.float64), OCCLUSION_EDGES, right=True)
+  """0 unoccluded, 1 partly (up to a third hidden), 2 heavily (`OCCLUSION_BINS`);
+  `NO_BIN` where the fraction is unknown (NaN)."""
+  fraction = np.asarray(fraction, np.float64)
+  bins = np.digitize(fraction, OCCLUSION_EDGES, right=True)
+  return np.where(np.isnan(fraction), NO_BIN, bins)
