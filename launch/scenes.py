@@ -40,8 +40,9 @@ _TRIPLET = flags.DEFINE_string("triplet_workdir", None, "Triplet model: contours
 _JOINT = flags.DEFINE_string("joint_workdir", None,
                              "Single-person joint model: the baseline on ground-truth boxes.")
 _SPLIT = flags.DEFINE_string("split", None, "Split (default: the config's evaluation split).")
-_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches of 16 images (0: all).")
-_PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches of 16 images (0: all).",
+                                    lower_bound=0)
+_PANELS = flags.DEFINE_integer("panels", 3, "Scenes in the panel (0: none).", lower_bound=0)
 _TUNE = flags.DEFINE_bool("tune_grouping", False,
                           "Pick the detection threshold, fewest joints of a person and tag "
                           "threshold on training images first (the report lists what was "

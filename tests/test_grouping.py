@@ -7,6 +7,7 @@ import pytest
 
 from triplet_pose import grouping
 from triplet_pose import heatmaps
+from triplet_pose import keypoints as kp
 from triplet_pose import metrics
 from triplet_pose.models import associative_embedding as ae
 
@@ -252,3 +253,12 @@ def test_refine_measures_vector_tag_distance():
   persons[0, 0] = (3, 3, 1.0)
   out = grouping.refine(persons, np.array([[5.0, 5.0]]), maps, tags)
   np.testing.assert_allclose(out[0, 5], [5, 6, 0.4])
+
+
+def test_non_finite_tags_end_in_one_line_naming_the_joint():
+  xy = np.zeros((16, 2, 2))
+  score = np.full((16, 2), 0.9)
+  tag = np.zeros((16, 2))
+  tag[kp.JOINT_INDEX["l_wrist"], 1] = np.nan
+  with pytest.raises(FloatingPointError, match="tags of l_wrist are not finite"):
+    grouping.group(xy, score, tag, options=grouping.GroupingOptions(min_joints=1))

@@ -117,6 +117,14 @@ def test_grouping_options_scales_from_json_and_bad_scales():
   for bad in ({"scales": ()}, {"scales": (1.0, -1.0)}, {"map_scale": 0.0}):
     with pytest.raises(ValueError, match="scales must be"):
       grouping.GroupingOptions(**bad)
+  for bad, says in (({"top_k": 0}, "top_k must be at least 1"),
+                    ({"nms_kernel": 4}, "nms_kernel must be odd"),
+                    ({"detection_threshold": -0.1}, r"detection_threshold must be in \[0, 1\)"),
+                    ({"tag_threshold": 0.0}, "tag_threshold must be positive"),
+                    ({"min_joints": 0}, "min_joints must be in 1..16"),
+                    ({"min_joints": 17}, "min_joints must be in 1..16")):
+    with pytest.raises(ValueError, match=says):
+      grouping.GroupingOptions(**bad)
 
 
 def test_scene_loss_prefers_the_true_maps():

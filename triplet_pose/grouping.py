@@ -94,6 +94,19 @@ class GroupingOptions:
     if not self.scales or min(self.scales) <= 0 or self.map_scale <= 0:
       raise ValueError(f"grouping: scales must be one or more positive numbers and map_scale "
                        f"positive, got scales={self.scales}, map_scale={self.map_scale}")
+    problems = [f"{name} {rule}, got {value!r}" for name, value, ok, rule in (
+        ("top_k", self.top_k, self.top_k >= 1, "must be at least 1"),
+        ("nms_kernel", self.nms_kernel, self.nms_kernel >= 1 and self.nms_kernel % 2 == 1,
+         "must be odd and positive"),
+        # Suppressed cells score 0: a negative threshold would make them joints.
+        ("detection_threshold", self.detection_threshold, 0 <= self.detection_threshold < 1,
+         "must be in [0, 1)"),
+        ("tag_threshold", self.tag_threshold, self.tag_threshold > 0, "must be positive"),
+        ("min_joints", self.min_joints, 1 <= self.min_joints <= kp.NUM_JOINTS,
+         f"must be in 1..{kp.NUM_JOINTS}"),
+    ) if not ok]
+    if problems:
+      raise ValueError("grouping: " + "; ".join(problems))
 
 
 @functools.partial(jax.jit, static_argnames=("top_k", "nms_kernel"))
@@ -162,6 +175,9 @@ def group(xy: np.ndarray, score: np.ndarray, tag: np.ndarray, *,
       continue
     found = np.concatenate([xy[j, keep], score[j, keep, None]], axis=-1)
     c_tags = tag[j, keep]
+    if not np.isfinite(c_tags).all():
+      raise FloatingPointError(f"grouping: the tags of {kp.JOINT_NAMES[j]} are not finite "
+                               f"(NaN or inf): the model's outputs are broken")
     assigned = np.full(keep.size, -1)
     if joints:
       means = np.stack([np.mean(t, axis=0) for t in tags])  # (P, D)
