@@ -37,7 +37,7 @@ def test_exact_predictions_and_a_missed_person():
   metric.update(batch, {"persons": _exact(batch), "ceiling": _exact(batch)})
   r = metric.report()
   assert r["map"] == 100.0 and r["count_accuracy"] == 1.0 and r["ceiling_map"] == 100.0
-  assert r["images"] == 2 and r["persons"] == 3
+  assert r["images"] == 2 and r["persons"] == 3 and r["persons_left_out"] == 0
   assert set(r["by_occlusion"]) == {"unoccluded", "heavily"} and set(r["by_crowd"]) == {
       "easy", "medium"}
   missed = _exact(batch)
@@ -56,6 +56,15 @@ def test_exact_predictions_and_a_missed_person():
     metric = multi_person.MultiPersonAp()
     metric.update(batch, {"persons": shifted})
     assert metric.report()["by_crowd"]["medium"] == expected
+
+
+def test_persons_past_max_persons_are_counted_and_named():
+  batch = _batch()
+  batch["num_persons"] = np.array([3, 1])  # image 0 had a third person, cut by the pipeline
+  metric = multi_person.MultiPersonAp()
+  metric.update(batch, {"persons": _exact(batch)})
+  r = metric.report()
+  assert r["persons_left_out"] == 1 and r["count_too_few"] == 0.5
 
 
 def test_persons_of_unknown_occlusion_fall_in_no_occlusion_bin():

@@ -184,6 +184,8 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
   rows = scenes.scene_rows(str(workdir), num_images=2)
   picture = viz.figure_to_array(scene_viz.scene_panel(rows))
   assert picture.ndim == 3 and len(rows) == 2
+  # More images asked for than the split's 8: its 8, none of the padding.
+  assert len(scenes.scene_rows(str(workdir), num_images=10)) == 8
   for row in rows:
     assert all(p.ndim == 2 and np.isfinite(p).all() for p in row["phosphenes"].values())
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -73,6 +74,9 @@ class MultiPersonAp:
           "crowd_bin": int(sf.crowd_bin(batch["crowd_index"][i])),
           "count": int(batch["num_persons"][i]) if "num_persons" in batch else int(real.sum()),
       }
+      # Persons past `input.max_persons` are not in the batch: their joints
+      # cannot be positives, and a prediction of them counts as false.
+      image["persons_left_out"] = image["count"] - int(real.sum())
       for key in ("persons", "ceiling"):
         if key in predictions:
           image[key] = _to_original(predictions[key][i], affine)
@@ -117,8 +121,14 @@ class MultiPersonAp:
         "count_accuracy": metrics.person_count_accuracy(found, true),
         "count_too_few": float(np.mean(found < true)),
         "count_too_many": float(np.mean(found > true)),
+        "persons_left_out": int(sum(im.get("persons_left_out", 0) for im in images)),
         "by_occlusion": {}, "by_crowd": {},
     }
+    if report["persons_left_out"]:
+      logging.warning("multi-person AP: %d persons of %d images were past input.max_persons "
+                      "and left out of the ground truth (raise it to evaluate them)",
+                      report["persons_left_out"],
+                      sum(im.get("persons_left_out", 0) > 0 for im in images))
     for b, name in enumerate(sf.OCCLUSION_BINS):
       masks = [im["occlusion_bin"] == b for im in images]
       if any(m.any() for m in masks):

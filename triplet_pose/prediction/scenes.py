@@ -328,7 +328,8 @@ def scene_row(image: np.ndarray, persons: np.ndarray, *,
 def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None = None,
                split: str | None = None, options: grouping.GroupingOptions | None = None,
                flip_test: bool = True) -> list[dict[str, Any]]:
-  """Rows of `viz.scenes.scene_panel` for the first images of a split."""
+  """Rows of `viz.scenes.scene_panel` for the first images of a split (fewer
+  when the split holds fewer)."""
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   config = loaded.config
   batch = next(_batches(config, split=split or config.input.eval_split, batch_size=num_images))
@@ -342,7 +343,7 @@ def scene_rows(workdir: str, *, num_images: int = 3, triplet_workdir: str | None
                models.variables(), models.image_size)
   renderer = renderer_lib.PhospheneRenderer()
   rows = []
-  for i in range(num_images):
+  for i in np.flatnonzero(np.asarray(batch["valid"], bool)):  # not the padding
     image, found = np.asarray(batch["image"][i]), persons[i]
     contours = None
     if triplet is not None and len(found):
