@@ -23,7 +23,6 @@ from triplet_pose import prediction
 from triplet_pose import train
 from triplet_pose import viz
 from triplet_pose import workdir as workdir_lib
-from triplet_pose.evaluators import multi_person
 from triplet_pose.models import associative_embedding as ae
 from triplet_pose.prediction import scenes
 from triplet_pose.viz import scenes as scene_viz
@@ -164,7 +163,7 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
     assert np.isfinite(evals[-1][key])
   assert workdir_lib.load_model(workdir, expect=ae.TARGET).step == 6
   # The report and the scene panel of launch.scenes, from the same workdir.
-  config_options = multi_person.grouping_options(_smoke(tmp_path))
+  config_options = grouping.GroupingOptions.from_config(_smoke(tmp_path))
   assert scenes.grouping_options(str(workdir)) == config_options  # nothing tuned yet
   options, tried = scenes.tune_grouping(str(workdir), num_batches=1, batch_size=4, record=True)
   assert len(tried) == (len(scenes.DETECTION_THRESHOLDS) * len(scenes.MIN_JOINTS)
@@ -241,11 +240,11 @@ def test_a_damaged_tuned_grouping_is_one_error_naming_it(tmp_path):
       scenes.grouping_options(str(tmp_path), step=4)
     # What --tune_grouping starts from: the config's, the damaged file unread.
     assert scenes.grouping_options(str(tmp_path), use_tuned=False) == (
-        multi_person.grouping_options(config))
+        grouping.GroupingOptions.from_config(config))
     # Every tuned setting given (launch.scenes' flags): the file is not read.
     given = {"detection_threshold": 0.4, "min_joints": 5, "tag_threshold": 1.5}
     assert scenes.grouping_options(str(tmp_path), step=4, **given) == dataclasses.replace(
-        multi_person.grouping_options(config), **given)
+        grouping.GroupingOptions.from_config(config), **given)
   path.write_text(json.dumps(whole))
   assert scenes.read_tuned_grouping(tmp_path) == whole
   path.unlink()

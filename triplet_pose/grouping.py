@@ -108,6 +108,12 @@ class GroupingOptions:
     if problems:
       raise ValueError("grouping: " + "; ".join(problems))
 
+  @classmethod
+  def from_config(cls, config, **chosen) -> GroupingOptions:
+    """An experiment config's `grouping` section (any of the fields; the
+    defaults without one), with `chosen` fields replaced."""
+    return cls(**{**dict(config.get("grouping", {})), **chosen})
+
 
 @functools.partial(jax.jit, static_argnames=("top_k", "nms_kernel"))
 def decode(heatmaps: jax.Array, tags: jax.Array, *, top_k: int, nms_kernel: int = 3

@@ -166,11 +166,6 @@ def _to_original(persons: np.ndarray, affine: np.ndarray) -> np.ndarray:
   return np.concatenate([xy, persons[..., 2:]], axis=-1)
 
 
-def grouping_options(config: ml_collections.ConfigDict) -> grouping.GroupingOptions:
-  """`config.grouping` (any of `GroupingOptions`' fields) as options."""
-  return grouping.GroupingOptions(**dict(config.get("grouping", {})))
-
-
 def predict_scene(outputs: dict[str, Any], batch: common.Batch, *, image_size: int,
                   options: grouping.GroupingOptions) -> dict[str, Any]:
   """Persons and the grouping ceiling from last-stack maps of a scene batch."""
@@ -188,7 +183,7 @@ def predict_scene(outputs: dict[str, Any], batch: common.Batch, *, image_size: i
 def create_evaluator(config: ml_collections.ConfigDict, eval_fn, mesh) -> Evaluator:
   """The evaluator training runs for a model of several people: the loss and
   `MultiPersonAp` on `config.eval_batches` validation batches."""
-  options = grouping_options(config)
+  options = grouping.GroupingOptions.from_config(config)
 
   def predict(state, batch):
     out = eval_fn(state, parallel.shard_batch(batch, mesh), None)

@@ -89,7 +89,7 @@ def grouping_options(workdir: str, *, step: int | None = None,
   wins over both, and with all of `TUNED` chosen the file is not read.
   """
   config = config_files.load_config(workdir) if config is None else config
-  options = dataclasses.replace(multi_person.grouping_options(config), **chosen)
+  options = grouping.GroupingOptions.from_config(config, **chosen)
   wanted = [k for k in TUNED if k not in chosen]  # none: the file is not read
   tuned = read_tuned_grouping(workdir) if use_tuned and workdir and wanted else None
   if tuned is None:
@@ -141,7 +141,7 @@ def tune_grouping(workdir: str, *, split: str = "train", num_batches: int = 4,
     'tag_threshold', 'map', 'count_accuracy'} of every setting tried]).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
-  base = base or multi_person.grouping_options(loaded.config)
+  base = base or grouping.GroupingOptions.from_config(loaded.config)
   maps = _maps_fn(loaded, flip_test, base)
   batches = []
   for i, batch in enumerate(_batches(loaded.config, split=split, batch_size=batch_size)):

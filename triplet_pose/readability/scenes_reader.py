@@ -194,7 +194,7 @@ def maps(reader: dict[str, Any], images: np.ndarray, *, config: ml_collections.C
 
 def options(config: ml_collections.ConfigDict, **chosen) -> grouping.GroupingOptions:
   """The config's grouping options, with `chosen` fields replaced."""
-  return dataclasses.replace(grouping.GroupingOptions(**dict(config.grouping)), **chosen)
+  return grouping.GroupingOptions.from_config(config, **chosen)
 
 
 def persons(found: tuple[np.ndarray, np.ndarray], *, source_size: int,
