@@ -140,17 +140,7 @@ def decode(heatmaps: jax.Array, tags: jax.Array, *, top_k: int, nms_kernel: int 
   flat_maps = jnp.moveaxis(heatmaps.reshape(b, h * w, k), -1, -2)
   flat_tags = jnp.moveaxis(tags.reshape(b, h * w, k, -1), 1, 2)  # (B, K, hw, D)
   score, index = jax.lax.top_k(flat_peaks, top_k)
-  iy, ix = index // w, index % w
-
-  def value(yy, xx):
-    cell = jnp.clip(yy, 0, h - 1) * w + jnp.clip(xx, 0, w - 1)
-    return jnp.take_along_axis(flat_maps, cell, axis=-1)
-
-  shift_x = jnp.where((ix > 0) & (ix < w - 1),
-                      0.25 * jnp.sign(value(iy, ix + 1) - value(iy, ix - 1)), 0.0)
-  shift_y = jnp.where((iy > 0) & (iy < h - 1),
-                      0.25 * jnp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
-  xy = jnp.stack([ix + shift_x, iy + shift_y], axis=-1).astype(jnp.float32)
+  xy = heatmaps_lib.cell_coordinates(flat_maps, index, width=w).astype(jnp.float32)
   tag = jnp.take_along_axis(flat_tags, index[..., None], axis=-2)  # (B, K, top_k, D)
   return {"xy": xy, "score": score, "tag": tag[..., 0] if one_dimensional else tag}
 
@@ -237,13 +227,10 @@ def refine(persons: np.ndarray, person_tags: np.ndarray, heatmaps: np.ndarray,
       continue
     fit = heatmaps[..., missing] - np.round(
         np.linalg.norm(tags[..., missing, :] - person_tags[p], axis=-1))
-    cell = fit.reshape(h * w, -1).argmax(axis=0)
-    iy, ix = cell // w, cell % w
-    for j, y, x in zip(missing, iy, ix):
-      value = heatmaps[y, x, j]
-      dx = 0.25 * np.sign(heatmaps[y, x + 1, j] - heatmaps[y, x - 1, j]) if 0 < x < w - 1 else 0
-      dy = 0.25 * np.sign(heatmaps[y + 1, x, j] - heatmaps[y - 1, x, j]) if 0 < y < h - 1 else 0
-      persons[p, j] = (x + dx, y + dy, value)
+    cell = fit.reshape(h * w, -1).argmax(axis=0)  # (M,) per missing joint
+    flat = heatmaps.reshape(h * w, -1)[:, missing].T  # (M, hw)
+    persons[p, missing, :2] = heatmaps_lib.cell_coordinates(flat, cell[:, None], width=w)[:, 0]
+    persons[p, missing, 2] = flat[np.arange(missing.size), cell]
   return persons
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 KERNELS = ("gaussian", "pyramid")
 _DEFAULT_PEAK = {"gaussian": 1.0, "pyramid": 1000.0}
@@ -113,20 +114,34 @@ def decode(heatmaps: jax.Array) -> tuple[jax.Array, jax.Array]:
   flat = jnp.moveaxis(heatmaps.reshape(*batch, h * w, k), -1, -2)  # (..., K, HW)
   index = jnp.argmax(flat, axis=-1)
   confidence = jnp.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
-  iy, ix = index // w, index % w
+  coords = cell_coordinates(flat, index[..., None], width=w)[..., 0, :]
+  return coords.astype(jnp.float32), confidence.astype(jnp.float32)
+
+
+def cell_coordinates(flat, index, *, width: int):
+  """(..., M, 2) x, y of cells of flattened maps, each shifted by a quarter
+  cell toward its larger neighbour in x and in y (Newell et al.'s sub-pixel
+  step; no shift along an axis where a neighbour is missing).
+
+  Args:
+    flat: (..., H * W) maps, rows of `width` cells: jax or numpy arrays
+      (host code such as `grouping.refine` stays in numpy).
+    index: (..., M) cells, flat indices into the last axis.
+    width: W.
+  """
+  xp = np if isinstance(flat, np.ndarray) and isinstance(index, np.ndarray) else jnp
+  h = flat.shape[-1] // width
+  iy, ix = index // width, index % width
 
   def value(yy, xx):
-    yy = jnp.clip(yy, 0, h - 1)
-    xx = jnp.clip(xx, 0, w - 1)
-    return jnp.take_along_axis(flat, (yy * w + xx)[..., None], axis=-1)[..., 0]
+    cell = xp.clip(yy, 0, h - 1) * width + xp.clip(xx, 0, width - 1)
+    return xp.take_along_axis(flat, cell, axis=-1)
 
-  # As in Newell et al., no shift along an axis where a neighbour is missing.
-  inside_x = (ix > 0) & (ix < w - 1)
-  inside_y = (iy > 0) & (iy < h - 1)
-  shift_x = jnp.where(inside_x, 0.25 * jnp.sign(value(iy, ix + 1) - value(iy, ix - 1)), 0.0)
-  shift_y = jnp.where(inside_y, 0.25 * jnp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
-  coords = jnp.stack([ix + shift_x, iy + shift_y], axis=-1).astype(jnp.float32)
-  return coords, confidence.astype(jnp.float32)
+  shift_x = xp.where((ix > 0) & (ix < width - 1),
+                     0.25 * xp.sign(value(iy, ix + 1) - value(iy, ix - 1)), 0.0)
+  shift_y = xp.where((iy > 0) & (iy < h - 1),
+                     0.25 * xp.sign(value(iy + 1, ix) - value(iy - 1, ix)), 0.0)
+  return xp.stack([ix + shift_x, iy + shift_y], axis=-1)
 
 
 def decode_to_pixels(maps: jax.Array, image_size: int | Sequence[int]
