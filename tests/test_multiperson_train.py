@@ -118,7 +118,7 @@ def test_grouping_options_scales_from_json_and_bad_scales():
       grouping.GroupingOptions(**bad)
   for bad, says in (({"top_k": 0}, "top_k must be at least 1"),
                     ({"nms_kernel": 4}, "nms_kernel must be odd"),
-                    ({"detection_threshold": -0.1}, r"detection_threshold must be in \[0, 1\)"),
+                    ({"detection_threshold": -0.1}, "detection_threshold must be at least 0"),
                     ({"tag_threshold": 0.0}, "tag_threshold must be positive"),
                     ({"min_joints": 0}, "min_joints must be in 1..16"),
                     ({"min_joints": 17}, "min_joints must be in 1..16")):

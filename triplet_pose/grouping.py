@@ -99,8 +99,8 @@ class GroupingOptions:
         ("nms_kernel", self.nms_kernel, self.nms_kernel >= 1 and self.nms_kernel % 2 == 1,
          "must be odd and positive"),
         # Suppressed cells score 0: a negative threshold would make them joints.
-        ("detection_threshold", self.detection_threshold, 0 <= self.detection_threshold < 1,
-         "must be in [0, 1)"),
+        ("detection_threshold", self.detection_threshold, self.detection_threshold >= 0,
+         "must be at least 0"),
         ("tag_threshold", self.tag_threshold, self.tag_threshold > 0, "must be positive"),
         ("min_joints", self.min_joints, 1 <= self.min_joints <= kp.NUM_JOINTS,
          f"must be in 1..{kp.NUM_JOINTS}"),
