@@ -74,9 +74,6 @@ class MultiPersonAp:
           "crowd_bin": int(sf.crowd_bin(batch["crowd_index"][i])),
           "count": int(batch["num_persons"][i]) if "num_persons" in batch else int(real.sum()),
       }
-      # Persons past `input.max_persons` are not in the batch: their joints
-      # cannot be positives, and a prediction of them counts as false.
-      image["persons_left_out"] = image["count"] - int(real.sum())
       for key in ("persons", "ceiling"):
         if key in predictions:
           image[key] = _to_original(predictions[key][i], affine)
@@ -111,9 +108,13 @@ class MultiPersonAp:
     ap = overall["ap"]
     found = np.array([len(im["persons"]) for im in images])
     true = np.array([im["count"] for im in images])
+    annotated = np.array([len(im["joints"]) for im in images])
+    # Persons past `input.max_persons` are not in the batch: their joints
+    # cannot be positives, and a prediction of them counts as false.
+    left_out = true - annotated
     report = {
         "threshold": self.threshold, "images": len(images),
-        "persons": int(sum(len(im["joints"]) for im in images)),
+        "persons": int(annotated.sum()),
         "map": overall["map"],
         "per_joint": {n: float(v) for n, v in zip(kp.JOINT_NAMES, ap)},
         "groups": {g: float(np.nanmean(ap[list(m)])) if np.isfinite(ap[list(m)]).any()
@@ -121,14 +122,13 @@ class MultiPersonAp:
         "count_accuracy": metrics.person_count_accuracy(found, true),
         "count_too_few": float(np.mean(found < true)),
         "count_too_many": float(np.mean(found > true)),
-        "persons_left_out": int(sum(im.get("persons_left_out", 0) for im in images)),
+        "persons_left_out": int(left_out.sum()),
         "by_occlusion": {}, "by_crowd": {},
     }
     if report["persons_left_out"]:
       logging.warning("multi-person AP: %d persons of %d images were past input.max_persons "
                       "and left out of the ground truth (raise it to evaluate them)",
-                      report["persons_left_out"],
-                      sum(im.get("persons_left_out", 0) > 0 for im in images))
+                      report["persons_left_out"], int(np.sum(left_out > 0)))
     for b, name in enumerate(sf.OCCLUSION_BINS):
       masks = [im["occlusion_bin"] == b for im in images]
       if any(m.any() for m in masks):
