@@ -77,6 +77,34 @@ def test_persons_of_unknown_occlusion_fall_in_no_occlusion_bin():
   assert "map_unoccluded" not in metric.result()
 
 
+def test_bootstrap_intervals_are_points_for_alike_images_and_spread_for_unlike_ones():
+  batch = _batch()
+  alike = multi_person.MultiPersonAp()
+  for _ in range(5):
+    alike.update(batch, {"persons": _exact(batch), "ceiling": _exact(batch)})
+  spans = alike.intervals(resamples=50)
+  assert spans["map"] == [100.0, 100.0] and spans["count_accuracy"] == [1.0, 1.0]
+  assert spans["ceiling_map"] == [100.0, 100.0] and spans["resamples"] == 50
+  assert set(spans["by_occlusion"]) == {"unoccluded", "heavily"}
+  # Image 0 misses its half-hidden person, image 1 is exact: count 0.5.
+  missed = _exact(batch)
+  missed[0] = missed[0][:1]
+  unlike = multi_person.MultiPersonAp()
+  for _ in range(10):
+    unlike.update(batch, {"persons": missed})
+  report, spans = unlike.report(), unlike.intervals(resamples=200, level=0.9)
+  low, high = spans["count_accuracy"]
+  assert 0.0 <= low < report["count_accuracy"] == 0.5 < high <= 1.0
+  assert spans["map"][0] < report["map"] < spans["map"][1]
+  assert spans["by_occlusion"]["heavily"] == [0.0, 0.0]  # missed in every image
+  assert "ceiling_map" not in spans
+  assert unlike.intervals(resamples=200, level=0.9) == spans  # seeded
+  assert unlike.intervals(resamples=200, level=0.9, seed=1) != spans
+  for bad in ({"resamples": 1}, {"level": 1.0}):
+    with pytest.raises(ValueError, match="resamples must be at least 2"):
+      unlike.intervals(**bad)
+
+
 def test_single_person_baseline_maps_each_box_crop_back():
   batch = _batch()
   expected = []  # what an exact joint model would answer, crop by crop

@@ -172,8 +172,12 @@ def test_scenes_config_trains_resumes_and_reports_multi_person_ap(tmp_path, capl
   assert max(t["map"] for t in tried) == next(
       t["map"] for t in tried
       if (t["detection_threshold"], t["min_joints"], t["tag_threshold"]) == chosen)
-  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options)
+  report = scenes.evaluate_workdir(str(workdir), num_batches=1, batch_size=4, options=options,
+                                   intervals=20)
   assert report["step"] == 6 and report["images"] == 4 and "ceiling_map" in report
+  spans = report["intervals"]
+  assert spans["resamples"] == 20 and set(spans["by_crowd"]) == set(report["by_crowd"])
+  assert all(0 <= spans[k][0] <= spans[k][1] for k in ("map", "count_accuracy", "ceiling_map"))
   assert report["grouping"] == dataclasses.asdict(options)
   block = report["provenance"]
   assert block["models"]["scenes"]["step"] == 6 and block["dataset"]["examples_used"] == 4

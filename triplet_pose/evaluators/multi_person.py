@@ -13,6 +13,10 @@ the ground truth of a scene batch, both mapped to original pixels through
 * the grouping ceiling: the true joints grouped by the predicted tags,
   when the predictions carry `ceiling` persons.
 
+`MultiPersonAp.intervals` says how well the images pin these down: a
+percentile bootstrap over images (the report of images drawn with
+replacement, again and again).
+
 `single_person_baseline` scores the single-person pipeline on the same
 images: the joint model on the crop of every ground-truth box.
 
@@ -104,6 +108,53 @@ class MultiPersonAp:
     images = self.all_images()  # before any check: the others wait for this one
     if not images:
       raise ValueError("no valid image was evaluated (an empty split?)")
+    report = self._summary(images)
+    if report["persons_left_out"]:
+      logging.warning("multi-person AP: %d persons of %d images were past input.max_persons "
+                      "and left out of the ground truth (raise it to evaluate them)",
+                      report["persons_left_out"],
+                      sum(im["count"] > len(im["joints"]) for im in images))
+    return report
+
+  def intervals(self, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
+                ) -> dict[str, Any]:
+    """Percentile bootstrap intervals over images of the report's figures.
+
+    Each resample draws as many images as were evaluated, with replacement,
+    and takes their report; a figure's interval holds the central `level`
+    of its values (a bin missing from a resample leaves that value out).
+
+    Returns:
+      {'map', 'count_accuracy', 'ceiling_map' (with ceilings): [low, high];
+       'by_occlusion', 'by_crowd': {bin: [low, high]}; 'resamples', 'level'}.
+    """
+    if resamples < 2 or not 0 < level < 1:
+      raise ValueError(f"intervals: resamples must be at least 2 and level in (0, 1), got "
+                       f"{resamples} and {level}")
+    images = self.all_images()
+    if not images:
+      raise ValueError("no valid image was evaluated (an empty split?)")
+    rng = np.random.default_rng(seed)
+    drawn = [self._summary([images[j] for j in rng.integers(0, len(images), len(images))])
+             for _ in range(resamples)]
+    tails = [50 * (1 - level), 50 * (1 + level)]
+
+    def interval(values):
+      values = np.asarray(values, np.float64)
+      values = values[np.isfinite(values)]
+      return [float(v) for v in np.percentile(values, tails)] if values.size else None
+
+    out = {"resamples": resamples, "level": level}
+    for key in ("map", "count_accuracy", "ceiling_map"):
+      if key in drawn[0]:
+        out[key] = interval([r[key] for r in drawn])
+    full = self._summary(images)
+    for group in ("by_occlusion", "by_crowd"):
+      out[group] = {b: interval([r[group].get(b, np.nan) for r in drawn]) for b in full[group]}
+    return out
+
+  def _summary(self, images: list[dict[str, Any]]) -> dict[str, Any]:
+    """`report` of the given images (at least one)."""
     overall = self._ap("persons", images=images)
     ap = overall["ap"]
     found = np.array([len(im["persons"]) for im in images])
@@ -125,10 +176,6 @@ class MultiPersonAp:
         "persons_left_out": int(left_out.sum()),
         "by_occlusion": {}, "by_crowd": {},
     }
-    if report["persons_left_out"]:
-      logging.warning("multi-person AP: %d persons of %d images were past input.max_persons "
-                      "and left out of the ground truth (raise it to evaluate them)",
-                      report["persons_left_out"], int(np.sum(left_out > 0)))
     for b, name in enumerate(sf.OCCLUSION_BINS):
       masks = [im["occlusion_bin"] == b for im in images]
       if any(m.any() for m in masks):

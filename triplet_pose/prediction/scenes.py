@@ -217,7 +217,7 @@ def read_tuned_grouping(workdir: str | pathlib.Path) -> dict[str, Any] | None:
 def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int = 16,
                      num_batches: int = 0, joint_workdir: str | None = None,
                      options: grouping.GroupingOptions | None = None,
-                     flip_test: bool = True) -> dict[str, Any]:
+                     flip_test: bool = True, intervals: int = 0) -> dict[str, Any]:
   """The multi-person report of a workdir's model over a split.
 
   Args:
@@ -229,11 +229,14 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     options: grouping settings (default `grouping_options` of the workdir).
     flip_test: heatmaps averaged with the mirrored input's, tags of both
       side by side (`inference.predict_scene_maps`).
+    intervals: bootstrap resamples of the images for 95% intervals
+    (`MultiPersonAp.intervals`; 0: none).
 
   Returns:
     `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
-    on ground-truth boxes) when `joint_workdir` is given, 'step', 'grouping'
-    (the settings used) and the `provenance` block (models, data, settings).
+    on ground-truth boxes) when `joint_workdir` is given, 'intervals' when
+    asked, 'step', 'grouping' (the settings used) and the `provenance` block
+    (models, data, settings).
   """
   loaded = workdir_lib.load_model(workdir, expect=associative_embedding.TARGET)
   split = split or loaded.config.input.eval_split
@@ -248,6 +251,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     batches.append(batch)
   report = {"step": loaded.step, "split": split, "flip_test": flip_test,
             "grouping": dataclasses.asdict(options), **metric.report()}
+  if intervals:
+    report["intervals"] = metric.intervals(resamples=intervals)
   used = {"scenes": loaded}
   if joint_workdir:
     joint = workdir_lib.load_model(joint_workdir, expect=kp.JOINTS.name)
@@ -257,7 +262,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
         fn, models.variables(), batches, size=models.image_size)
     used["joint"] = joint
   report[provenance.KEY] = provenance.provenance(
-      config={"grouping": options, "flip_test": flip_test, "num_batches": num_batches},
+      config={"grouping": options, "flip_test": flip_test, "num_batches": num_batches,
+              "intervals": intervals},
       models=used, dataset=provenance.dataset_info(loaded.config.input, split,
                                                    examples=report["images"]))
   return report
