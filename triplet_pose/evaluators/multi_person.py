@@ -35,6 +35,7 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 
 from triplet_pose import data
 from triplet_pose import grouping
@@ -116,13 +117,14 @@ class MultiPersonAp:
                       sum(im["count"] > len(im["joints"]) for im in images))
     return report
 
-  def intervals(self, *, resamples: int = 1000, level: float = 0.95, seed: int = 0
-                ) -> dict[str, Any]:
+  def intervals(self, *, resamples: int = 1000, level: float = 0.95, seed: int = 0,
+                progress: bool = False) -> dict[str, Any]:
     """Percentile bootstrap intervals over images of the report's figures.
 
     Each resample draws as many images as were evaluated, with replacement,
     and takes their report; a figure's interval holds the central `level`
     of its values (a bin missing from a resample leaves that value out).
+    `progress` shows a bar with the rate and the time left.
 
     Returns:
       {'map', 'count_accuracy', 'ceiling_map' (with ceilings): [low, high];
@@ -136,7 +138,8 @@ class MultiPersonAp:
       raise ValueError("no valid image was evaluated (an empty split?)")
     rng = np.random.default_rng(seed)
     drawn = [self._summary([images[j] for j in rng.integers(0, len(images), len(images))])
-             for _ in range(resamples)]
+             for _ in tqdm.trange(resamples, desc="bootstrapping the images",
+                                  unit="resample", disable=not progress)]
     tails = [50 * (1 - level), 50 * (1 + level)]
 
     def interval(values):

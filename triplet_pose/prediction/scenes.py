@@ -230,7 +230,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
     flip_test: heatmaps averaged with the mirrored input's, tags of both
       side by side (`inference.predict_scene_maps`).
     intervals: bootstrap resamples of the images for 95% intervals
-    (`MultiPersonAp.intervals`; 0: none).
+      (`MultiPersonAp.intervals`, with a progress bar; 0: none).
 
   Returns:
     `MultiPersonAp.report()`, plus 'baseline' (the same for the joint model
@@ -252,7 +252,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, batch_size: int 
   report = {"step": loaded.step, "split": split, "flip_test": flip_test,
             "grouping": dataclasses.asdict(options), **metric.report()}
   if intervals:
-    report["intervals"] = metric.intervals(resamples=intervals)
+    report["intervals"] = metric.intervals(resamples=intervals, progress=True)
   used = {"scenes": loaded}
   if joint_workdir:
     joint = workdir_lib.load_model(joint_workdir, expect=kp.JOINTS.name)
