@@ -106,9 +106,7 @@ class MultiPersonAp:
     Raises:
       ValueError: when no valid image was seen.
     """
-    images = self.all_images()  # before any check: the others wait for this one
-    if not images:
-      raise ValueError("no valid image was evaluated (an empty split?)")
+    images = self._evaluated_images()
     report = self._summary(images)
     if report["persons_left_out"]:
       logging.warning("multi-person AP: %d persons of %d images were past input.max_persons "
@@ -133,9 +131,7 @@ class MultiPersonAp:
     if resamples < 2 or not 0 < level < 1:
       raise ValueError(f"intervals: resamples must be at least 2 and level in (0, 1), got "
                        f"{resamples} and {level}")
-    images = self.all_images()
-    if not images:
-      raise ValueError("no valid image was evaluated (an empty split?)")
+    images = self._evaluated_images()
     rng = np.random.default_rng(seed)
     drawn = [self._summary([images[j] for j in rng.integers(0, len(images), len(images))])
              for _ in tqdm.trange(resamples, desc="bootstrapping the images",
@@ -155,6 +151,13 @@ class MultiPersonAp:
     for group in ("by_occlusion", "by_crowd"):
       out[group] = {b: interval([r[group].get(b, np.nan) for r in drawn]) for b in full[group]}
     return out
+
+  def _evaluated_images(self) -> list[dict[str, Any]]:
+    """`all_images`, at least one (a collective, as `all_images` is)."""
+    images = self.all_images()  # before any check: the others wait for this one
+    if not images:
+      raise ValueError("no valid image was evaluated (an empty split?)")
+    return images
 
   def _summary(self, images: list[dict[str, Any]]) -> dict[str, Any]:
     """`report` of the given images (at least one)."""
